@@ -1,0 +1,5 @@
+//! The pipeline document (`../shared/spec/pipeline.md`): its parts, each read with every
+//! error collected and its path kept.
+
+pub mod connector;
+pub mod reader;
