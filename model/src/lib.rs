@@ -6,9 +6,11 @@
 
 pub mod error;
 pub mod record;
+pub mod run;
 pub mod spec;
 pub mod value;
 
 pub use error::{SpecError, SpecErrors};
 pub use record::{Batch, FieldPath, Position, Record};
+pub use run::RunStatus;
 pub use value::{Map, Str, Value};

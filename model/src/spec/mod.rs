@@ -3,3 +3,6 @@
 
 pub mod connector;
 pub mod reader;
+pub mod condition;
+pub mod transform;
+pub mod pipeline;

@@ -1,0 +1,488 @@
+//! The pipeline document as a whole: parse JSON or YAML, read every part with its path,
+//! check the rules that span parts (join sources exist, one destination form, …), and
+//! return a typed [`PipelineSpec`] or every error at once.
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use serde_json::Value as Json;
+
+use crate::error::{SpecErrors, index};
+use crate::spec::connector::{ConnectorSpec, Role, parse_connector};
+use crate::spec::reader::{Obj, json_type};
+use crate::spec::transform::{TransformSpec, join_sources, parse_transformations};
+
+/// The top-level keys a pipeline document may hold.
+pub const TOP_LEVEL_KEYS: &[&str] = &[
+    "name",
+    "description",
+    "source",
+    "sources",
+    "transformations",
+    "destination",
+    "destinations",
+    "schedule",
+    "error_handling",
+    "depends_on",
+    "parallelism",
+    "checkpoint",
+];
+
+/// A validated pipeline.
+#[derive(Clone, Debug, Serialize)]
+pub struct PipelineSpec {
+    pub name: String,
+    pub description: Option<String>,
+    /// The main input.
+    pub source: ConnectorSpec,
+    /// Extra named inputs that `join` reads, in document order.
+    pub sources: Vec<(String, ConnectorSpec)>,
+    pub transformations: Vec<TransformSpec>,
+    /// Every record goes to each (`destination` is a list of one).
+    pub destinations: Vec<ConnectorSpec>,
+    pub schedule: Schedule,
+    pub error_handling: ErrorHandling,
+    pub depends_on: Vec<String>,
+    /// Instances of each stateful stage (default 1).
+    pub parallelism: u32,
+    pub checkpoint: CheckpointConfig,
+}
+
+impl PipelineSpec {
+    /// The named extra source, when the document has it.
+    pub fn named_source(&self, name: &str) -> Option<&ConnectorSpec> {
+        self.sources.iter().find(|(n, _)| n == name).map(|(_, c)| c)
+    }
+}
+
+/// When a pipeline runs.
+#[derive(Clone, Debug, Serialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum Schedule {
+    /// Only when asked (the default).
+    Manual,
+    /// A 5-field cron expression in an IANA time zone.
+    Cron {
+        expression: String,
+        #[serde(serialize_with = "ser_tz")]
+        timezone: chrono_tz::Tz,
+        #[serde(skip)]
+        schedule: Box<cron::Schedule>,
+    },
+}
+
+fn ser_tz<S: serde::Serializer>(tz: &chrono_tz::Tz, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(tz.name())
+}
+
+/// `error_handling`: retries, notifications and the dead-letter destination.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ErrorHandling {
+    pub retry_policy: RetryPolicy,
+    pub notifications: Notifications,
+    /// Where rejected records go, each with its reason and position.
+    pub dead_letter: Option<ConnectorSpec>,
+}
+
+/// How a failed run is retried.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct RetryPolicy {
+    /// Attempts after the first (default 0: no retry).
+    pub max_retries: u32,
+    /// Each delay is the previous one times this (default 2).
+    pub backoff_multiplier: f64,
+    /// The first delay (default 1 s).
+    pub initial_delay_seconds: f64,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy { max_retries: 0, backoff_multiplier: 2.0, initial_delay_seconds: 1.0 }
+    }
+}
+
+impl RetryPolicy {
+    /// The delay before retry number `attempt` (1-based).
+    pub fn delay(&self, attempt: u32) -> std::time::Duration {
+        let secs = self.initial_delay_seconds * self.backoff_multiplier.powi(attempt.saturating_sub(1) as i32);
+        std::time::Duration::from_secs_f64(secs.clamp(0.0, 3600.0))
+    }
+}
+
+/// Who is told when a run fails.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Notifications {
+    pub email: Vec<String>,
+    pub webhook: Option<String>,
+}
+
+/// `checkpoint`: how often state is saved.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct CheckpointConfig {
+    pub interval_seconds: u64,
+}
+
+impl Default for CheckpointConfig {
+    fn default() -> Self {
+        CheckpointConfig { interval_seconds: 10 }
+    }
+}
+
+/// Why a pipeline file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{0}")]
+    Invalid(SpecErrors),
+}
+
+/// The text format of a document.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DocFormat {
+    Json,
+    Yaml,
+}
+
+impl DocFormat {
+    /// `.yaml`/`.yml` are YAML; `.json` is JSON; anything else is guessed from the text.
+    pub fn for_path(path: &Path, text: &str) -> DocFormat {
+        match path.extension().and_then(|e| e.to_str()) {
+            Some("yaml" | "yml") => DocFormat::Yaml,
+            Some("json") => DocFormat::Json,
+            _ => DocFormat::sniff(text),
+        }
+    }
+
+    /// JSON when the first non-blank character opens an object or array, else YAML.
+    pub fn sniff(text: &str) -> DocFormat {
+        match text.trim_start().chars().next() {
+            Some('{' | '[') => DocFormat::Json,
+            _ => DocFormat::Yaml,
+        }
+    }
+}
+
+/// Reads and validates a pipeline file. Returns the spec and the folder relative paths in it
+/// resolve against.
+pub fn load_file(path: &Path) -> Result<(PipelineSpec, PathBuf), LoadError> {
+    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read { path: path.to_path_buf(), source })?;
+    let spec = parse_document(&text, DocFormat::for_path(path, &text)).map_err(LoadError::Invalid)?;
+    let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let base = if base.as_os_str().is_empty() { PathBuf::from(".") } else { base };
+    Ok((spec, base))
+}
+
+/// Parses a document's text into the generic tree, reporting syntax errors with line and column.
+pub fn parse_tree(text: &str, format: DocFormat) -> Result<Json, SpecErrors> {
+    let mut errs = SpecErrors::new();
+    let tree = match format {
+        DocFormat::Json => serde_json::from_str::<Json>(text).map_err(|e| format!("invalid JSON at line {} column {}: {e}", e.line(), e.column())),
+        DocFormat::Yaml => serde_norway::from_str::<Json>(text).map_err(|e| format!("invalid YAML: {e}")),
+    };
+    match tree {
+        Ok(t) => Ok(t),
+        Err(m) => {
+            errs.push("", m);
+            Err(errs)
+        }
+    }
+}
+
+/// Parses and validates a document's text.
+pub fn parse_document(text: &str, format: DocFormat) -> Result<PipelineSpec, SpecErrors> {
+    parse_pipeline(&parse_tree(text, format)?)
+}
+
+/// Validates a parsed document, collecting every error.
+pub fn parse_pipeline(doc: &Json) -> Result<PipelineSpec, SpecErrors> {
+    let mut errs = SpecErrors::new();
+    let Some(top) = Obj::open(doc, "", TOP_LEVEL_KEYS, &mut errs) else {
+        return Err(errs);
+    };
+
+    let name = top.req_str("name", &mut errs).map(str::to_string);
+    if let Some(n) = &name
+        && n.trim().is_empty()
+    {
+        errs.push("name", "the name may not be empty");
+    }
+    let description = top.str("description", &mut errs).map(str::to_string);
+
+    let source = match top.get("source") {
+        Some(v) => parse_connector(v, "source", Role::Source, &mut errs),
+        None => {
+            errs.push("source", "required field `source` is missing (the pipeline's input connector)");
+            None
+        }
+    };
+
+    let mut sources = Vec::new();
+    if let Some(v) = top.get("sources")
+        && let Some(obj) = Obj::open_any(v, "sources", &mut errs)
+    {
+        for (name, v) in obj.map {
+            if let Some(c) = parse_connector(v, &obj.at(name), Role::Source, &mut errs) {
+                sources.push((name.clone(), c));
+            }
+        }
+    }
+
+    let transformations = match top.get("transformations") {
+        Some(v) => parse_transformations(v, "transformations", &mut errs),
+        None => Vec::new(),
+    };
+    for (path, name) in join_sources(&transformations) {
+        if !sources.iter().any(|(n, _)| *n == name) && !top.get("sources").and_then(|s| s.get(&name)).is_some() {
+            let known: Vec<_> = top.get("sources").and_then(Json::as_object).map(|o| o.keys().cloned().collect()).unwrap_or_default();
+            let hint = if known.is_empty() { "the document has no `sources`".to_string() } else { format!("`sources` has: {}", known.join(", ")) };
+            errs.push(path, format!("join_source `{name}` is not an entry of `sources`; {hint}"));
+        }
+    }
+
+    let destinations = parse_destinations(&top, &mut errs);
+    let schedule = top.get("schedule").map(|v| parse_schedule(v, &mut errs)).unwrap_or(Some(Schedule::Manual));
+    let error_handling = top.get("error_handling").map(|v| parse_error_handling(v, &mut errs)).unwrap_or_default();
+    let depends_on = top.str_list("depends_on", &mut errs).unwrap_or_default();
+    if let Some(n) = &name
+        && depends_on.iter().any(|d| d == n)
+    {
+        errs.push("depends_on", format!("a pipeline cannot depend on itself (`{n}`)"));
+    }
+    let parallelism = top.int("parallelism", 1, 1024, &mut errs).unwrap_or(1) as u32;
+    let checkpoint = top.get("checkpoint").and_then(|v| parse_checkpoint(v, &mut errs)).unwrap_or_default();
+
+    match (name, source, destinations, schedule) {
+        (Some(name), Some(source), Some(destinations), Some(schedule)) if errs.is_empty() => Ok(PipelineSpec {
+            name,
+            description,
+            source,
+            sources,
+            transformations,
+            destinations,
+            schedule,
+            error_handling,
+            depends_on,
+            parallelism,
+            checkpoint,
+        }),
+        _ => Err(errs),
+    }
+}
+
+fn parse_destinations(top: &Obj, errs: &mut SpecErrors) -> Option<Vec<ConnectorSpec>> {
+    match (top.get("destination"), top.get("destinations")) {
+        (Some(_), Some(_)) => {
+            errs.push("destinations", "give either `destination` or `destinations`, not both");
+            None
+        }
+        (Some(v), None) => parse_connector(v, "destination", Role::Sink, errs).map(|c| vec![c]),
+        (None, Some(Json::Array(list))) if list.is_empty() => {
+            errs.push("destinations", "the list is empty; name at least one destination");
+            None
+        }
+        (None, Some(Json::Array(list))) => {
+            let before = errs.len();
+            let out: Vec<_> = list.iter().enumerate().filter_map(|(i, v)| parse_connector(v, &index("destinations", i), Role::Sink, errs)).collect();
+            (errs.len() == before).then_some(out)
+        }
+        (None, Some(other)) => {
+            errs.push("destinations", format!("expected a list of connectors, found {}", json_type(other)));
+            None
+        }
+        (None, None) => {
+            errs.push("destination", "required field `destination` is missing (where records are delivered)");
+            None
+        }
+    }
+}
+
+fn parse_schedule(v: &Json, errs: &mut SpecErrors) -> Option<Schedule> {
+    let kind = v.get("type").and_then(Json::as_str).unwrap_or("manual");
+    match kind {
+        "manual" => {
+            Obj::open(v, "schedule", &["type"], errs)?;
+            Some(Schedule::Manual)
+        }
+        "cron" => {
+            let o = Obj::open(v, "schedule", &["type", "expression", "timezone"], errs)?;
+            let expression = o.req_str("expression", errs)?;
+            let timezone = match o.str("timezone", errs) {
+                None => chrono_tz::UTC,
+                Some(name) => match name.parse::<chrono_tz::Tz>() {
+                    Ok(tz) => tz,
+                    Err(_) => {
+                        errs.push("schedule.timezone", format!("unknown time zone `{name}`; use an IANA name such as `UTC` or `Europe/Paris`"));
+                        return None;
+                    }
+                },
+            };
+            let fields = expression.split_whitespace().count();
+            if fields != 5 {
+                errs.push("schedule.expression", format!("`{expression}` has {fields} fields; expected 5 (minute hour day-of-month month day-of-week)"));
+                return None;
+            }
+            match format!("0 {expression}").parse::<cron::Schedule>() {
+                Ok(schedule) => Some(Schedule::Cron { expression: expression.to_string(), timezone, schedule: Box::new(schedule) }),
+                Err(e) => {
+                    errs.push("schedule.expression", format!("`{expression}` is not a valid cron expression: {e}"));
+                    None
+                }
+            }
+        }
+        "event" => {
+            let o = Obj::open(v, "schedule", &["type", "connector_type", "config"], errs)?;
+            let ct = o.req_str("connector_type", errs)?;
+            errs.push("schedule.connector_type", format!("event triggers on `{ct}` are not implemented in this build of dagg; use `manual` or `cron`"));
+            None
+        }
+        other => {
+            errs.push("schedule.type", format!("unknown schedule type `{other}`; expected one of: manual, cron, event"));
+            None
+        }
+    }
+}
+
+fn parse_error_handling(v: &Json, errs: &mut SpecErrors) -> ErrorHandling {
+    let mut eh = ErrorHandling::default();
+    let Some(o) = Obj::open(v, "error_handling", &["retry_policy", "notifications", "dead_letter"], errs) else {
+        return eh;
+    };
+    if let Some(rp) = o.get("retry_policy")
+        && let Some(r) = Obj::open(rp, "error_handling.retry_policy", &["max_retries", "backoff_multiplier", "initial_delay_seconds"], errs)
+    {
+        let d = RetryPolicy::default();
+        eh.retry_policy = RetryPolicy {
+            max_retries: r.int("max_retries", 0, 100, errs).map(|i| i as u32).unwrap_or(d.max_retries),
+            backoff_multiplier: positive(&r, "backoff_multiplier", errs).unwrap_or(d.backoff_multiplier),
+            initial_delay_seconds: positive(&r, "initial_delay_seconds", errs).unwrap_or(d.initial_delay_seconds),
+        };
+    }
+    if let Some(n) = o.get("notifications")
+        && let Some(n) = Obj::open(n, "error_handling.notifications", &["email", "webhook"], errs)
+    {
+        let email = match n.get("email") {
+            Some(Json::String(s)) => vec![s.clone()],
+            Some(_) => n.str_list("email", errs).unwrap_or_default(),
+            None => Vec::new(),
+        };
+        for (i, e) in email.iter().enumerate() {
+            if !e.contains('@') {
+                errs.push(index("error_handling.notifications.email", i), format!("`{e}` is not an e-mail address"));
+            }
+        }
+        let webhook = n.str("webhook", errs).map(str::to_string);
+        if let Some(w) = &webhook
+            && !(w.starts_with("http://") || w.starts_with("https://"))
+        {
+            errs.push("error_handling.notifications.webhook", format!("`{w}` is not an http(s) URL"));
+        }
+        eh.notifications = Notifications { email, webhook };
+    }
+    if let Some(dl) = o.get("dead_letter") {
+        eh.dead_letter = parse_connector(dl, "error_handling.dead_letter", Role::Sink, errs);
+    }
+    eh
+}
+
+fn positive(o: &Obj, key: &str, errs: &mut SpecErrors) -> Option<f64> {
+    let f = o.number(key, errs)?;
+    if f.is_finite() && f >= 0.0 {
+        Some(f)
+    } else {
+        errs.push(o.at(key), format!("{f} is not allowed; expected a number of zero or more"));
+        None
+    }
+}
+
+fn parse_checkpoint(v: &Json, errs: &mut SpecErrors) -> Option<CheckpointConfig> {
+    let o = Obj::open(v, "checkpoint", &["interval_seconds"], errs)?;
+    let interval_seconds = o.int("interval_seconds", 1, 86_400, errs).unwrap_or(10) as u64;
+    Some(CheckpointConfig { interval_seconds })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GUIDE: &str = "../../shared/fixtures/guide";
+
+    fn paths(r: Result<PipelineSpec, SpecErrors>) -> Vec<String> {
+        r.err().expect("expected errors").iter().map(|e| e.path.clone()).collect()
+    }
+
+    fn doc(v: Json) -> Result<PipelineSpec, SpecErrors> {
+        parse_pipeline(&v)
+    }
+
+    #[test]
+    fn guide_fixtures_parse() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join(GUIDE);
+        let Ok(dirs) = std::fs::read_dir(&root) else { return };
+        let mut n = 0;
+        for d in dirs {
+            let p = d.unwrap().path().join("pipeline.json");
+            if p.exists() {
+                load_file(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+                n += 1;
+            }
+        }
+        assert_eq!(n, 5);
+    }
+
+    #[test]
+    fn minimal_yaml_document() {
+        let text = "name: y\nsource:\n  connector_type: file\n  config: {path: in.jsonl, format: jsonl}\ndestination:\n  connector_type: file\n  config: {path: out.jsonl, format: jsonl}\n";
+        let p = parse_document(text, DocFormat::Yaml).unwrap();
+        assert_eq!(p.name, "y");
+        assert_eq!(p.destinations.len(), 1);
+        assert!(matches!(p.schedule, Schedule::Manual));
+    }
+
+    #[test]
+    fn every_mistake_is_reported_with_its_path() {
+        let r = doc(serde_json::json!({
+            "name": "x",
+            "colour": "blue",
+            "source": {"connector_type": "file", "config": {"path": "a", "format": "jsonl"}},
+            "destination": {"connector_type": "file", "config": {"path": "b", "format": "yaml"}},
+            "schedule": {"type": "cron", "expression": "0 8 * *"},
+        }));
+        assert_eq!(paths(r), ["colour", "destination.config.format", "schedule.expression"]);
+    }
+
+    #[test]
+    fn missing_parts_are_named() {
+        let r = doc(serde_json::json!({}));
+        assert_eq!(paths(r), ["name", "source", "destination"]);
+    }
+
+    #[test]
+    fn both_destination_forms_is_an_error() {
+        let f = serde_json::json!({"connector_type": "file", "config": {"path": "b", "format": "jsonl"}});
+        let r = doc(serde_json::json!({"name": "x", "source": f, "destination": f, "destinations": [f]}));
+        assert_eq!(paths(r), ["destinations"]);
+    }
+
+    #[test]
+    fn cron_and_timezone_are_checked() {
+        let f = serde_json::json!({"connector_type": "file", "config": {"path": "b", "format": "jsonl"}});
+        let ok = doc(serde_json::json!({"name": "x", "source": f, "destination": f, "schedule": {"type": "cron", "expression": "0 8 * * *", "timezone": "Europe/Paris"}})).unwrap();
+        assert!(matches!(ok.schedule, Schedule::Cron { .. }));
+        let r = doc(serde_json::json!({"name": "x", "source": f, "destination": f, "schedule": {"type": "cron", "expression": "0 8 * * *", "timezone": "Mars/Olympus"}}));
+        assert_eq!(paths(r), ["schedule.timezone"]);
+    }
+
+    #[test]
+    fn retry_delays_grow() {
+        let p = RetryPolicy { max_retries: 3, backoff_multiplier: 2.0, initial_delay_seconds: 1.0 };
+        assert_eq!(p.delay(1).as_secs_f64(), 1.0);
+        assert_eq!(p.delay(3).as_secs_f64(), 4.0);
+    }
+
+    #[test]
+    fn syntax_errors_have_line_and_column() {
+        let e = parse_document("{\n  \"name\": x\n}", DocFormat::Json).unwrap_err();
+        assert!(e.0[0].message.contains("line 2"), "{e}");
+    }
+}
