@@ -1,1 +1,146 @@
-//! placeholder until written
+//! dagg's sources and sinks behind two traits, one folder per connector, one registry
+//! ([`open_source`], [`open_sink`]) that builds them from a [`ConnectorSpec`].
+//!
+//! # The source contract
+//! - A source hands out [`SourceBatch`]es: records in input order, each with the
+//!   [`Position`] it came from (`unit` names a file or partition in `Batch::units`, `seq` a
+//!   line number or offset), plus the inputs it could not turn into records ([`BadInput`]),
+//!   which the runtime sends to the dead letter destination. A bad input is never dropped.
+//! - [`SourceConnector::checkpoint`] is a small JSON value that says where to continue so
+//!   that the next record read is the first one not yet returned: it covers exactly what
+//!   `next_batch` has returned, never what the connector has read ahead. The runtime
+//!   persists it with its own state; [`SourceConnector::seek`] in any later process (same
+//!   spec) continues from it. Replaying from a checkpoint therefore gives at-least-once
+//!   reading, and exactly-once when the sink commits in step with the checkpoint.
+//! - Reading must not block the async executor: connectors that do blocking I/O do it on
+//!   their own thread and hand over batches through a small bounded channel, so a slow
+//!   consumer slows the reader and memory stays flat.
+//! - A fatal error (the rest of the input cannot be read) comes after every record before
+//!   it has been returned. Calling `next_batch` again retries from the last checkpoint.
+//!
+//! # The sink contract
+//! - [`SinkConnector::write`] takes records and returns the ones the sink refuses (with the
+//!   reason); those go to the dead letter destination, the rest are written — but nothing
+//!   written is visible or durable until [`SinkConnector::commit`].
+//! - `commit` makes everything written so far durable and visible at once (a file sink:
+//!   flush, fsync, atomic rename). The runtime commits after a checkpoint completes, so a
+//!   crash never leaves half a batch visible. [`SinkConnector::abort`] discards everything
+//!   since the last commit. A sink dropped without a commit behaves as if aborted.
+
+use std::path::Path;
+
+use dagg_model::spec::connector::{ConnectorConfig, ConnectorSpec};
+use dagg_model::{Batch, Position, Record, Value};
+
+pub mod file;
+
+/// Why a connector operation failed. Every message names the file (or endpoint) involved.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectorError {
+    /// A file, or the folder of a destination, could not be opened or created.
+    #[error("cannot open `{path}`: {source}")]
+    Open {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A source's glob matched nothing.
+    #[error("no file matches `{pattern}`")]
+    NoMatch { pattern: String },
+    /// Reading failed below the format (I/O, a corrupt gzip stream).
+    #[error("cannot read `{path}`: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The input is malformed in a way that makes the rest of it unreadable.
+    #[error("cannot read `{path}` at line {line}: {reason}")]
+    Decode { path: String, line: u64, reason: String },
+    /// Writing to a destination failed.
+    #[error("cannot write `{path}`: {source}")]
+    Write {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Making written data durable and visible failed; nothing since the last commit is
+    /// visible.
+    #[error("cannot commit `{path}`: {source}")]
+    Commit {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A checkpoint that cannot be resumed from (from another spec, or the input changed).
+    #[error("cannot resume from checkpoint: {0}")]
+    Seek(String),
+    /// A connector spec this build cannot open.
+    #[error("{0}")]
+    Config(String),
+}
+
+/// Input that could not be parsed into a record: it goes to the dead letter destination
+/// with `raw` (its text) instead of a record.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BadInput {
+    pub position: Position,
+    pub raw: String,
+    pub reason: String,
+}
+
+/// What one [`SourceConnector::next_batch`] returns: records with their positions (and the
+/// unit names), and the bad inputs met among them.
+#[derive(Clone, Debug, Default)]
+pub struct SourceBatch {
+    pub batch: Batch,
+    pub bad: Vec<BadInput>,
+}
+
+/// A source of records. See the module docs for the contract.
+#[async_trait::async_trait]
+pub trait SourceConnector: Send {
+    /// The next batch of at most `max` records (bad inputs ride along); `Ok(None)` at the
+    /// end of a bounded source.
+    async fn next_batch(&mut self, max: usize) -> Result<Option<SourceBatch>, ConnectorError>;
+
+    /// A position as people read it: for a file `{"file": "orders.jsonl", "line": 42}`.
+    fn describe(&self, pos: Position) -> Value;
+
+    /// Where to resume to continue right after everything returned so far.
+    fn checkpoint(&self) -> serde_json::Value;
+
+    /// Continue from a value [`SourceConnector::checkpoint`] returned earlier, possibly in
+    /// another process.
+    async fn seek(&mut self, checkpoint: &serde_json::Value) -> Result<(), ConnectorError>;
+}
+
+/// A destination of records. See the module docs for the contract.
+#[async_trait::async_trait]
+pub trait SinkConnector: Send {
+    /// Writes records; returns the ones this sink refuses (index in `records`, reason). The
+    /// rest are written, visible after the next commit.
+    async fn write(&mut self, records: &[Record]) -> Result<Vec<(usize, String)>, ConnectorError>;
+
+    /// Makes everything written so far durable and visible.
+    async fn commit(&mut self) -> Result<(), ConnectorError>;
+
+    /// Discards what was written since the last commit.
+    async fn abort(&mut self) -> Result<(), ConnectorError>;
+}
+
+/// Builds the source for a spec. Relative paths resolve against `base_dir` (the pipeline
+/// file's folder). Checks that the input exists; reading starts at the first `next_batch`.
+pub fn open_source(spec: &ConnectorSpec, base_dir: &Path) -> Result<Box<dyn SourceConnector>, ConnectorError> {
+    match &spec.config {
+        ConnectorConfig::File(c) => Ok(Box::new(file::FileSource::open(c, base_dir)?)),
+    }
+}
+
+/// Builds the sink for a spec. Relative paths resolve against `base_dir`. Creates missing
+/// parent folders; nothing is visible at the destination before the first commit.
+pub fn open_sink(spec: &ConnectorSpec, base_dir: &Path) -> Result<Box<dyn SinkConnector>, ConnectorError> {
+    match &spec.config {
+        ConnectorConfig::File(c) => Ok(Box::new(file::FileSink::open(c, base_dir)?)),
+    }
+}

@@ -1115,11 +1115,11 @@ fn parse_validation(v: &Json, path: &str, errs: &mut SpecErrors) -> Option<Trans
                     errs.push(p.path.clone(), "`range` needs `min`, `max` or both");
                     return None;
                 }
-                if let (Some(a), Some(b)) = (&min, &max) {
-                    if a.compare(b) == Some(std::cmp::Ordering::Greater) {
-                        errs.push(p.at("min"), format!("`min` ({a}) is greater than `max` ({b})"));
-                        return None;
-                    }
+                if let (Some(a), Some(b)) = (&min, &max)
+                    && a.compare(b) == Some(std::cmp::Ordering::Greater)
+                {
+                    errs.push(p.at("min"), format!("`min` ({a}) is greater than `max` ({b})"));
+                    return None;
                 }
                 Validation::Range { min, max }
             }

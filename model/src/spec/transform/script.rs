@@ -9,8 +9,9 @@
 //! error with its path); the executor (`dagg-transforms`) runs the compiled AST with the
 //! same [`base_engine`] plus per-record limits.
 //!
-//! What a script sees: `record`, the record as an object map (integers are Rhai integers,
-//! floats Rhai floats, null is `()`), and `now`, the batch's time as an RFC 3339 string.
+//! What a script sees: `record`, the record (`record.x` / `record["x"]` read and set fields,
+//! a missing one reads as `()`; integers are Rhai integers, floats Rhai floats, null is `()`),
+//! and `now`, the batch's time as an RFC 3339 string.
 //! What it does: changes `record` in place (`record.total = record.a * 2;`), sets
 //! `record = ();` to drop the record, or `throw "reason"` to send it to the dead letter
 //! destination. Variables must be declared before use (strict mode), so a typo is a

@@ -1,0 +1,181 @@
+//! The node's local state store: checkpoint manifests of pipeline runs, in sled under the
+//! data directory.
+//!
+//! sled 0.34 is the last stable release and self-described beta, so it stays behind this
+//! one type. Everything written is versioned JSON (`{"version": 1, ...}`): a format change
+//! adds a version and a reader for the old one; golden files of every version are read back
+//! in tests (`actors/tests/golden/`).
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// The on-disk format this build writes.
+pub const FORMAT_VERSION: u32 = 1;
+
+const META_FORMAT: &[u8] = b"meta/format_version";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open the state store at {path}: {source}")]
+    Open { path: PathBuf, source: sled::Error },
+    #[error("the state store at {path} was written by a newer dagg (format {found}, this build reads up to {FORMAT_VERSION})")]
+    TooNew { path: PathBuf, found: u32 },
+    #[error("state store: {0}")]
+    Io(#[from] sled::Error),
+    #[error("state store: a stored checkpoint of `{pipeline}` cannot be read: {reason}")]
+    Decode { pipeline: String, reason: String },
+}
+
+/// What a completed checkpoint holds: enough to resume a run exactly where it was.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    /// The format of this record.
+    pub version: u32,
+    /// 1, 2, … within a run.
+    pub id: u64,
+    pub run_id: String,
+    /// A digest of the pipeline document the run was started from; a changed document does
+    /// not resume an old run.
+    pub spec_digest: String,
+    /// Where the source resumes (its `checkpoint()`).
+    pub source: serde_json::Value,
+    /// Each destination's committed position, in destination order.
+    pub sinks: Vec<serde_json::Value>,
+    /// The dead-letter destination's committed position.
+    pub dead_letter: Option<serde_json::Value>,
+    /// The transformation chain's state (aggregates, seen keys), as its snapshot wrote it.
+    pub chain_state: serde_json::Value,
+    /// Counters so far, so a resumed run reports the whole run.
+    pub counts: CheckpointCounts,
+    /// True once the input is exhausted and the final checkpoint is taken: what remains is
+    /// to move the output into place.
+    pub input_done: bool,
+    /// When it was taken (RFC 3339).
+    pub at: String,
+}
+
+/// Counters carried across a resume.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct CheckpointCounts {
+    pub read: u64,
+    pub written: u64,
+    pub dead_lettered: u64,
+    pub dropped: u64,
+    pub filtered: u64,
+}
+
+/// The node's state store.
+#[derive(Clone)]
+pub struct Store {
+    db: sled::Db,
+}
+
+impl Store {
+    /// Opens (creating) the store in `dir`.
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        let path = dir.join("state");
+        let db = sled::Config::new().path(&path).flush_every_ms(None).open().map_err(|source| StoreError::Open { path: path.clone(), source })?;
+        match db.get(META_FORMAT)? {
+            Some(v) => {
+                let found = u32::from_be_bytes(v.as_ref().try_into().unwrap_or([0, 0, 0, 0]));
+                if found > FORMAT_VERSION {
+                    return Err(StoreError::TooNew { path, found });
+                }
+            }
+            None => {
+                db.insert(META_FORMAT, &FORMAT_VERSION.to_be_bytes())?;
+                db.flush()?;
+            }
+        }
+        Ok(Store { db })
+    }
+
+    fn key(pipeline: &str) -> Vec<u8> {
+        format!("checkpoint/{pipeline}").into_bytes()
+    }
+
+    /// The last completed checkpoint of `pipeline`'s unfinished run, if any.
+    pub fn checkpoint(&self, pipeline: &str) -> Result<Option<Checkpoint>, StoreError> {
+        let Some(bytes) = self.db.get(Self::key(pipeline))? else {
+            return Ok(None);
+        };
+        decode_checkpoint(&bytes).map(Some).map_err(|reason| StoreError::Decode { pipeline: pipeline.to_string(), reason })
+    }
+
+    /// Records a completed checkpoint durably (flushed before returning).
+    pub fn save_checkpoint(&self, pipeline: &str, cp: &Checkpoint) -> Result<(), StoreError> {
+        let bytes = serde_json::to_vec(cp).expect("a checkpoint serializes");
+        self.db.insert(Self::key(pipeline), bytes)?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Forgets `pipeline`'s checkpoint (its run finished, or the user asked to start over).
+    pub fn clear_checkpoint(&self, pipeline: &str) -> Result<(), StoreError> {
+        self.db.remove(Self::key(pipeline))?;
+        self.db.flush()?;
+        Ok(())
+    }
+}
+
+/// Reads any stored version of a checkpoint.
+pub fn decode_checkpoint(bytes: &[u8]) -> Result<Checkpoint, String> {
+    #[derive(Deserialize)]
+    struct Versioned {
+        version: u32,
+    }
+    let v: Versioned = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+    match v.version {
+        1 => serde_json::from_slice(bytes).map_err(|e| e.to_string()),
+        other => Err(format!("unknown checkpoint format {other} (this build reads 1)")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Checkpoint {
+        Checkpoint {
+            version: FORMAT_VERSION,
+            id: 3,
+            run_id: "r1".into(),
+            spec_digest: "abc".into(),
+            source: serde_json::json!({"file": 0, "offset": 1234, "line": 20}),
+            sinks: vec![serde_json::json!({"bytes": 999})],
+            dead_letter: None,
+            chain_state: serde_json::Value::Null,
+            counts: CheckpointCounts { read: 20, written: 18, dead_lettered: 1, dropped: 0, filtered: 1 },
+            input_done: false,
+            at: "2025-01-16T08:00:00.000Z".into(),
+        }
+    }
+
+    #[test]
+    fn checkpoints_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = Store::open(dir.path()).unwrap();
+            assert_eq!(s.checkpoint("p").unwrap(), None);
+            s.save_checkpoint("p", &sample()).unwrap();
+        }
+        let s = Store::open(dir.path()).unwrap();
+        assert_eq!(s.checkpoint("p").unwrap(), Some(sample()));
+        s.clear_checkpoint("p").unwrap();
+        assert_eq!(s.checkpoint("p").unwrap(), None);
+    }
+
+    #[test]
+    fn golden_version_1_reads_back() {
+        let text = include_str!("../tests/golden/checkpoint-v1.json");
+        let cp = decode_checkpoint(text.as_bytes()).unwrap();
+        assert_eq!(cp.version, 1);
+        assert_eq!(cp.counts.read, 20);
+    }
+
+    #[test]
+    fn unknown_versions_are_refused() {
+        assert!(decode_checkpoint(br#"{"version": 99}"#).unwrap_err().contains("unknown checkpoint format 99"));
+    }
+}

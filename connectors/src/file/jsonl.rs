@@ -1,0 +1,123 @@
+//! JSON Lines: one object per line. Blank lines are skipped; a line that is not a JSON
+//! object is a bad input with its line number. Lines may be as long as memory allows.
+
+use dagg_model::{Map, Position};
+use memchr::memchr;
+
+use super::input::Input;
+use super::source::{Cursor, Emitter, Stop, start_at};
+
+pub(crate) fn read(input: &mut Input, at: Cursor, out: &mut Emitter) -> Result<(), Stop> {
+    start_at(input, at)?;
+    let unit = at.unit;
+    let mut line = at.line;
+    // Bytes of `data()` already known to hold no newline (long lines are not rescanned).
+    let mut scanned = 0;
+    loop {
+        let data = input.data();
+        let (text, used) = match memchr(b'\n', &data[scanned..]) {
+            Some(i) => (&data[..scanned + i], scanned + i + 1),
+            None if input.eof() => {
+                if data.is_empty() {
+                    return Ok(());
+                }
+                (data, data.len())
+            }
+            None => {
+                scanned = data.len();
+                input.fill()?;
+                continue;
+            }
+        };
+        scanned = 0;
+        let text = text.strip_suffix(b"\r").unwrap_or(text);
+        let pos = Position { unit, seq: line };
+        let end = Cursor { unit, offset: input.offset() + used as u64, line: line + 1, elements: 0 };
+        if !text.iter().all(u8::is_ascii_whitespace) {
+            match parse_object(text) {
+                Ok(record) => out.record(record, pos, end)?,
+                Err(e) => out.bad(pos, text, reason(text, &e), end)?,
+            }
+        }
+        input.consume(used);
+        line += 1;
+    }
+}
+
+/// Parses one object. Checking UTF-8 once for the whole text is much cheaper than
+/// serde_json checking every string on its own, and then it can skip that.
+#[inline]
+pub(crate) fn parse_object(text: &[u8]) -> Result<Map, serde_json::Error> {
+    match std::str::from_utf8(text) {
+        Ok(s) => serde_json::from_str(s),
+        // Let serde_json say where the bad byte is.
+        Err(_) => serde_json::from_slice(text),
+    }
+}
+
+/// Why a line is not a record, in words that say what to fix.
+fn reason(text: &[u8], e: &serde_json::Error) -> String {
+    match serde_json::from_slice::<serde_json::Value>(text) {
+        Ok(v) => {
+            let kind = match v {
+                serde_json::Value::Null => "null",
+                serde_json::Value::Bool(_) => "a boolean",
+                serde_json::Value::Number(_) => "a number",
+                serde_json::Value::String(_) => "a string",
+                serde_json::Value::Array(_) => "an array",
+                serde_json::Value::Object(_) => "an object",
+            };
+            format!("the line is {kind}, not a JSON object")
+        }
+        Err(_) => format!("the line is not valid JSON: {}", without_position(e)),
+    }
+}
+
+/// serde_json's message without its "at line 1 column N" (the line is the record's own).
+pub(crate) fn without_position(e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    match text.rfind(" at line ") {
+        Some(i) => format!("{} (column {})", &text[..i], e.column()),
+        None => text,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::source::testing::read_all;
+    use super::*;
+    use dagg_model::spec::connector::FileFormat;
+
+    #[test]
+    fn lines_blank_lines_crlf_and_bad_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.jsonl");
+        std::fs::write(&p, "{\"a\":1}\r\n\n   \n[1,2]\n{\"a\": 2.0, \"b\": \"x\"}\n{bad\n{\"a\":3}").unwrap();
+        for buf in [16, 64, 1 << 20] {
+            let c = read_all(&p, FileFormat::Jsonl, false, buf, Cursor::start(0));
+            assert_eq!(c.error, None);
+            let lines: Vec<u64> = c.records.iter().map(|r| r.0.seq).collect();
+            assert_eq!(lines, [1, 5, 7], "buffer {buf}");
+            assert_eq!(serde_json::to_string(&c.records[1].1).unwrap(), r#"{"a":2.0,"b":"x"}"#);
+            assert_eq!(c.bad.len(), 2);
+            assert_eq!((c.bad[0].0.position.seq, c.bad[0].0.raw.as_str()), (4, "[1,2]"));
+            assert!(c.bad[0].0.reason.contains("an array, not a JSON object"), "{}", c.bad[0].0.reason);
+            assert_eq!((c.bad[1].0.position.seq, c.bad[1].0.raw.as_str()), (6, "{bad"));
+            assert!(c.bad[1].0.reason.starts_with("the line is not valid JSON"), "{}", c.bad[1].0.reason);
+        }
+    }
+
+    #[test]
+    fn resume_from_a_cursor_continues_with_the_next_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.jsonl");
+        let text: String = (1..=100).map(|i| format!("{{\"i\":{i}}}\n")).collect();
+        std::fs::write(&p, text).unwrap();
+        let all = read_all(&p, FileFormat::Jsonl, false, 32, Cursor::start(0));
+        let mid = all.records[41].2;
+        let rest = read_all(&p, FileFormat::Jsonl, false, 32, mid);
+        assert_eq!(rest.records.len(), 58);
+        assert_eq!(rest.records[0].0.seq, 43);
+        assert_eq!(rest.records[0].1.get("i"), Some(&dagg_model::Value::Int(43)));
+    }
+}

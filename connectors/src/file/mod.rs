@@ -1,0 +1,111 @@
+//! `connector_type: file` — local files as a source (one file, or a glob of files read in
+//! sorted order) and as a sink, in `json` (one array), `jsonl` or `csv`, plain or gzip.
+//!
+//! # Positions and checkpoints
+//! A record's [`Position`](dagg_model::Position) is `unit` = the index of its file in the
+//! source's sorted file list, `seq` = the 1-based line its text starts on; people see
+//! `{"file": "data/orders.jsonl", "line": 42}`, the file named as configured (relative to
+//! the pipeline's folder when the configured path was relative).
+//!
+//! The checkpoint is `{"version": 1, "file_index", "file", "offset", "line"}` (plus
+//! `"elements"` for JSON arrays): the byte offset in the (decompressed) file right after the
+//! last record returned, and the line at that offset. `file` is the file's name, so a glob
+//! that matches more files later still resumes in the right one; `null` means every file has
+//! been read. Resuming seeks plain files; gzip files are decompressed again and skipped up
+//! to the offset. CSV re-reads its header first.
+//!
+//! # Commit
+//! The sink writes to `.<name>.dagg-tmp` beside the destination and renames it into place
+//! on commit (after fsync); see [`sink`] for what happens across several commits.
+
+mod csv;
+mod input;
+mod json;
+mod jsonl;
+mod sink;
+mod source;
+
+use std::path::{Path, PathBuf};
+
+use dagg_model::spec::connector::{Compression, FileConfig};
+
+pub use sink::FileSink;
+pub use source::FileSource;
+
+use crate::ConnectorError;
+
+/// A configured path, resolved against the pipeline's folder when relative.
+fn resolve(base_dir: &Path, path: &str) -> PathBuf {
+    let p = Path::new(path);
+    if p.is_absolute() { p.to_path_buf() } else { base_dir.join(p) }
+}
+
+fn is_glob(path: &str) -> bool {
+    path.contains(['*', '?', '['])
+}
+
+impl FileSource {
+    /// Finds the source's files (expanding a glob) and checks they exist; reads nothing.
+    pub fn open(config: &FileConfig, base_dir: &Path) -> Result<FileSource, ConnectorError> {
+        let relative = Path::new(&config.path).is_relative();
+        let files = if is_glob(&config.path) {
+            matches(config, base_dir, relative)?
+        } else {
+            let path = resolve(base_dir, &config.path);
+            match std::fs::metadata(&path) {
+                Ok(m) if m.is_dir() => {
+                    return Err(ConnectorError::Config(format!(
+                        "source `{}` is a folder; to read the files in it, use a glob such as `{}/*.jsonl`",
+                        path.display(),
+                        config.path.trim_end_matches('/')
+                    )));
+                }
+                Ok(_) => vec![path],
+                Err(source) => return Err(ConnectorError::Open { path: path.display().to_string(), source }),
+            }
+        };
+        let units = files
+            .iter()
+            .map(|f| {
+                let shown = if relative { f.strip_prefix(base_dir).unwrap_or(f) } else { f };
+                shown.display().to_string()
+            })
+            .collect();
+        let gzip = config.effective_compression() == Compression::Gzip;
+        Ok(FileSource::new(files, units, config.format, gzip, config.delimiter_byte()))
+    }
+}
+
+/// Every file the glob matches, sorted.
+fn matches(config: &FileConfig, base_dir: &Path, relative: bool) -> Result<Vec<PathBuf>, ConnectorError> {
+    let pattern = if relative && !base_dir.as_os_str().is_empty() {
+        let Some(base) = base_dir.to_str() else {
+            return Err(ConnectorError::Config(format!(
+                "the pipeline's folder `{}` is not valid UTF-8, so the glob `{}` cannot be expanded",
+                base_dir.display(),
+                config.path
+            )));
+        };
+        let base = glob::Pattern::escape(base.trim_end_matches('/'));
+        format!("{base}/{}", config.path)
+    } else {
+        config.path.clone()
+    };
+    let paths = glob::glob(&pattern)
+        .map_err(|e| ConnectorError::Config(format!("`{}` is not a valid glob pattern: {e}", config.path)))?;
+    let mut files = Vec::new();
+    for entry in paths {
+        let path = entry.map_err(|e| ConnectorError::Open {
+            path: e.path().display().to_string(),
+            source: std::io::Error::new(e.error().kind(), e.error().to_string()),
+        })?;
+        if path.is_file() {
+            files.push(path);
+        }
+    }
+    if files.is_empty() {
+        return Err(ConnectorError::NoMatch { pattern });
+    }
+    files.sort();
+    Ok(files)
+}

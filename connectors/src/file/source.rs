@@ -1,0 +1,418 @@
+//! The file source: reads every file of its list in order on a dedicated thread, parses
+//! records straight from the read buffer, and hands batches to the async side through a
+//! bounded channel of [`CHANNEL_CHUNKS`] chunks — parsing gets its own core, and a slow
+//! consumer stops the reader instead of growing memory.
+//!
+//! Each item (record or bad input) carries the [`Cursor`] right after it, so the
+//! checkpoint covers exactly what `next_batch` returned even when a chunk is split.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use dagg_model::spec::connector::FileFormat;
+use dagg_model::{Batch, Map, Position, Record, Value};
+use serde_json::json;
+use tokio::sync::mpsc;
+
+use super::input::{BUF_SIZE, Input};
+use super::{csv, json, jsonl};
+use crate::{BadInput, ConnectorError, SourceBatch, SourceConnector};
+
+/// Chunks the reader may have ready ahead of the consumer.
+const CHANNEL_CHUNKS: usize = 2;
+/// The largest chunk the reader builds, whatever `max` asks for (bounds memory).
+const MAX_CHUNK: usize = 16_384;
+/// Checkpoint layout version.
+const CHECKPOINT_VERSION: u64 = 1;
+
+/// A place in the source: the byte `offset` in file `unit` (decompressed), the `line` that
+/// byte is on, and for JSON arrays how many `elements` come before it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Cursor {
+    pub unit: u32,
+    pub offset: u64,
+    pub line: u64,
+    pub elements: u64,
+}
+
+impl Cursor {
+    pub fn start(unit: usize) -> Cursor {
+        Cursor { unit: unit as u32, offset: 0, line: 1, elements: 0 }
+    }
+}
+
+/// Why a format reader stopped early.
+pub(crate) enum Stop {
+    /// The source was dropped or sought elsewhere: nobody wants more.
+    Closed,
+    Failed(ConnectorError),
+}
+
+impl From<ConnectorError> for Stop {
+    fn from(e: ConnectorError) -> Stop {
+        Stop::Failed(e)
+    }
+}
+
+/// What the reader thread sends: items in file order, each with the cursor after it.
+#[derive(Default)]
+pub(crate) struct Chunk {
+    records: Vec<Record>,
+    positions: Vec<Position>,
+    ends: Vec<Cursor>,
+    bad: Vec<BadInput>,
+    bad_ends: Vec<Cursor>,
+    /// For each bad input, how many records of the chunk come before it.
+    bad_at: Vec<usize>,
+    /// The cursor once the whole chunk is consumed.
+    end: Cursor,
+    /// Nothing follows.
+    last: bool,
+}
+
+impl Chunk {
+    fn with_capacity(n: usize) -> Chunk {
+        Chunk {
+            records: Vec::with_capacity(n),
+            positions: Vec::with_capacity(n),
+            ends: Vec::with_capacity(n),
+            ..Chunk::default()
+        }
+    }
+
+    fn items(&self) -> usize {
+        self.records.len() + self.bad.len()
+    }
+
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+}
+
+/// The format readers' output: collects items into chunks and sends them. A full chunk
+/// is sent only when the next item arrives, so the end of a file can still move its end
+/// cursor to the next file (a resume then never re-reads a finished file).
+pub(crate) struct Emitter {
+    tx: mpsc::Sender<Result<Chunk, ConnectorError>>,
+    size: usize,
+    cur: Chunk,
+}
+
+impl Emitter {
+    #[inline]
+    pub fn record(&mut self, record: Record, pos: Position, end: Cursor) -> Result<(), Stop> {
+        if self.cur.items() >= self.size {
+            self.send(false)?;
+        }
+        self.cur.records.push(record);
+        self.cur.positions.push(pos);
+        self.cur.ends.push(end);
+        self.cur.end = end;
+        Ok(())
+    }
+
+    pub fn bad(&mut self, position: Position, raw: &[u8], reason: String, end: Cursor) -> Result<(), Stop> {
+        if self.cur.items() >= self.size {
+            self.send(false)?;
+        }
+        let raw = String::from_utf8_lossy(raw).into_owned();
+        self.cur.bad.push(BadInput { position, raw, reason });
+        self.cur.bad_ends.push(end);
+        self.cur.bad_at.push(self.cur.records.len());
+        self.cur.end = end;
+        Ok(())
+    }
+
+    #[cfg(test)]
+    pub fn for_test(tx: mpsc::Sender<Result<Chunk, ConnectorError>>, size: usize) -> Emitter {
+        Emitter { tx, size, cur: Chunk::with_capacity(size) }
+    }
+
+    /// Moves the end of everything emitted so far (at the end of a file).
+    fn set_end(&mut self, end: Cursor) {
+        self.cur.end = end;
+    }
+
+    fn send(&mut self, last: bool) -> Result<(), Stop> {
+        let end = self.cur.end;
+        let mut chunk = std::mem::replace(&mut self.cur, Chunk::with_capacity(self.size));
+        self.cur.end = end;
+        chunk.last = last;
+        self.tx.blocking_send(Ok(chunk)).map_err(|_| Stop::Closed)
+    }
+}
+
+/// The file source. Built by [`crate::open_source`].
+pub struct FileSource {
+    /// Files to read, resolved, in order.
+    files: Arc<Vec<PathBuf>>,
+    /// The same files as people name them (relative to the pipeline's folder when the
+    /// configured path was relative): `Position::unit` indexes this list.
+    units: Arc<Vec<String>>,
+    format: FileFormat,
+    gzip: bool,
+    delimiter: u8,
+    /// Right after everything returned so far.
+    cursor: Cursor,
+    rx: Option<mpsc::Receiver<Result<Chunk, ConnectorError>>>,
+    pending: Option<Chunk>,
+    done: bool,
+}
+
+impl FileSource {
+    pub(crate) fn new(
+        files: Vec<PathBuf>,
+        units: Vec<String>,
+        format: FileFormat,
+        gzip: bool,
+        delimiter: u8,
+    ) -> FileSource {
+        FileSource {
+            files: Arc::new(files),
+            units: Arc::new(units),
+            format,
+            gzip,
+            delimiter,
+            cursor: Cursor::start(0),
+            rx: None,
+            pending: None,
+            done: false,
+        }
+    }
+
+    /// The names positions refer to, in order.
+    pub fn units(&self) -> &Arc<Vec<String>> {
+        &self.units
+    }
+
+    fn start_reader(&mut self, max: usize) -> Result<(), ConnectorError> {
+        let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
+        let size = max.clamp(1, MAX_CHUNK);
+        let reader = Reader {
+            files: self.files.clone(),
+            format: self.format,
+            gzip: self.gzip,
+            delimiter: self.delimiter,
+            buf_size: BUF_SIZE,
+        };
+        let from = self.cursor;
+        let out = Emitter { tx, size, cur: Chunk::with_capacity(size) };
+        std::thread::Builder::new()
+            .name("dagg-file-read".into())
+            .spawn(move || reader.run(from, out))
+            .map_err(|source| ConnectorError::Read { path: self.current_file(), source })?;
+        self.rx = Some(rx);
+        Ok(())
+    }
+
+    fn current_file(&self) -> String {
+        self.files.get(self.cursor.unit as usize).map(|p| p.display().to_string()).unwrap_or_default()
+    }
+
+    fn batch(&self, records: Vec<Record>, positions: Vec<Position>, bad: Vec<BadInput>) -> SourceBatch {
+        SourceBatch { batch: Batch { records, positions, units: Some(self.units.clone()) }, bad }
+    }
+}
+
+#[async_trait::async_trait]
+impl SourceConnector for FileSource {
+    async fn next_batch(&mut self, max: usize) -> Result<Option<SourceBatch>, ConnectorError> {
+        let max = max.max(1);
+        loop {
+            if self.done {
+                return Ok(None);
+            }
+            if self.pending.is_none() {
+                if self.rx.is_none() {
+                    self.start_reader(max)?;
+                }
+                let rx = self.rx.as_mut().expect("the reader was just started");
+                match rx.recv().await {
+                    Some(Ok(chunk)) => self.pending = Some(chunk),
+                    Some(Err(e)) => {
+                        // The next call retries from the cursor (and most likely fails
+                        // the same way, after nothing new).
+                        self.rx = None;
+                        return Err(e);
+                    }
+                    None => {
+                        self.rx = None;
+                        return Err(ConnectorError::Read {
+                            path: self.current_file(),
+                            source: std::io::Error::other("the reader thread stopped unexpectedly"),
+                        });
+                    }
+                }
+            }
+            let chunk = self.pending.as_mut().expect("a chunk is pending");
+            if chunk.records.len() <= max {
+                let chunk = self.pending.take().expect("a chunk is pending");
+                self.cursor = chunk.end;
+                if chunk.last {
+                    self.done = true;
+                    self.rx = None;
+                }
+                if chunk.items() == 0 {
+                    continue;
+                }
+                return Ok(Some(self.batch(chunk.records, chunk.positions, chunk.bad)));
+            }
+            // Split: the first `max` records and the bad inputs before the next record.
+            let nb = chunk.bad_at.partition_point(|&at| at <= max);
+            let end = if nb > 0 && chunk.bad_at[nb - 1] == max { chunk.bad_ends[nb - 1] } else { chunk.ends[max - 1] };
+            let records: Vec<Record> = chunk.records.drain(..max).collect();
+            let positions: Vec<Position> = chunk.positions.drain(..max).collect();
+            chunk.ends.drain(..max);
+            let bad: Vec<BadInput> = chunk.bad.drain(..nb).collect();
+            chunk.bad_ends.drain(..nb);
+            chunk.bad_at.drain(..nb);
+            chunk.bad_at.iter_mut().for_each(|at| *at -= max);
+            self.cursor = end;
+            return Ok(Some(self.batch(records, positions, bad)));
+        }
+    }
+
+    fn describe(&self, pos: Position) -> Value {
+        let mut m = Map::with_capacity(2);
+        let file = match self.units.get(pos.unit as usize) {
+            Some(name) => Value::from(name.as_str()),
+            None => Value::Null,
+        };
+        m.push_unchecked("file", file);
+        m.push_unchecked("line", Value::Int(pos.seq as i64));
+        Value::Object(m)
+    }
+
+    fn checkpoint(&self) -> serde_json::Value {
+        let c = self.cursor;
+        let file = self.units.get(c.unit as usize).map(|s| s.as_str());
+        let mut v = json!({
+            "version": CHECKPOINT_VERSION,
+            "file_index": c.unit,
+            "file": file,
+            "offset": c.offset,
+            "line": c.line,
+        });
+        if self.format == FileFormat::Json {
+            v["elements"] = json!(c.elements);
+        }
+        v
+    }
+
+    async fn seek(&mut self, checkpoint: &serde_json::Value) -> Result<(), ConnectorError> {
+        let bad = |what: &str| ConnectorError::Seek(format!("{what} (checkpoint: {checkpoint})"));
+        let version = checkpoint.get("version").and_then(|v| v.as_u64());
+        if version != Some(CHECKPOINT_VERSION) {
+            return Err(bad(&format!("not a file source checkpoint of version {CHECKPOINT_VERSION}")));
+        }
+        let cursor = match checkpoint.get("file") {
+            Some(serde_json::Value::Null) => Cursor::start(self.files.len()),
+            Some(serde_json::Value::String(name)) => {
+                // Found by name: a glob may match other files now than when it was taken.
+                let Some(unit) = self.units.iter().position(|u| u == name) else {
+                    return Err(bad(&format!("its file `{name}` is not among this source's files")));
+                };
+                let num = |key: &str| checkpoint.get(key).and_then(|v| v.as_u64());
+                let (Some(offset), Some(line)) = (num("offset"), num("line")) else {
+                    return Err(bad("`offset` and `line` must be whole numbers"));
+                };
+                Cursor { unit: unit as u32, offset, line, elements: num("elements").unwrap_or(0) }
+            }
+            _ => return Err(bad("`file` must be a file name or null")),
+        };
+        // Dropping the receiver stops the old reader at its next send.
+        self.rx = None;
+        self.pending = None;
+        self.done = false;
+        self.cursor = cursor;
+        Ok(())
+    }
+}
+
+/// What the reader thread needs.
+pub(crate) struct Reader {
+    pub files: Arc<Vec<PathBuf>>,
+    pub format: FileFormat,
+    pub gzip: bool,
+    pub delimiter: u8,
+    pub buf_size: usize,
+}
+
+impl Reader {
+    pub(crate) fn run(self, from: Cursor, mut out: Emitter) {
+        let result = (|| {
+            for unit in from.unit as usize..self.files.len() {
+                let at = if unit == from.unit as usize { from } else { Cursor::start(unit) };
+                tracing::debug!(file = %self.files[unit].display(), offset = at.offset, "reading");
+                let mut input = Input::open(&self.files[unit], self.gzip, self.buf_size)?;
+                match self.format {
+                    FileFormat::Jsonl => jsonl::read(&mut input, at, &mut out)?,
+                    FileFormat::Json => json::read(&mut input, at, &mut out)?,
+                    FileFormat::Csv => csv::read(&mut input, at, self.delimiter, &mut out)?,
+                }
+                out.set_end(Cursor::start(unit + 1));
+            }
+            Ok::<(), Stop>(())
+        })();
+        match result {
+            Ok(()) => {
+                let _ = out.send(true);
+            }
+            Err(Stop::Closed) => {}
+            Err(Stop::Failed(e)) => {
+                // Everything before the failure first, then the failure.
+                if out.cur.items() > 0 && out.send(false).is_err() {
+                    return;
+                }
+                let _ = out.tx.blocking_send(Err(e));
+            }
+        }
+    }
+}
+
+/// Moves `input` to where `at` says to start, for formats that need nothing before it.
+pub(crate) fn start_at(input: &mut Input, at: Cursor) -> Result<(), ConnectorError> {
+    if at.offset == 0 { input.skip_bom() } else { input.skip_to(at.offset) }
+}
+
+#[cfg(test)]
+pub(crate) mod testing {
+    //! Runs a format reader synchronously (small buffers, no runtime) and collects items.
+    use super::*;
+
+    #[derive(Debug, Default)]
+    pub struct Collected {
+        pub records: Vec<(Position, Record, Cursor)>,
+        pub bad: Vec<(BadInput, Cursor)>,
+        pub error: Option<String>,
+    }
+
+    pub fn read_all(
+        path: &std::path::Path,
+        format: FileFormat,
+        gzip: bool,
+        buf_size: usize,
+        from: Cursor,
+    ) -> Collected {
+        let (tx, mut rx) = mpsc::channel(1 << 16);
+        let reader = Reader { files: Arc::new(vec![path.to_path_buf()]), format, gzip, delimiter: b',', buf_size };
+        let out = Emitter { tx, size: 7, cur: Chunk::with_capacity(7) };
+        std::thread::spawn(move || reader.run(from, out)).join().unwrap();
+        let mut c = Collected::default();
+        while let Ok(msg) = rx.try_recv() {
+            match msg {
+                Ok(chunk) => {
+                    for ((r, p), e) in chunk.records.into_iter().zip(chunk.positions).zip(chunk.ends) {
+                        c.records.push((p, r, e));
+                    }
+                    for (b, e) in chunk.bad.into_iter().zip(chunk.bad_ends) {
+                        c.bad.push((b, e));
+                    }
+                }
+                Err(e) => c.error = Some(e.to_string()),
+            }
+        }
+        c
+    }
+}
