@@ -5,4 +5,4 @@ pub mod dead_letter;
 pub mod preview;
 pub mod run;
 
-pub use run::{RunOptions, RunSummary, run_pipeline};
+pub use run::{ProgressSnapshot, RunError, RunOptions, RunProgress, RunSummary, run_pipeline};

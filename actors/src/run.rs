@@ -12,6 +12,8 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
 use chrono::Utc;
@@ -34,11 +36,55 @@ pub struct RunOptions {
     pub batch_size: usize,
     /// Batches that may wait between the transform step and the writer.
     pub channel_capacity: usize,
+    /// Live counters and the cancel switch, shared with whoever watches the run.
+    pub progress: Arc<RunProgress>,
 }
 
 impl Default for RunOptions {
     fn default() -> Self {
-        RunOptions { run_id: None, batch_size: 2048, channel_capacity: 4 }
+        RunOptions { run_id: None, batch_size: 2048, channel_capacity: 4, progress: Arc::default() }
+    }
+}
+
+/// A run's live counters (updated once per batch) and its cancel switch.
+#[derive(Debug, Default)]
+pub struct RunProgress {
+    pub read: AtomicU64,
+    pub written: AtomicU64,
+    pub dead_lettered: AtomicU64,
+    pub dropped: AtomicU64,
+    pub filtered: AtomicU64,
+    cancelled: AtomicBool,
+}
+
+/// The counters at one instant.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ProgressSnapshot {
+    pub read: u64,
+    pub written: u64,
+    pub dead_lettered: u64,
+    pub dropped: u64,
+    pub filtered: u64,
+}
+
+impl RunProgress {
+    /// Asks the run to stop: it ends `cancelled` at its next batch and commits nothing.
+    pub fn cancel(&self) {
+        self.cancelled.store(true, Ordering::Relaxed);
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::Relaxed)
+    }
+
+    pub fn snapshot(&self) -> ProgressSnapshot {
+        ProgressSnapshot {
+            read: self.read.load(Ordering::Relaxed),
+            written: self.written.load(Ordering::Relaxed),
+            dead_lettered: self.dead_lettered.load(Ordering::Relaxed),
+            dropped: self.dropped.load(Ordering::Relaxed),
+            filtered: self.filtered.load(Ordering::Relaxed),
+        }
     }
 }
 
@@ -86,6 +132,8 @@ pub enum RunError {
     Build(String),
     #[error("the writer stopped unexpectedly")]
     WriterGone,
+    #[error("cancelled")]
+    Cancelled,
 }
 
 fn at(stage: &str) -> impl FnOnce(ConnectorError) -> RunError + '_ {
@@ -110,6 +158,7 @@ pub async fn run_pipeline(spec: &PipelineSpec, base_dir: &Path, opts: RunOptions
     let (status, error) = match result {
         Ok(()) if dead_count > 0 || counts.dropped > 0 => (RunStatus::Warning, None),
         Ok(()) => (RunStatus::Success, None),
+        Err(RunError::Cancelled) => (RunStatus::Cancelled, None),
         Err(e) => (RunStatus::Failed, Some(e.to_string())),
     };
     RunSummary {
@@ -164,7 +213,7 @@ async fn execute(spec: &PipelineSpec, base_dir: &Path, opts: &RunOptions, run_id
     let mut source = open_source(&spec.source, base_dir).map_err(at("source"))?;
 
     let (tx, rx) = mpsc::channel::<ToWriter>(opts.channel_capacity.max(1));
-    let writer = tokio::spawn(write_loop(rx, Writer { sinks, dead, written: 0 }));
+    let writer = tokio::spawn(write_loop(rx, Writer { sinks, dead, written: 0, progress: opts.progress.clone() }));
 
     let fed = feed(source.as_mut(), &mut chain, &tx, opts, counts).await;
     drop(tx);
@@ -201,10 +250,16 @@ async fn read_all(src: &mut dyn SourceConnector, batch: usize, stage: &str) -> R
 /// Reads the source to its end, transforming each batch and handing it to the writer.
 async fn feed(source: &mut dyn SourceConnector, chain: &mut Chain, tx: &mpsc::Sender<ToWriter>, opts: &RunOptions, counts: &mut Counts) -> Result<(), RunError> {
     let mut out = Output::default();
+    let progress = &opts.progress;
     loop {
+        if progress.is_cancelled() {
+            return Err(RunError::Cancelled);
+        }
         let next = source.next_batch(opts.batch_size).await.map_err(at("source"))?;
         let Some(sb) = next else { break };
-        counts.read += (sb.batch.records.len() + sb.bad.len()) as u64;
+        let n = (sb.batch.records.len() + sb.bad.len()) as u64;
+        counts.read += n;
+        progress.read.fetch_add(n, Ordering::Relaxed);
         let mut dead: Vec<DeadLetter> = sb
             .bad
             .into_iter()
@@ -214,12 +269,12 @@ async fn feed(source: &mut dyn SourceConnector, chain: &mut Chain, tx: &mpsc::Se
         let ctx = BatchContext { now: Utc::now() };
         chain.process(sb.batch.records, &ctx, &mut out);
         dead.extend(take_rejected(&mut out, |i| positions.get(i).map(|p| source.describe(*p))));
-        send(tx, &mut out, counts, dead).await?;
+        send(tx, &mut out, counts, progress, dead).await?;
     }
     let ctx = BatchContext { now: Utc::now() };
     chain.finish(&ctx, &mut out);
     let dead = take_rejected(&mut out, |_| None);
-    send(tx, &mut out, counts, dead).await
+    send(tx, &mut out, counts, progress, dead).await
 }
 
 fn take_rejected(out: &mut Output, describe: impl Fn(usize) -> Option<Value>) -> Vec<DeadLetter> {
@@ -234,9 +289,13 @@ fn take_rejected(out: &mut Output, describe: impl Fn(usize) -> Option<Value>) ->
         .collect()
 }
 
-async fn send(tx: &mpsc::Sender<ToWriter>, out: &mut Output, counts: &mut Counts, dead: Vec<DeadLetter>) -> Result<(), RunError> {
-    counts.dropped += std::mem::take(&mut out.dropped);
-    counts.filtered += std::mem::take(&mut out.filtered);
+async fn send(tx: &mpsc::Sender<ToWriter>, out: &mut Output, counts: &mut Counts, progress: &RunProgress, dead: Vec<DeadLetter>) -> Result<(), RunError> {
+    let dropped = std::mem::take(&mut out.dropped);
+    let filtered = std::mem::take(&mut out.filtered);
+    counts.dropped += dropped;
+    counts.filtered += filtered;
+    progress.dropped.fetch_add(dropped, Ordering::Relaxed);
+    progress.filtered.fetch_add(filtered, Ordering::Relaxed);
     if !dead.is_empty() {
         tx.send(ToWriter::Dead(dead)).await.map_err(|_| RunError::WriterGone)?;
     }
@@ -252,6 +311,7 @@ struct Writer {
     sinks: Vec<(String, Box<dyn SinkConnector>)>,
     dead: DeadLetterSink,
     written: u64,
+    progress: Arc<RunProgress>,
 }
 
 impl Writer {
@@ -280,7 +340,7 @@ async fn write_loop(mut rx: mpsc::Receiver<ToWriter>, mut w: Writer) -> (Writer,
     while let Some(msg) = rx.recv().await {
         let step = match msg {
             ToWriter::Records(records) => write_records(&mut w, &records, &mut refused_idx).await,
-            ToWriter::Dead(letters) => w.dead.send(letters).await.map_err(at("error_handling.dead_letter")),
+            ToWriter::Dead(letters) => send_dead(&mut w, letters).await,
         };
         if let Err(e) = step {
             return (w, Err(e));
@@ -298,6 +358,13 @@ async fn write_records(w: &mut Writer, records: &[Record], refused_idx: &mut std
             letters.push(DeadLetter { stage: stage.clone(), reason: why, position: Value::Null, payload: Payload::Record(records[i].clone()) });
         }
     }
-    w.written += (records.len() - refused_idx.len()) as u64;
+    let delivered = (records.len() - refused_idx.len()) as u64;
+    w.written += delivered;
+    w.progress.written.fetch_add(delivered, Ordering::Relaxed);
+    send_dead(w, letters).await
+}
+
+async fn send_dead(w: &mut Writer, letters: Vec<DeadLetter>) -> Result<(), RunError> {
+    w.progress.dead_lettered.fetch_add(letters.len() as u64, Ordering::Relaxed);
     w.dead.send(letters).await.map_err(at("error_handling.dead_letter"))
 }

@@ -127,6 +127,24 @@ pub trait SinkConnector: Send {
 
     /// Discards what was written since the last commit.
     async fn abort(&mut self) -> Result<(), ConnectorError>;
+
+    /// At checkpoint `epoch`'s barrier: makes everything written so far durable (not
+    /// necessarily visible) and returns a token the runtime records in the checkpoint.
+    /// Writes after it belong to epoch `epoch + 1`. The default commits.
+    async fn pre_commit(&mut self, epoch: u64) -> Result<serde_json::Value, ConnectorError> {
+        let _ = epoch;
+        self.commit().await?;
+        Ok(serde_json::Value::Null)
+    }
+
+    /// After a restart: returns to the state of the last completed checkpoint, whose
+    /// `pre_commit` returned `token` for `epoch`, discarding whatever was written after it
+    /// (or, for a sink that cannot discard, skipping the replayed writes it already holds).
+    /// The default discards everything uncommitted.
+    async fn recover(&mut self, token: &serde_json::Value, epoch: u64) -> Result<(), ConnectorError> {
+        let _ = (token, epoch);
+        self.abort().await
+    }
 }
 
 /// Builds the source for a spec. Relative paths resolve against `base_dir` (the pipeline

@@ -9,9 +9,10 @@
 //! - A step that fails for a record sends that record to [`Output::rejected`] with the stage
 //!   (`transformations[2]`, `transformations[0].then[1]`), the reason, the record as it was
 //!   when the step failed, and the index of the input record it came from; the batch goes on.
-//! - `record_filter`, an inner join without a match, an empty `record_split` and a duplicate
-//!   removed by `deduplicate` count in [`Output::filtered`]; `field_validation` with
-//!   `on_failure: drop` (and a `script` that sets `record = ()`) count in [`Output::dropped`].
+//! - `record_filter`, an inner join without a match, an empty `record_split`, a duplicate
+//!   removed by `deduplicate` and a `script` that sets `record = ()` count in
+//!   [`Output::filtered`]; `field_validation` with `on_failure: drop` counts in
+//!   [`Output::dropped`] (which makes a run end `warning`).
 //! - [`Chain::finish`] ends a bounded run: aggregations emit their groups (and open windows),
 //!   `deduplicate` with `keep: last` emits what it held.
 
@@ -70,10 +71,10 @@ pub struct Rejected {
 pub struct Output {
     pub records: Vec<Record>,
     pub rejected: Vec<Rejected>,
-    /// Removed by `field_validation` with `on_failure: drop`, or by a script.
+    /// Removed by `field_validation` with `on_failure: drop`.
     pub dropped: u64,
     /// Removed by `record_filter`, an inner join without a match, an empty `record_split`,
-    /// or `deduplicate`.
+    /// `deduplicate`, or a script that set `record = ()`.
     pub filtered: u64,
 }
 
@@ -351,7 +352,7 @@ fn run_steps(steps: &[Step], mut rec: Record, input: Option<usize>, env: &Env, o
             StepKind::Script(s) => match s.apply(&mut rec, env) {
                 Ok(Scripted::Kept) => Ok(()),
                 Ok(Scripted::Dropped) => {
-                    out.dropped += 1;
+                    out.filtered += 1;
                     return;
                 }
                 Err(reason) => Err(reason),

@@ -255,7 +255,7 @@ mod tests {
         let out = script("record.at = now;", json!([{}]));
         assert_eq!(json(&out.records), r#"[{"at":"2025-01-16T08:00:00.000Z"}]"#);
         let out = script("if record.keep != true { record = (); }", json!([{"keep": true}, {"keep": false}, {}]));
-        assert_eq!((out.records.len(), out.dropped), (1, 2));
+        assert_eq!((out.records.len(), out.filtered, out.dropped), (1, 2, 0));
         let out = script("if record.amount < 0 { throw \"negative amount\"; }", json!([{"amount": -1}, {"amount": 1}]));
         assert_eq!(out.records.len(), 1);
         assert_eq!(out.rejected[0].reason, "the script failed: negative amount");

@@ -13,7 +13,7 @@
 //! a missing one reads as `()`; integers are Rhai integers, floats Rhai floats, null is `()`),
 //! and `now`, the batch's time as an RFC 3339 string.
 //! What it does: changes `record` in place (`record.total = record.a * 2;`), sets
-//! `record = ();` to drop the record, or `throw "reason"` to send it to the dead letter
+//! `record = ();` to remove the record (counted as filtered), or `throw "reason"` to send it to the dead letter
 //! destination. Variables must be declared before use (strict mode), so a typo is a
 //! validation error.
 
