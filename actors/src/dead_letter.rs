@@ -56,8 +56,18 @@ pub struct DeadLetterSink {
 }
 
 impl DeadLetterSink {
-    pub fn new(pipeline: &str, run_id: &str, sink: Option<Box<dyn SinkConnector>>) -> Self {
-        DeadLetterSink { pipeline: pipeline.to_string(), run_id: run_id.to_string(), sink, count: 0, buf: Vec::new() }
+    /// `count` continues a resumed run's total.
+    pub fn new(pipeline: &str, run_id: &str, sink: Option<Box<dyn SinkConnector>>, count: u64) -> Self {
+        DeadLetterSink { pipeline: pipeline.to_string(), run_id: run_id.to_string(), sink, count, buf: Vec::new() }
+    }
+
+    /// Makes the entries so far durable for checkpoint `epoch`; the token, when there is a
+    /// destination.
+    pub async fn pre_commit(&mut self, epoch: u64) -> Result<Option<serde_json::Value>, ConnectorError> {
+        match self.sink.as_mut() {
+            Some(s) => s.pre_commit(epoch).await.map(Some),
+            None => Ok(None),
+        }
     }
 
     pub fn count(&self) -> u64 {

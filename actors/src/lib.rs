@@ -1,8 +1,12 @@
 //! dagg's runtime: runs a pipeline's stages, moves records in batches over bounded
-//! channels, and routes every failed record to the dead letter with its stage and position.
+//! channels, checkpoints progress so an interrupted run resumes exactly where it was, and
+//! routes every failed record to the dead letter with its stage and position.
 
 pub mod dead_letter;
 pub mod preview;
+pub mod progress;
 pub mod run;
+pub mod store;
 
-pub use run::{ProgressSnapshot, RunError, RunOptions, RunProgress, RunSummary, run_pipeline};
+pub use progress::{ProgressSnapshot, RunProgress};
+pub use run::{ConnectorFactory, Registry, RunError, RunOptions, RunSummary, run_pipeline};

@@ -17,7 +17,7 @@ const META_FORMAT: &[u8] = b"meta/format_version";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("cannot open the state store at {path}: {source}")]
+    #[error("cannot open the run state at {path} (is another run of this pipeline using it?): {source}")]
     Open { path: PathBuf, source: sled::Error },
     #[error("the state store at {path} was written by a newer dagg (format {found}, this build reads up to {FORMAT_VERSION})")]
     TooNew { path: PathBuf, found: u32 },
@@ -74,7 +74,7 @@ pub struct Store {
 impl Store {
     /// Opens (creating) the store in `dir`.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
-        let path = dir.join("state");
+        let path = dir.to_path_buf();
         let db = sled::Config::new().path(&path).flush_every_ms(None).open().map_err(|source| StoreError::Open { path: path.clone(), source })?;
         match db.get(META_FORMAT)? {
             Some(v) => {
@@ -116,6 +116,47 @@ impl Store {
         self.db.remove(Self::key(pipeline))?;
         self.db.flush()?;
         Ok(())
+    }
+}
+
+/// Where a run's checkpoints go: the node's durable store, or memory (a run without a data
+/// directory can still retry from its last checkpoint, but not survive the process).
+#[derive(Clone)]
+pub enum Checkpoints {
+    Durable(Store),
+    Memory(std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, Checkpoint>>>),
+}
+
+impl Checkpoints {
+    pub fn memory() -> Self {
+        Checkpoints::Memory(Default::default())
+    }
+
+    pub fn load(&self, pipeline: &str) -> Result<Option<Checkpoint>, StoreError> {
+        match self {
+            Checkpoints::Durable(s) => s.checkpoint(pipeline),
+            Checkpoints::Memory(m) => Ok(m.lock().unwrap_or_else(|e| e.into_inner()).get(pipeline).cloned()),
+        }
+    }
+
+    pub fn save(&self, pipeline: &str, cp: &Checkpoint) -> Result<(), StoreError> {
+        match self {
+            Checkpoints::Durable(s) => s.save_checkpoint(pipeline, cp),
+            Checkpoints::Memory(m) => {
+                m.lock().unwrap_or_else(|e| e.into_inner()).insert(pipeline.to_string(), cp.clone());
+                Ok(())
+            }
+        }
+    }
+
+    pub fn clear(&self, pipeline: &str) -> Result<(), StoreError> {
+        match self {
+            Checkpoints::Durable(s) => s.clear_checkpoint(pipeline),
+            Checkpoints::Memory(m) => {
+                m.lock().unwrap_or_else(|e| e.into_inner()).remove(pipeline);
+                Ok(())
+            }
+        }
     }
 }
 

@@ -31,6 +31,12 @@ enum Command {
         /// Records per batch.
         #[arg(long, default_value_t = 2048, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
         batch_size: u32,
+        /// Where checkpoints are kept, so an interrupted run resumes where it was.
+        #[arg(long, env = "DAGG_HOME", default_value = ".dagg")]
+        data_dir: PathBuf,
+        /// Start over, forgetting an interrupted run's checkpoint.
+        #[arg(long)]
+        fresh: bool,
     },
     /// Checks a pipeline document and prints every problem with its path.
     ///
@@ -62,7 +68,9 @@ fn main() -> ExitCode {
     };
     rt.block_on(async {
         match cli.command {
-            Command::Run { file, json, batch_size } => run(&file, json, batch_size as usize).await,
+            Command::Run { file, json, batch_size, data_dir, fresh } => {
+                run(&file, json, RunOptions { batch_size: batch_size as usize, data_dir: Some(data_dir), fresh, ..RunOptions::default() }).await
+            }
             Command::Validate { file, json } => validate(&file, json),
             Command::Preview { file, limit } => preview(&file, limit).await,
         }
@@ -92,12 +100,12 @@ fn load(file: &Path) -> Result<(PipelineSpec, PathBuf), ExitCode> {
     }
 }
 
-async fn run(file: &Path, json: bool, batch_size: usize) -> ExitCode {
+async fn run(file: &Path, json: bool, opts: RunOptions) -> ExitCode {
     let (spec, base) = match load(file) {
         Ok(x) => x,
         Err(code) => return code,
     };
-    let summary = run_pipeline(&spec, &base, RunOptions { batch_size, ..RunOptions::default() }).await;
+    let summary = run_pipeline(&spec, &base, opts).await;
     if json {
         println!("{}", serde_json::to_string(&summary).expect("a summary serializes"));
     } else {

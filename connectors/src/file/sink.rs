@@ -74,6 +74,9 @@ pub struct FileSink {
     /// The CSV header in force, and as of the last commit.
     header: Option<Vec<Str>>,
     committed_header: Option<Vec<Str>>,
+    /// Set once a checkpoint refers to the temporary file: from then on it outlives this
+    /// value, so a retry or a later process can resume from it.
+    checkpointed: bool,
 }
 
 impl FileSink {
@@ -107,6 +110,7 @@ impl FileSink {
             committed_elements: 0,
             header: None,
             committed_header: None,
+            checkpointed: false,
         })
     }
 
@@ -308,11 +312,81 @@ impl SinkConnector for FileSink {
     async fn abort(&mut self) -> Result<(), ConnectorError> {
         self.discard().map_err(|source| ConnectorError::Write { path: self.tmp.display().to_string(), source })
     }
+
+    /// Flushes and fsyncs the temporary file (ending the gzip member) and returns its
+    /// length: everything up to it survives a crash, and [`SinkConnector::recover`] cuts the
+    /// file back to it.
+    async fn pre_commit(&mut self, _epoch: u64) -> Result<serde_json::Value, ConnectorError> {
+        if self.out.is_none() {
+            self.begin().await?;
+        }
+        self.flush_buf()?;
+        let out = self.out.take().expect("a segment is open");
+        let gzip = self.gzip;
+        let synced = blocking(move || -> io::Result<(File, u64)> {
+            let mut f = out.finish()?;
+            f.flush()?;
+            f.sync_data()?;
+            let len = f.stream_position()?;
+            Ok((f, len))
+        })
+        .await;
+        let (file, bytes) = match synced {
+            Ok(x) => x,
+            Err(e) => return Err(self.write_err(e)),
+        };
+        self.out = Some(if gzip { Out::Gzip(GzEncoder::new(file, flate2::Compression::default())) } else { Out::Plain(file) });
+        self.checkpointed = true;
+        Ok(serde_json::json!({"version": 1, "bytes": bytes, "elements": self.elements, "header": self.header}))
+    }
+
+    /// Reopens the temporary file a killed process left and cuts it back to the length a
+    /// completed checkpoint recorded. When the temporary file is gone but the destination is
+    /// there, the crash came after the final rename: the output is already in place.
+    async fn recover(&mut self, token: &serde_json::Value, _epoch: u64) -> Result<(), ConnectorError> {
+        let bad = |why: &str| ConnectorError::Seek(format!("file destination `{}`: {why}", self.target.display()));
+        let bytes = token.get("bytes").and_then(serde_json::Value::as_u64).ok_or_else(|| bad("the checkpoint has no byte length"))?;
+        let elements = token.get("elements").and_then(serde_json::Value::as_u64).unwrap_or(0);
+        let header: Option<Vec<Str>> = match token.get("header") {
+            Some(h) if !h.is_null() => Some(serde_json::from_value(h.clone()).map_err(|e| bad(&format!("bad CSV header in the checkpoint: {e}")))?),
+            _ => None,
+        };
+        self.out = None;
+        self.buf.clear();
+        if !self.tmp.exists() {
+            if self.target.exists() {
+                self.committed = Some(Committed { trailer_len: 0 });
+                return Ok(());
+            }
+            return Err(bad(&format!("its temporary file `{}` is missing, so the output written before the interruption is lost", self.tmp.display())));
+        }
+        let tmp = self.tmp.clone();
+        let file = blocking(move || -> io::Result<File> {
+            let mut f = OpenOptions::new().write(true).open(&tmp)?;
+            let len = f.metadata()?.len();
+            if len < bytes {
+                return Err(io::Error::other(format!("it holds {len} bytes, fewer than the {bytes} the checkpoint recorded")));
+            }
+            f.set_len(bytes)?;
+            f.seek(SeekFrom::Start(bytes))?;
+            Ok(f)
+        })
+        .await
+        .map_err(|e| bad(&e.to_string()))?;
+        self.out = Some(if self.gzip { Out::Gzip(GzEncoder::new(file, flate2::Compression::default())) } else { Out::Plain(file) });
+        self.committed = None;
+        self.elements = elements;
+        self.committed_elements = 0;
+        self.header = header;
+        self.committed_header = None;
+        self.checkpointed = true;
+        Ok(())
+    }
 }
 
 impl Drop for FileSink {
     fn drop(&mut self) {
-        if self.out.is_some() {
+        if self.out.is_some() && !self.checkpointed {
             let _ = self.discard();
         }
     }
@@ -363,6 +437,50 @@ mod tests {
         s.commit().await.unwrap();
         assert_eq!(fs::read_to_string(&target).unwrap(), "[\n{\"a\":1},\n{\"a\":2},\n{\"a\":3.0}\n]\n");
         assert!(!dir.path().join("out/.a.json.dagg-tmp").exists());
+    }
+
+    #[tokio::test]
+    async fn recover_cuts_back_to_the_checkpoint_in_every_format() {
+        for (path, format) in [("a.jsonl", FileFormat::Jsonl), ("a.json", FileFormat::Json), ("a.csv", FileFormat::Csv), ("a.json.gz", FileFormat::Json), ("a.jsonl.gz", FileFormat::Jsonl)] {
+            let dir = tempfile::tempdir().unwrap();
+            let mut s = sink(dir.path(), path, format);
+            s.write(&[rec(r#"{"a":1}"#), rec(r#"{"a":2}"#)]).await.unwrap();
+            let token = s.pre_commit(1).await.unwrap();
+            s.write(&[rec(r#"{"a":99}"#)]).await.unwrap();
+            let _ = s.pre_commit(2).await.unwrap();
+            s.write(&[rec(r#"{"a":100}"#)]).await.unwrap();
+            s.flush_buf().unwrap();
+            std::mem::forget(s); // a killed process runs no destructor
+
+            let mut s = sink(dir.path(), path, format);
+            s.recover(&token, 1).await.unwrap();
+            s.write(&[rec(r#"{"a":3}"#)]).await.unwrap();
+            s.commit().await.unwrap();
+            let mut src = crate::file::FileSource::open(
+                &FileConfig { name: None, path: path.into(), format, compression: None, delimiter: None },
+                dir.path(),
+            )
+            .unwrap();
+            let mut got = Vec::new();
+            while let Some(b) = crate::SourceConnector::next_batch(&mut src, 100).await.unwrap() {
+                assert!(b.bad.is_empty(), "{path}: {:?}", b.bad);
+                got.extend(b.batch.records.iter().map(|r| r.get("a").unwrap().to_text()));
+            }
+            assert_eq!(got, ["1", "2", "3"], "{path}");
+        }
+    }
+
+    #[tokio::test]
+    async fn recover_after_the_final_rename_is_a_no_op() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = sink(dir.path(), "a.jsonl", FileFormat::Jsonl);
+        s.write(&[rec(r#"{"a":1}"#)]).await.unwrap();
+        let token = s.pre_commit(1).await.unwrap();
+        s.commit().await.unwrap();
+        let mut s = sink(dir.path(), "a.jsonl", FileFormat::Jsonl);
+        s.recover(&token, 1).await.unwrap();
+        s.commit().await.unwrap();
+        assert_eq!(fs::read_to_string(dir.path().join("a.jsonl")).unwrap(), "{\"a\":1}\n");
     }
 
     #[tokio::test]

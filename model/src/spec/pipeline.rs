@@ -116,15 +116,22 @@ pub struct Notifications {
     pub webhook: Option<String>,
 }
 
-/// `checkpoint`: how often state is saved.
+/// `checkpoint`: how often progress is saved.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct CheckpointConfig {
-    pub interval_seconds: u64,
+    /// Seconds between checkpoints, 0.1 to 86400 (default 10).
+    pub interval_seconds: f64,
 }
 
 impl Default for CheckpointConfig {
     fn default() -> Self {
-        CheckpointConfig { interval_seconds: 10 }
+        CheckpointConfig { interval_seconds: 10.0 }
+    }
+}
+
+impl CheckpointConfig {
+    pub fn interval(&self) -> std::time::Duration {
+        std::time::Duration::from_secs_f64(self.interval_seconds)
     }
 }
 
@@ -397,7 +404,14 @@ fn positive(o: &Obj, key: &str, errs: &mut SpecErrors) -> Option<f64> {
 
 fn parse_checkpoint(v: &Json, errs: &mut SpecErrors) -> Option<CheckpointConfig> {
     let o = Obj::open(v, "checkpoint", &["interval_seconds"], errs)?;
-    let interval_seconds = o.int("interval_seconds", 1, 86_400, errs).unwrap_or(10) as u64;
+    let interval_seconds = match o.number("interval_seconds", errs) {
+        Some(f) if (0.1..=86_400.0).contains(&f) => f,
+        Some(f) => {
+            errs.push(o.at("interval_seconds"), format!("{f} is out of range; expected seconds from 0.1 to 86400"));
+            return None;
+        }
+        None => 10.0,
+    };
     Some(CheckpointConfig { interval_seconds })
 }
 

@@ -7,8 +7,14 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 
+/// The binary, with its own data directory so that tests running in parallel never share
+/// run state.
 pub fn dagg() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_dagg"))
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let home = std::env::temp_dir().join(format!("dagg-test-{}-{}", std::process::id(), N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)));
+    let mut c = Command::new(env!("CARGO_BIN_EXE_dagg"));
+    c.env("DAGG_HOME", home);
+    c
 }
 
 pub fn run(args: &[&str]) -> Output {
