@@ -1,0 +1,135 @@
+//! Failures during a run: retried from the last checkpoint following the retry policy, with
+//! backoff, until the run succeeds or the retries run out — and never a record lost or
+//! written twice.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use dagg_actors::{ConnectorFactory, Registry, RunOptions, run_pipeline};
+use dagg_connectors::{ConnectorError, SinkConnector, SourceBatch, SourceConnector};
+use dagg_model::spec::connector::ConnectorSpec;
+use dagg_model::spec::pipeline::parse_pipeline;
+use dagg_model::{Position, RunStatus, Value};
+use serde_json::json;
+
+/// A source that fails (or panics) at its `fail_at`-th batch, in the first `failing`
+/// attempts.
+struct Flaky {
+    inner: Box<dyn SourceConnector>,
+    batches: u32,
+    fail_at: u32,
+    fail: bool,
+    panic: bool,
+}
+
+#[async_trait::async_trait]
+impl SourceConnector for Flaky {
+    async fn next_batch(&mut self, max: usize) -> Result<Option<SourceBatch>, ConnectorError> {
+        self.batches += 1;
+        if self.fail && self.batches == self.fail_at {
+            if self.panic {
+                panic!("injected panic");
+            }
+            return Err(ConnectorError::Config("injected failure".into()));
+        }
+        self.inner.next_batch(max).await
+    }
+    fn describe(&self, pos: Position) -> Value {
+        self.inner.describe(pos)
+    }
+    fn checkpoint(&self) -> serde_json::Value {
+        self.inner.checkpoint()
+    }
+    async fn seek(&mut self, cp: &serde_json::Value) -> Result<(), ConnectorError> {
+        self.inner.seek(cp).await
+    }
+}
+
+struct FlakyFactory {
+    attempts: AtomicU32,
+    failing: u32,
+    panic: bool,
+}
+
+impl ConnectorFactory for FlakyFactory {
+    fn source(&self, spec: &ConnectorSpec, base: &Path) -> Result<Box<dyn SourceConnector>, ConnectorError> {
+        let attempt = self.attempts.fetch_add(1, Ordering::SeqCst) + 1;
+        Ok(Box::new(Flaky { inner: Registry.source(spec, base)?, batches: 0, fail_at: 4, fail: attempt <= self.failing, panic: self.panic }))
+    }
+    fn sink(&self, spec: &ConnectorSpec, base: &Path) -> Result<Box<dyn SinkConnector>, ConnectorError> {
+        Registry.sink(spec, base)
+    }
+}
+
+fn setup(max_retries: u32) -> (tempfile::TempDir, dagg_model::spec::pipeline::PipelineSpec) {
+    let dir = tempfile::tempdir().unwrap();
+    let input: String = (1..=5000).map(|i| format!("{{\"id\":{i}}}\n")).collect();
+    std::fs::write(dir.path().join("in.jsonl"), input).unwrap();
+    let spec = parse_pipeline(&json!({
+        "name": "flaky",
+        "source": {"connector_type": "file", "config": {"path": "in.jsonl", "format": "jsonl"}},
+        "transformations": [{"type": "field_addition", "field_name": "seen", "value": true}],
+        "destination": {"connector_type": "file", "config": {"path": "out.jsonl", "format": "jsonl"}},
+        "error_handling": {"retry_policy": {"max_retries": max_retries, "backoff_multiplier": 2, "initial_delay_seconds": 0.1}}
+    }))
+    .unwrap();
+    (dir, spec)
+}
+
+fn opts(factory: FlakyFactory) -> RunOptions {
+    RunOptions { batch_size: 500, checkpoint_interval: Some(Duration::ZERO), connectors: Arc::new(factory), ..RunOptions::default() }
+}
+
+fn output_ids(dir: &Path) -> Vec<i64> {
+    std::fs::read_to_string(dir.join("out.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["id"].as_i64().unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_stage_that_fails_twice_then_recovers_ends_success_with_everything_once() {
+    let (dir, spec) = setup(3);
+    let summary = run_pipeline(&spec, dir.path(), opts(FlakyFactory { attempts: AtomicU32::new(0), failing: 2, panic: false })).await;
+    assert_eq!(summary.status, RunStatus::Success, "{}", summary.line());
+    assert_eq!(summary.attempts, 3);
+    assert_eq!(summary.records_read, 5000);
+    assert_eq!(summary.records_written, 5000);
+    assert_eq!(output_ids(dir.path()), (1..=5000).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn a_panic_in_a_stage_is_a_failure_that_is_retried() {
+    let (dir, spec) = setup(1);
+    let summary = run_pipeline(&spec, dir.path(), opts(FlakyFactory { attempts: AtomicU32::new(0), failing: 1, panic: true })).await;
+    assert_eq!(summary.status, RunStatus::Success, "{}", summary.line());
+    assert_eq!(summary.attempts, 2);
+    assert_eq!(output_ids(dir.path()), (1..=5000).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn a_stage_that_keeps_failing_ends_failed_after_max_retries_with_backoff() {
+    let (dir, spec) = setup(2);
+    let started = Instant::now();
+    let summary = run_pipeline(&spec, dir.path(), opts(FlakyFactory { attempts: AtomicU32::new(0), failing: u32::MAX, panic: false })).await;
+    assert_eq!(summary.status, RunStatus::Failed);
+    assert_eq!(summary.attempts, 3, "the first attempt and two retries");
+    assert!(summary.error.as_deref().unwrap().contains("injected failure"), "{:?}", summary.error);
+    // Delays of 0.1 s then 0.2 s between the attempts.
+    assert!(started.elapsed() >= Duration::from_millis(300), "backoff waited {:?}", started.elapsed());
+    assert!(!dir.path().join("out.jsonl").exists(), "a failed run makes nothing visible");
+}
+
+#[tokio::test]
+async fn cancel_stops_the_run_and_commits_nothing() {
+    let (dir, spec) = setup(0);
+    let o = opts(FlakyFactory { attempts: AtomicU32::new(0), failing: 0, panic: false });
+    o.progress.cancel();
+    let summary = run_pipeline(&spec, dir.path(), o).await;
+    assert_eq!(summary.status, RunStatus::Cancelled);
+    assert!(!dir.path().join("out.jsonl").exists());
+    assert!(!dir.path().join(".out.jsonl.dagg-tmp").exists());
+}
