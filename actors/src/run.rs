@@ -41,6 +41,7 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 
 use crate::dead_letter::{DeadLetter, DeadLetterSink, Payload};
+use crate::metrics;
 pub use crate::progress::{ProgressSnapshot, RunProgress};
 use crate::store::{Checkpoint, CheckpointCounts, Checkpoints, FORMAT_VERSION, Store};
 
@@ -252,6 +253,7 @@ pub async fn run_pipeline(spec: &PipelineSpec, base_dir: &Path, opts: RunOptions
         Err(e) => (RunStatus::Failed, Some(e.to_string())),
     };
     progress.set_status(status);
+    metrics::RUN_SECONDS.with_label_values(&[spec.name.as_str(), status.as_str()]).observe(started.elapsed().as_secs_f64());
     RunSummary {
         pipeline: spec.name.clone(),
         run_id,
@@ -388,6 +390,7 @@ impl Attempt<'_> {
         let writer_task = tokio::spawn(writer.run(rx));
         let interval = self.opts.checkpoint_interval.unwrap_or(spec.checkpoint.interval());
         let feeder = Feeder {
+            pipeline: spec.name.clone(),
             tx,
             chain,
             out: Output::default(),
@@ -449,6 +452,7 @@ async fn read_all(src: &mut dyn SourceConnector, batch: usize, stage: &str) -> R
 
 /// Reads the source, runs the chain, hands batches and barriers to the writer.
 struct Feeder {
+    pipeline: String,
     tx: mpsc::Sender<ToWriter>,
     chain: Chain,
     out: Output,
@@ -472,6 +476,8 @@ impl Feeder {
             let n = (sb.batch.records.len() + sb.bad.len()) as u64;
             self.counts.read += n;
             self.progress.read.fetch_add(n, Ordering::Relaxed);
+            metrics::RECORDS_READ.with_label_values(&[self.pipeline.as_str()]).inc_by(n);
+            metrics::BATCHES.with_label_values(&[self.pipeline.as_str(), "transformations"]).inc();
             let mut dead: Vec<DeadLetter> = sb
                 .bad
                 .into_iter()
@@ -505,6 +511,10 @@ impl Feeder {
         self.counts.filtered += filtered;
         self.progress.dropped.fetch_add(dropped, Ordering::Relaxed);
         self.progress.filtered.fetch_add(filtered, Ordering::Relaxed);
+        let p = self.pipeline.as_str();
+        metrics::RECORDS_REMOVED.with_label_values(&[p, "dropped"]).inc_by(dropped);
+        metrics::RECORDS_REMOVED.with_label_values(&[p, "filtered"]).inc_by(filtered);
+        let waited = Instant::now();
         if !dead.is_empty() {
             self.tx.send(ToWriter::Dead(dead)).await.map_err(|_| writer_gone())?;
         }
@@ -512,6 +522,7 @@ impl Feeder {
             let records = std::mem::take(&mut self.out.records);
             self.tx.send(ToWriter::Records(records)).await.map_err(|_| writer_gone())?;
         }
+        metrics::BACKPRESSURE_SECONDS.with_label_values(&[p, "transformations"]).observe(waited.elapsed().as_secs_f64());
         Ok(())
     }
 }
@@ -572,11 +583,17 @@ impl Writer {
         let delivered = (records.len() - refused_idx.len()) as u64;
         self.written += delivered;
         self.progress.written.fetch_add(delivered, Ordering::Relaxed);
+        metrics::RECORDS_WRITTEN.with_label_values(&[self.pipeline.as_str()]).inc_by(delivered);
+        metrics::BATCHES.with_label_values(&[self.pipeline.as_str(), "destination"]).inc();
         self.send_dead(letters).await
     }
 
     async fn send_dead(&mut self, letters: Vec<DeadLetter>) -> Result<(), RunError> {
         self.progress.dead_lettered.fetch_add(letters.len() as u64, Ordering::Relaxed);
+        for l in &letters {
+            // Stages are the pipeline's own steps (`transformations[2]`): a bounded set.
+            metrics::RECORDS_DEAD_LETTERED.with_label_values(&[self.pipeline.as_str(), l.stage.as_str()]).inc();
+        }
         self.dead.send(letters).await.map_err(at("error_handling.dead_letter"))
     }
 
@@ -606,6 +623,8 @@ impl Writer {
         };
         self.ckpts.save(&self.pipeline, &cp)?;
         self.progress.checkpoints.store(b.id, Ordering::Relaxed);
+        metrics::CHECKPOINT_SECONDS.with_label_values(&[self.pipeline.as_str()]).observe(started.elapsed().as_secs_f64());
+        metrics::CHECKPOINT_BYTES.with_label_values(&[self.pipeline.as_str()]).observe(serde_json::to_vec(&cp).map(|v| v.len()).unwrap_or(0) as f64);
         tracing::debug!(checkpoint = b.id, ms = started.elapsed().as_millis() as u64, "checkpoint complete");
         Ok(())
     }
