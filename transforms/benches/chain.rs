@@ -70,6 +70,16 @@ fn bench(c: &mut Criterion, name: &str, t: serde_json::Value, join_data: HashMap
 
 fn families(c: &mut Criterion) {
     let none = HashMap::new;
+    // What moving a batch through costs with no step (dropping the output included).
+    bench(c, "baseline_empty", json!([]), none(), false);
+    for (name, step) in [
+        ("title_case", json!({"type": "field_mapping", "field_name": "product_name", "operation": "title_case"})),
+        ("lowercase", json!({"type": "field_operation", "field_name": "customer_email", "operation": "lowercase"})),
+        ("rename", json!({"type": "field_operation", "field_name": "price", "operation": "rename", "parameters": {"to": "unit_price"}})),
+        ("current_timestamp", json!({"type": "field_addition", "field_name": "processed_timestamp", "value": "current_timestamp"})),
+    ] {
+        bench(c, &format!("field_op_{name}"), json!([step]), none(), false);
+    }
     bench(
         c,
         "field_ops",

@@ -462,6 +462,26 @@ mod tests {
     }
 
     #[test]
+    fn empty_strings() {
+        let e = json!({"f": ""});
+        for op in ["title_case", "lowercase", "uppercase", "trim"] {
+            assert_eq!(apply(&step(op, json!({})), e.clone()).unwrap(), r#"{"f":""}"#, "{op}");
+        }
+        assert!(apply(&step("format", json!({"regex": "x", "pattern": "y"})), e.clone()).is_err());
+        assert_eq!(apply(&step("format", json!({"regex": "^$", "pattern": "(none)"})), e.clone()).unwrap(), r#"{"f":"(none)"}"#);
+        assert_eq!(apply(&step("mask", json!({})), e.clone()).unwrap(), r#"{"f":""}"#);
+        assert_eq!(
+            apply(&step("hash", json!({})), e.clone()).unwrap(),
+            r#"{"f":"e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"}"#
+        );
+        assert_eq!(apply(&step("lookup", json!({"table": {"": "empty"}})), e.clone()).unwrap(), r#"{"f":"empty"}"#);
+        assert!(apply(&step("cast", json!({"to": "float"})), e.clone()).is_err());
+        assert!(apply(&step("cast", json!({"to": "boolean"})), e.clone()).is_err());
+        assert!(apply(&step("round", json!({})), e.clone()).is_err());
+        assert!(apply(&step("date_format", json!({})), e).is_err());
+    }
+
+    #[test]
     fn date_format_op() {
         let s = step("date_format", json!({"output_format": "%d.%m.%Y"}));
         assert_eq!(apply(&s, json!({"f": "2025-01-15T10:30:00Z"})).unwrap(), r#"{"f":"15.01.2025"}"#);

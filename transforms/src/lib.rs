@@ -31,8 +31,10 @@ mod validate;
 use std::collections::HashMap;
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use dagg_model::spec::transform::{Condition, SplitSpec, TransformSpec};
-use dagg_model::{Record, Value};
+use dagg_model::spec::transform::{
+    AdditionSpec, CalculationSpec, Condition, SplitSpec, TransformSpec, ValidationSpec,
+};
+use dagg_model::{FieldPath, Record, Value};
 
 pub use crate::condition::eval as eval_condition;
 pub use crate::validate::{VALIDATION_ERRORS_FIELD, is_email, is_http_url};
@@ -104,11 +106,11 @@ struct Step {
 
 enum StepKind {
     FieldOp(FieldOpStep),
-    Calculation(dagg_model::spec::transform::CalculationSpec),
-    Addition(dagg_model::spec::transform::AdditionSpec),
-    Removal(Vec<dagg_model::FieldPath>),
+    Calculation(CalculationSpec),
+    Addition(AdditionSpec),
+    Removal(Vec<FieldPath>),
     Filter(Condition),
-    Validation(dagg_model::spec::transform::ValidationSpec),
+    Validation(ValidationSpec),
     Conditional { condition: Condition, then: Vec<Step>, otherwise: Vec<Step> },
     Join(Box<JoinStep>),
     Split(SplitSpec),
@@ -674,6 +676,13 @@ mod tests {
         c.process(records(json!([{"id": 1}])), &ctx(), &mut out);
         c.process(records(json!([{"id": 2}, {"id": 1}])), &ctx(), &mut out);
         assert_eq!(json(&out.records), r#"[{"id":1},{"id":2}]"#);
+    }
+
+    #[test]
+    fn a_chain_can_move_between_threads() {
+        fn send<T: Send>() {}
+        send::<Chain>();
+        send::<Output>();
     }
 
     #[test]

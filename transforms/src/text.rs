@@ -10,19 +10,18 @@ use dagg_model::Str;
 pub fn title_case(s: &str) -> Option<Str> {
     let starts_word = |prev: Option<char>| prev.is_none_or(|p| p.is_whitespace() || p == '-');
     if s.is_ascii() {
+        // Byte-wise: every change keeps the length, so the copy is edited in place.
         let b = s.as_bytes();
-        let changed = b.iter().enumerate().any(|(i, &c)| {
-            let first = i == 0 || b[i - 1].is_ascii_whitespace() || b[i - 1] == b'-' || is_unicode_space_byte(b[i - 1]);
-            if first { c.is_ascii_lowercase() } else { c.is_ascii_uppercase() }
-        });
-        if !changed {
-            return None;
-        }
-        let mut out = Str::with_capacity(s.len());
-        let mut prev: Option<char> = None;
-        for c in s.chars() {
-            out.push(if starts_word(prev) { c.to_ascii_uppercase() } else { c.to_ascii_lowercase() });
-            prev = Some(c);
+        let word_start = |i: usize| i == 0 || b[i - 1].is_ascii_whitespace() || b[i - 1] == b'-' || b[i - 1] == 0x0b;
+        let wrong = |i: usize| if word_start(i) { b[i].is_ascii_lowercase() } else { b[i].is_ascii_uppercase() };
+        let first = (0..b.len()).find(|&i| wrong(i))?;
+        let mut out = Str::from(s);
+        let m = out.as_mut_str();
+        for i in first..b.len() {
+            if wrong(i) {
+                let one = &mut m[i..i + 1];
+                if word_start(i) { one.make_ascii_uppercase() } else { one.make_ascii_lowercase() }
+            }
         }
         return Some(out);
     }
@@ -37,11 +36,6 @@ pub fn title_case(s: &str) -> Option<Str> {
         prev = Some(c);
     }
     (out != s).then_some(out)
-}
-
-/// ASCII bytes that `char::is_whitespace` counts but `u8::is_ascii_whitespace` does not.
-fn is_unicode_space_byte(b: u8) -> bool {
-    b == 0x0b
 }
 
 /// `lowercase`; `None` when unchanged.

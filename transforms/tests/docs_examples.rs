@@ -4,7 +4,8 @@
 //! An example is a heading followed by fenced blocks tagged ```` ```json transformations ````,
 //! ```` ```json input ````, ```` ```json output ````, and optionally ```` ```json rejected ````
 //! (each `{"stage", "reason", "input"}`) and ```` ```json join:NAME ```` (a join source's
-//! records). The batch time is `2025-01-16T08:00:00Z`.
+//! records). An example of an invalid list has ```` ```json errors ```` instead of input and
+//! output: the validation errors, in order. The batch time is `2025-01-16T08:00:00Z`.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -43,6 +44,11 @@ fn examples(markdown: &str) -> Vec<Example> {
                 body.push_str(l);
                 body.push('\n');
             }
+            if tag == "transformations" && current.blocks.iter().any(|(t, _)| t == "transformations") {
+                // A second example under the same heading.
+                let next = Example { heading: current.heading.clone(), line: n + 1, blocks: Vec::new() };
+                out.push(std::mem::replace(&mut current, next));
+            }
             if !tag.is_empty() {
                 current.blocks.push((tag, body));
             }
@@ -62,7 +68,7 @@ fn parse(tag: &str, text: &str) -> Result<Json, String> {
 
 fn run(e: &Example) -> Result<(), String> {
     for (tag, _) in &e.blocks {
-        let known = ["transformations", "input", "output", "rejected"].contains(&tag.as_str()) || tag.starts_with("join:");
+        let known = ["transformations", "input", "output", "rejected", "errors"].contains(&tag.as_str()) || tag.starts_with("join:");
         if !known {
             return Err(format!("unknown block tag `{tag}`"));
         }
@@ -77,6 +83,11 @@ fn run(e: &Example) -> Result<(), String> {
     }
     let mut errs = SpecErrors::new();
     let specs = parse_transformations(&transformations, "transformations", &mut errs);
+    if block(e, "errors").is_some() {
+        let expected = get("errors")?;
+        let got = Json::Array(errs.iter().map(|e| Json::String(e.to_string())).collect());
+        return if got == expected { Ok(()) } else { Err(format!("errors differ\nexpected {expected}\n     got {got}")) };
+    }
     if !errs.is_empty() {
         return Err(format!("the transformations do not validate:\n{errs}"));
     }
