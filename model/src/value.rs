@@ -487,7 +487,9 @@ impl<'de> Visitor<'de> for MapVisitor {
         f.write_str("a JSON object")
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Map, A::Error> {
-        let mut out = Map::with_capacity(map.size_hint().unwrap_or(8).min(256));
+        // Room for a few more fields than the input has: pipelines usually add some
+        // (`total_price`, `processed_timestamp`), and growing the vector then would copy it.
+        let mut out = Map::with_capacity(map.size_hint().unwrap_or(8).min(256) + 4);
         while let Some(k) = map.next_key::<KeyStr>()? {
             let v: Value = map.next_value()?;
             // A repeated key keeps its first place and its last value, as JSON parsers do.

@@ -44,13 +44,12 @@ pub(crate) fn read(input: &mut Input, at: Cursor, out: &mut Emitter) -> Result<(
     }
 }
 
-/// Parses one object. Checking UTF-8 once for the whole text is much cheaper than
-/// serde_json checking every string on its own, and then it can skip that.
+/// Parses one object: with sonic-rs (SIMD, the hot path), and when it refuses the text,
+/// again with serde_json, whose error says precisely what is wrong and where.
 #[inline]
 pub(crate) fn parse_object(text: &[u8]) -> Result<Map, serde_json::Error> {
-    match std::str::from_utf8(text) {
-        Ok(s) => serde_json::from_str(s),
-        // Let serde_json say where the bad byte is.
+    match sonic_rs::from_slice::<Map>(text) {
+        Ok(m) => Ok(m),
         Err(_) => serde_json::from_slice(text),
     }
 }
@@ -119,5 +118,47 @@ mod tests {
         assert_eq!(rest.records.len(), 58);
         assert_eq!(rest.records[0].0.seq, 43);
         assert_eq!(rest.records[0].1.get("i"), Some(&dagg_model::Value::Int(43)));
+    }
+}
+
+#[cfg(test)]
+mod parse_tests {
+    use super::parse_object;
+    use dagg_model::Map;
+
+    fn both(text: &str) -> (Result<Map, String>, Result<Map, String>) {
+        (parse_object(text.as_bytes()).map_err(|e| e.to_string()), serde_json::from_str::<Map>(text).map_err(|e| e.to_string()))
+    }
+
+    #[test]
+    fn the_fast_parser_agrees_with_serde_json() {
+        for text in [
+            r#"{"a":1,"b":2.5,"c":"x\u00e9\n","d":[1,2.0,{"e":null}],"f":true}"#,
+            r#"{"big":9223372036854775807,"bigger":18446744073709551615,"neg":-9223372036854775808}"#,
+            r#"{"f":0.1,"g":1e-320,"h":2.2250738585072014e-308,"i":1.7976931348623157e308,"j":-0.0}"#,
+            r#"{"dup":1,"dup":2}"#,
+            r#"{"unicode":"\ud83d\ude00 ok"}"#,
+        ] {
+            let (fast, reference) = both(text);
+            assert_eq!(fast, reference, "{text}");
+        }
+    }
+
+    #[test]
+    fn refusals_keep_serde_json_messages() {
+        for text in [r#"{"a":1"#, r#"{"a":1e400}"#, "[1,2]", r#"{"a":"\ud800"}"#] {
+            let fast = parse_object(text.as_bytes());
+            let reference = serde_json::from_str::<Map>(text);
+            assert_eq!(fast.is_err(), reference.is_err(), "{text}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn floats_parse_exactly(f in proptest::num::f64::NORMAL | proptest::num::f64::SUBNORMAL) {
+            let text = format!("{{\"x\":{}}}", serde_json::to_string(&f).unwrap());
+            let (fast, reference) = both(&text);
+            proptest::prop_assert_eq!(fast, reference);
+        }
     }
 }
