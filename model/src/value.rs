@@ -490,13 +490,32 @@ impl<'de> Visitor<'de> for MapVisitor {
         // Room for a few more fields than the input has: pipelines usually add some
         // (`total_price`, `processed_timestamp`), and growing the vector then would copy it.
         let mut out = Map::with_capacity(map.size_hint().unwrap_or(8).min(256) + 4);
+        // A repeated key keeps its first place and its last value, as JSON parsers do. Keys
+        // are nearly always distinct, so a 64-bit filter of what was seen spares the scan
+        // for all but the keys that might repeat.
+        let mut seen: u64 = 0;
         while let Some(k) = map.next_key::<KeyStr>()? {
             let v: Value = map.next_value()?;
-            // A repeated key keeps its first place and its last value, as JSON parsers do.
-            out.insert(k.0, v);
+            let bit = 1u64 << (key_hash(k.0.as_bytes()) & 63);
+            if seen & bit == 0 {
+                seen |= bit;
+                out.push_unchecked(k.0, v);
+            } else {
+                out.insert(k.0, v);
+            }
         }
         Ok(out)
     }
+}
+
+/// A cheap hash of a key for the duplicate filter: its length and a few bytes.
+#[inline]
+fn key_hash(k: &[u8]) -> u32 {
+    let n = k.len() as u32;
+    let first = k.first().copied().unwrap_or(0) as u32;
+    let last = k.last().copied().unwrap_or(0) as u32;
+    let mid = k.get(k.len() / 2).copied().unwrap_or(0) as u32;
+    n.wrapping_mul(31) ^ first.wrapping_mul(7) ^ last.wrapping_mul(13) ^ mid.wrapping_mul(17)
 }
 
 /// A map key read straight into a [`Str`] without an intermediate `String`.

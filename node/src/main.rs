@@ -4,6 +4,11 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+
+/// Records are allocated on the reading thread and freed on the writing one; glibc's malloc
+/// serializes that on an arena lock, mimalloc does not.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use dagg_actors::{RunOptions, preview::preview_pipeline, run_pipeline};
 use dagg_model::RunStatus;
 use dagg_model::spec::pipeline::{LoadError, PipelineSpec, load_file};
