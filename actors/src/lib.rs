@@ -7,7 +7,10 @@ pub mod metrics;
 pub mod preview;
 pub mod progress;
 pub mod run;
+mod sink_stage;
 pub mod store;
+mod supervisor;
+mod transform_stage;
 
 pub use progress::{ProgressSnapshot, RunProgress};
-pub use run::{ConnectorFactory, Registry, RunError, RunOptions, RunSummary, run_pipeline};
+pub use run::{ConnectorFactory, Registry, RunError, RunHandle, RunOptions, RunSummary, run_pipeline, start_run};

@@ -133,3 +133,48 @@ async fn cancel_stops_the_run_and_commits_nothing() {
     assert!(!dir.path().join("out.jsonl").exists());
     assert!(!dir.path().join(".out.jsonl.dagg-tmp").exists());
 }
+
+/// A destination that never finishes a write: the data path is stuck.
+struct Stuck;
+
+#[async_trait::async_trait]
+impl SinkConnector for Stuck {
+    async fn write(&mut self, _: &[dagg_model::Record]) -> Result<Vec<(usize, String)>, ConnectorError> {
+        std::future::pending().await
+    }
+    async fn commit(&mut self) -> Result<(), ConnectorError> {
+        Ok(())
+    }
+    async fn abort(&mut self) -> Result<(), ConnectorError> {
+        Ok(())
+    }
+}
+
+struct StuckFactory;
+
+impl ConnectorFactory for StuckFactory {
+    fn source(&self, spec: &ConnectorSpec, base: &Path) -> Result<Box<dyn SourceConnector>, ConnectorError> {
+        Registry.source(spec, base)
+    }
+    fn sink(&self, _: &ConnectorSpec, _: &Path) -> Result<Box<dyn SinkConnector>, ConnectorError> {
+        Ok(Box::new(Stuck))
+    }
+}
+
+#[tokio::test]
+async fn status_and_cancel_are_answered_while_the_data_path_is_blocked() {
+    let (dir, spec) = setup(0);
+    let o = RunOptions { batch_size: 100, connectors: Arc::new(StuckFactory), ..RunOptions::default() };
+    let handle = dagg_actors::start_run(&spec, dir.path(), o).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let asked = Instant::now();
+    let status = handle.status().await;
+    assert!(asked.elapsed() < Duration::from_millis(500), "status took {:?}", asked.elapsed());
+    assert_eq!(status.status, RunStatus::Running);
+    assert!(status.read > 0 && status.read < 5000, "the source is held back by the stuck destination: {status:?}");
+    let cancelled = Instant::now();
+    handle.cancel();
+    let summary = handle.wait().await;
+    assert_eq!(summary.status, RunStatus::Cancelled);
+    assert!(cancelled.elapsed() < Duration::from_secs(3), "cancel took {:?}", cancelled.elapsed());
+}

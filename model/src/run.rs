@@ -35,13 +35,13 @@ impl RunStatus {
     /// Whether a run may go from `self` to `next`.
     pub fn can_become(self, next: RunStatus) -> bool {
         use RunStatus::*;
-        match (self, next) {
-            (Pending, Running | Cancelled) => true,
-            (Running, Retrying | Paused | Success | Warning | Failed | Cancelled) => true,
-            (Retrying, Running | Failed | Cancelled) => true,
-            (Paused, Running | Cancelled) => true,
-            _ => false,
-        }
+        matches!(
+            (self, next),
+            (Pending, Running | Cancelled)
+                | (Running, Retrying | Paused | Success | Warning | Failed | Cancelled)
+                | (Retrying, Running | Failed | Cancelled)
+                | (Paused, Running | Cancelled)
+        )
     }
 
     pub fn as_str(self) -> &'static str {

@@ -240,7 +240,8 @@ pub fn parse_pipeline(doc: &Json) -> Result<PipelineSpec, SpecErrors> {
         None => Vec::new(),
     };
     for (path, name) in join_sources(&transformations) {
-        if !sources.iter().any(|(n, _)| *n == name) && !top.get("sources").and_then(|s| s.get(&name)).is_some() {
+        // A source that is there but failed to parse has its own error already.
+        if top.get("sources").and_then(|s| s.get(&name)).is_none() {
             let known: Vec<_> = top.get("sources").and_then(Json::as_object).map(|o| o.keys().cloned().collect()).unwrap_or_default();
             let hint = if known.is_empty() { "the document has no `sources`".to_string() } else { format!("`sources` has: {}", known.join(", ")) };
             errs.push(path, format!("join_source `{name}` is not an entry of `sources`; {hint}"));

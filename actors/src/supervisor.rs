@@ -1,0 +1,396 @@
+//! The per-pipeline supervisor: builds an attempt's stages (sink stage first, then the
+//! transform stage, each linked to it), triggers checkpoints on a timer, answers status and
+//! cancel promptly (its mailbox carries only control), and owns restarts: when a stage fails
+//! — an error or a panic — it stops the attempt, waits out the retry policy's backoff
+//! (status `retrying`) and starts a new attempt from the last completed checkpoint, until
+//! the retries run out (`failed`).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use dagg_model::RunStatus;
+use dagg_model::spec::pipeline::PipelineSpec;
+use dagg_model::spec::transform::join_sources;
+use dagg_transforms::{Chain, Output};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use crate::dead_letter::{DeadLetter, DeadLetterSink, Payload};
+use crate::progress::{ProgressSnapshot, RunProgress};
+use crate::run::{RunError, RunOptions, at};
+use crate::sink_stage::{SinkArgs, SinkMsg, SinkStage, Writer};
+use crate::store::{Checkpoint, CheckpointCounts, Checkpoints};
+use crate::transform_stage::{Feeder, TransformArgs, TransformMsg, TransformStage};
+
+/// The stages of an attempt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stage {
+    Transform,
+    Sink,
+}
+
+/// Control messages.
+pub enum SupervisorMsg {
+    /// The run's counters and status, answered at once.
+    Status(RpcReplyPort<ProgressSnapshot>),
+    /// Stop the run; it ends `cancelled` and commits nothing.
+    Cancel,
+    /// The checkpoint timer fired.
+    TriggerCheckpoint,
+    /// A stage's loop ended (`attempt` tells stale reports from current ones).
+    #[doc(hidden)]
+    StageEnded { attempt: u32, stage: Stage, result: Result<(), RunError> },
+    /// The backoff is over: start the next attempt.
+    Restart,
+    /// A cancelled run's stages did not stop by themselves (a blocked destination): stop them.
+    ForceCancel,
+}
+
+pub struct SupervisorArgs {
+    pub spec: Arc<PipelineSpec>,
+    pub base_dir: PathBuf,
+    pub opts: RunOptions,
+    pub run_id: String,
+    pub digest: String,
+    pub ckpts: Checkpoints,
+    pub resume: Option<Checkpoint>,
+    pub done: oneshot::Sender<Result<(), RunError>>,
+}
+
+pub struct SupervisorState {
+    spec: Arc<PipelineSpec>,
+    base_dir: PathBuf,
+    opts: RunOptions,
+    run_id: String,
+    digest: String,
+    ckpts: Checkpoints,
+    progress: Arc<RunProgress>,
+    attempt: u32,
+    /// The current attempt's stages, and which have reported their end.
+    transform: Option<ActorRef<TransformMsg>>,
+    sink: Option<ActorRef<SinkMsg>>,
+    ended: Vec<Stage>,
+    failure: Option<RunError>,
+    timer: Option<JoinHandle<()>>,
+    done: Option<oneshot::Sender<Result<(), RunError>>>,
+}
+
+/// The supervisor actor.
+pub struct PipelineSupervisor;
+
+impl Actor for PipelineSupervisor {
+    type Msg = SupervisorMsg;
+    type State = SupervisorState;
+    type Arguments = SupervisorArgs;
+
+    async fn pre_start(&self, myself: ActorRef<SupervisorMsg>, args: SupervisorArgs) -> Result<SupervisorState, ActorProcessingErr> {
+        let interval = args.opts.checkpoint_interval.unwrap_or(args.spec.checkpoint.interval());
+        let timer = (!interval.is_zero()).then(|| myself.send_interval(interval, || SupervisorMsg::TriggerCheckpoint));
+        let mut state = SupervisorState {
+            progress: args.opts.progress.clone(),
+            spec: args.spec,
+            base_dir: args.base_dir,
+            opts: args.opts,
+            run_id: args.run_id,
+            digest: args.digest,
+            ckpts: args.ckpts,
+            attempt: 0,
+            transform: None,
+            sink: None,
+            ended: Vec::new(),
+            failure: None,
+            timer,
+            done: Some(args.done),
+        };
+        start_attempt(&myself, &mut state, args.resume).await;
+        Ok(state)
+    }
+
+    async fn handle(&self, myself: ActorRef<SupervisorMsg>, msg: SupervisorMsg, state: &mut SupervisorState) -> Result<(), ActorProcessingErr> {
+        match msg {
+            SupervisorMsg::Status(reply) => {
+                let _ = reply.send(state.progress.snapshot());
+            }
+            SupervisorMsg::Cancel => {
+                state.progress.cancel();
+                if state.transform.is_none() && state.sink.is_none() {
+                    // Between attempts: nothing is running to notice.
+                    let _ = state.ckpts.clear(&state.spec.name);
+                    complete(&myself, state, Err(RunError::Cancelled));
+                } else {
+                    // The stages notice between batches; one blocked on a destination does not.
+                    myself.send_after(CANCEL_GRACE, || SupervisorMsg::ForceCancel);
+                }
+            }
+            SupervisorMsg::ForceCancel => {
+                if state.transform.is_some() || state.sink.is_some() {
+                    if let Some(t) = state.transform.take() {
+                        t.stop(None);
+                    }
+                    if let Some(s) = state.sink.take() {
+                        s.stop(None);
+                    }
+                    discard_outputs(state).await;
+                    let _ = state.ckpts.clear(&state.spec.name);
+                    complete(&myself, state, Err(RunError::Cancelled));
+                }
+            }
+            SupervisorMsg::TriggerCheckpoint => {
+                if let Some(t) = &state.transform {
+                    let _ = t.cast(TransformMsg::TriggerCheckpoint);
+                }
+            }
+            SupervisorMsg::StageEnded { attempt, stage, result } => {
+                if attempt == state.attempt {
+                    stage_ended(&myself, state, stage, result).await;
+                }
+            }
+            SupervisorMsg::Restart => {
+                if state.progress.is_cancelled() {
+                    let _ = state.ckpts.clear(&state.spec.name);
+                    complete(&myself, state, Err(RunError::Cancelled));
+                } else {
+                    state.progress.set_status(RunStatus::Running);
+                    match state.ckpts.load(&state.spec.name) {
+                        Ok(resume) => start_attempt(&myself, state, resume).await,
+                        Err(e) => complete(&myself, state, Err(e.into())),
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(&self, myself: ActorRef<SupervisorMsg>, evt: SupervisionEvent, state: &mut SupervisorState) -> Result<(), ActorProcessingErr> {
+        // A stage's own handler failed (its loop's failures arrive as `StageEnded`).
+        if let SupervisionEvent::ActorFailed(cell, err) = evt {
+            let stage = if state.sink.as_ref().is_some_and(|s| s.get_id() == cell.get_id()) { Stage::Sink } else { Stage::Transform };
+            let failure = RunError::Crashed { stage: format!("{stage:?}").to_lowercase(), reason: err.to_string() };
+            stage_ended(&myself, state, stage, Err(failure)).await;
+        }
+        Ok(())
+    }
+
+    async fn post_stop(&self, _: ActorRef<SupervisorMsg>, state: &mut SupervisorState) -> Result<(), ActorProcessingErr> {
+        if let Some(t) = state.timer.take() {
+            t.abort();
+        }
+        Ok(())
+    }
+}
+
+/// How long a cancelled run's stages get to stop by themselves.
+const CANCEL_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Discards whatever the destinations hold that was never committed (their temporary
+/// output), through fresh connectors, since the stopped stages' own are gone.
+async fn discard_outputs(state: &SupervisorState) {
+    let specs = state.spec.destinations.iter().chain(state.spec.error_handling.dead_letter.iter());
+    for spec in specs {
+        if let Ok(mut sink) = state.opts.connectors.sink(spec, &state.base_dir)
+            && let Err(e) = sink.abort().await
+        {
+            tracing::warn!("could not discard the output of a cancelled run: {e}");
+        }
+    }
+}
+
+async fn stage_ended(myself: &ActorRef<SupervisorMsg>, state: &mut SupervisorState, stage: Stage, result: Result<(), RunError>) {
+    if state.ended.contains(&stage) {
+        return;
+    }
+    state.ended.push(stage);
+    match stage {
+        Stage::Transform => state.transform = None,
+        Stage::Sink => state.sink = None,
+    }
+    if let Err(e) = result {
+        // `Upstream`/`Downstream` only say the other stage stopped; its own report is the cause.
+        let secondary = matches!(e, RunError::Upstream | RunError::Downstream);
+        if state.failure.is_none() || (!secondary && state.failure.as_ref().is_some_and(|f| matches!(f, RunError::Upstream | RunError::Downstream))) {
+            state.failure = Some(e);
+        }
+        // A failed stage means the attempt is over: stop the other one.
+        if !secondary {
+            if let Some(t) = state.transform.take() {
+                t.stop(None);
+                state.ended.push(Stage::Transform);
+            }
+            if let Some(s) = state.sink.take() {
+                s.stop(None);
+                state.ended.push(Stage::Sink);
+            }
+        }
+    }
+    if !(state.ended.contains(&Stage::Transform) && state.ended.contains(&Stage::Sink)) {
+        return;
+    }
+    match state.failure.take() {
+        None => complete(myself, state, Ok(())),
+        Some(e) => attempt_failed(myself, state, e),
+    }
+}
+
+fn attempt_failed(myself: &ActorRef<SupervisorMsg>, state: &mut SupervisorState, e: RunError) {
+    let policy = &state.spec.error_handling.retry_policy;
+    if matches!(e, RunError::Cancelled) || state.progress.is_cancelled() {
+        let _ = state.ckpts.clear(&state.spec.name);
+        return complete(myself, state, Err(RunError::Cancelled));
+    }
+    if e.is_retryable() && state.attempt <= policy.max_retries {
+        let delay = policy.delay(state.attempt);
+        tracing::warn!(attempt = state.attempt, ?delay, "attempt failed, retrying from the last checkpoint: {e}");
+        eprintln!("note: attempt {} failed ({e}); retrying in {:.1} s from the last checkpoint", state.attempt, delay.as_secs_f64());
+        state.progress.set_status(RunStatus::Retrying);
+        myself.send_after(delay, || SupervisorMsg::Restart);
+    } else {
+        complete(myself, state, Err(e));
+    }
+}
+
+fn complete(myself: &ActorRef<SupervisorMsg>, state: &mut SupervisorState, result: Result<(), RunError>) {
+    if let Some(t) = state.timer.take() {
+        t.abort();
+    }
+    if let Some(done) = state.done.take() {
+        let _ = done.send(result);
+    }
+    myself.stop(None);
+}
+
+/// Builds and starts an attempt's stages; a failure to build is a failed attempt.
+async fn start_attempt(myself: &ActorRef<SupervisorMsg>, state: &mut SupervisorState, resume: Option<Checkpoint>) {
+    state.attempt += 1;
+    state.ended.clear();
+    state.failure = None;
+    state.progress.attempts.store(state.attempt, Ordering::Relaxed);
+    let counts = resume.as_ref().map(|c| c.counts.clone()).unwrap_or_default();
+    state.progress.restore(&counts);
+    state.progress.checkpoints.store(resume.as_ref().map(|c| c.id).unwrap_or(0), Ordering::Relaxed);
+    match build(state, resume, counts).await {
+        Ok(Built::Finished) => complete(myself, state, Ok(())),
+        Ok(Built::Ready { writer: Box::new(writer), feeder: Box::new(feeder), source, rx }) => {
+            let attempt = state.attempt;
+            let sink = Actor::spawn_linked(None, SinkStage, SinkArgs { writer: *writer, rx, supervisor: myself.clone(), attempt }, myself.get_cell()).await;
+            let sink = match sink {
+                Ok((s, _)) => s,
+                Err(e) => return attempt_failed(myself, state, RunError::Crashed { stage: "destination".into(), reason: e.to_string() }),
+            };
+            state.sink = Some(sink);
+            let args = TransformArgs { feeder: *feeder, source, supervisor: myself.clone(), attempt };
+            match Actor::spawn_linked(None, TransformStage, args, myself.get_cell()).await {
+                Ok((t, _)) => state.transform = Some(t),
+                Err(e) => {
+                    if let Some(s) = state.sink.take() {
+                        s.stop(None);
+                    }
+                    attempt_failed(myself, state, RunError::Crashed { stage: "transformations".into(), reason: e.to_string() })
+                }
+            }
+        }
+        Err(e) => attempt_failed(myself, state, e),
+    }
+}
+
+enum Built {
+    /// Only the final commit remained, and it is done.
+    Finished,
+    Ready { writer: Box<Writer>, feeder: Box<Feeder>, source: Box<dyn dagg_connectors::SourceConnector>, rx: mpsc::Receiver<crate::sink_stage::ToSink> },
+}
+
+/// Opens the connectors (destinations first: a bad destination fails the run before
+/// anything is read), restores them to the checkpoint, reads join sources, compiles the
+/// chain.
+async fn build(state: &SupervisorState, resume: Option<Checkpoint>, counts: CheckpointCounts) -> Result<Built, RunError> {
+    let (spec, base, factory) = (&state.spec, state.base_dir.as_path(), &state.opts.connectors);
+    let mut sinks = Vec::with_capacity(spec.destinations.len());
+    for (i, d) in spec.destinations.iter().enumerate() {
+        let stage = if spec.destinations.len() == 1 { "destination".to_string() } else { format!("destinations[{i}]") };
+        let mut sink = factory.sink(d, base).map_err(at(&stage))?;
+        if let Some(cp) = &resume {
+            let token = cp.sinks.get(i).cloned().unwrap_or(serde_json::Value::Null);
+            sink.recover(&token, cp.id).await.map_err(at(&stage))?;
+        }
+        sinks.push((stage, sink));
+    }
+    let dl = match &spec.error_handling.dead_letter {
+        Some(d) => {
+            let mut sink = factory.sink(d, base).map_err(at("error_handling.dead_letter"))?;
+            if let Some(cp) = &resume {
+                let token = cp.dead_letter.clone().unwrap_or(serde_json::Value::Null);
+                sink.recover(&token, cp.id).await.map_err(at("error_handling.dead_letter"))?;
+            }
+            Some(sink)
+        }
+        None => None,
+    };
+    let mut writer = Writer {
+        sinks,
+        dead: DeadLetterSink::new(&spec.name, &state.run_id, dl, counts.dead_lettered),
+        written: counts.written,
+        progress: state.progress.clone(),
+        pipeline: spec.name.clone(),
+        run_id: state.run_id.clone(),
+        digest: state.digest.clone(),
+        ckpts: state.ckpts.clone(),
+    };
+    if resume.as_ref().is_some_and(|c| c.input_done) {
+        writer.finish().await?;
+        return Ok(Built::Finished);
+    }
+
+    // Join sources are read whole before the main source starts. Their bad inputs were
+    // dead-lettered before the first checkpoint, so a resumed attempt does not repeat them.
+    let mut join_data = HashMap::new();
+    for (_, name) in join_sources(&spec.transformations) {
+        if join_data.contains_key(&name) {
+            continue;
+        }
+        let cspec = spec.named_source(&name).ok_or_else(|| RunError::Build(format!("join source `{name}` is not in `sources`")))?;
+        let stage = format!("sources.{name}");
+        let mut src = factory.source(cspec, base).map_err(at(&stage))?;
+        let mut records = Vec::new();
+        let mut bad = Vec::new();
+        while let Some(b) = src.next_batch(state.opts.batch_size).await.map_err(at(&stage))? {
+            records.extend(b.batch.records);
+            bad.extend(b.bad.into_iter().map(|x| DeadLetter { stage: stage.clone(), reason: x.reason, position: src.describe(x.position), payload: Payload::Raw(x.raw) }));
+        }
+        if resume.is_none() {
+            state.progress.dead_lettered.fetch_add(bad.len() as u64, Ordering::Relaxed);
+            writer.dead.send(bad).await.map_err(at("error_handling.dead_letter"))?;
+        }
+        join_data.insert(name, records);
+    }
+    let chain = Chain::new(&spec.transformations, join_data).map_err(RunError::Build)?;
+
+    let mut source = factory.source(&spec.source, base).map_err(at("source"))?;
+    if let Some(cp) = &resume {
+        source.seek(&cp.source).await.map_err(at("source"))?;
+    }
+    let (tx, rx) = mpsc::channel(state.opts.channel_capacity.max(1));
+    let interval = state.opts.checkpoint_interval.unwrap_or(spec.checkpoint.interval());
+    let feeder = Feeder {
+        pipeline: spec.name.clone(),
+        tx,
+        chain,
+        out: Output::default(),
+        counts,
+        progress: state.progress.clone(),
+        next_checkpoint: resume.as_ref().map(|c| c.id + 1).unwrap_or(1),
+        trigger: Arc::new(AtomicBool::new(false)),
+        every_batch: interval.is_zero(),
+        batch_size: state.opts.batch_size,
+    };
+    Ok(Built::Ready { writer: Box::new(writer), feeder: Box::new(feeder), source, rx })
+}
+
+/// The text of a task's panic (or why it did not finish).
+pub(crate) fn panic_text(e: tokio::task::JoinError) -> String {
+    match e.try_into_panic() {
+        Ok(p) => p.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| p.downcast_ref::<String>().cloned()).unwrap_or_else(|| "a panic".into()),
+        Err(e) => e.to_string(),
+    }
+}
