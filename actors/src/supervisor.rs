@@ -272,7 +272,7 @@ async fn start_attempt(myself: &ActorRef<SupervisorMsg>, state: &mut SupervisorS
     state.progress.checkpoints.store(resume.as_ref().map(|c| c.id).unwrap_or(0), Ordering::Relaxed);
     match build(state, resume, counts).await {
         Ok(Built::Finished) => complete(myself, state, Ok(())),
-        Ok(Built::Ready { writer: Box::new(writer), feeder: Box::new(feeder), source, rx }) => {
+        Ok(Built::Ready { writer, feeder, source, rx }) => {
             let attempt = state.attempt;
             let sink = Actor::spawn_linked(None, SinkStage, SinkArgs { writer: *writer, rx, supervisor: myself.clone(), attempt }, myself.get_cell()).await;
             let sink = match sink {

@@ -11,7 +11,7 @@ use serde_json::Value;
 /// run state.
 pub fn dagg() -> Command {
     static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let home = std::env::temp_dir().join(format!("dagg-test-{}-{}", std::process::id(), N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)));
+    let home = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("dagg-home-{}-{}", std::process::id(), N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)));
     let mut c = Command::new(env!("CARGO_BIN_EXE_dagg"));
     c.env("DAGG_HOME", home);
     c
