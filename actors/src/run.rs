@@ -20,9 +20,8 @@
 //! written again, so every record is delivered exactly once. A failure during a run is
 //! retried the same way, following `error_handling.retry_policy`.
 //!
-//! Stateful transformations (aggregations, `deduplicate`) keep state that this runtime does
-//! not snapshot yet: such a pipeline takes only its final checkpoint, so an interrupted run
-//! starts again from the beginning (still exactly once: nothing was committed).
+//! Stateful transformations (aggregations, `deduplicate`) are checkpointed too: the
+//! transform stage snapshots the chain's state at each barrier and a resumed run restores it.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -364,7 +364,12 @@ async fn build(state: &SupervisorState, resume: Option<Checkpoint>, counts: Chec
         }
         join_data.insert(name, records);
     }
-    let chain = Chain::new(&spec.transformations, join_data).map_err(RunError::Build)?;
+    let mut chain = Chain::new(&spec.transformations, join_data).map_err(RunError::Build)?;
+    if let Some(cp) = &resume
+        && !cp.chain_state.is_null()
+    {
+        chain.restore(&cp.chain_state).map_err(|e| RunError::Build(format!("cannot restore the transformations' state from checkpoint {}: {e}", cp.id)))?;
+    }
 
     let mut source = factory.source(&spec.source, base).map_err(at("source"))?;
     if let Some(cp) = &resume {

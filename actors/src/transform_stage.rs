@@ -54,8 +54,6 @@ impl Feeder {
     }
 
     async fn feed(&mut self, source: &mut dyn SourceConnector) -> Result<(), RunError> {
-        // Mid-run checkpoints need the chain's state; stateful chains take only the last one.
-        let mid_run_checkpoints = !self.chain.is_stateful();
         loop {
             if self.progress.is_cancelled() {
                 return Err(RunError::Cancelled);
@@ -75,7 +73,7 @@ impl Feeder {
             self.chain.process(sb.batch.records, &BatchContext { now: Utc::now() }, &mut self.out);
             dead.extend(take_rejected(&mut self.out, |i| positions.get(i).map(|p| source.describe(*p))));
             self.send(dead).await?;
-            if mid_run_checkpoints && (self.every_batch || self.trigger.swap(false, Ordering::Relaxed)) {
+            if self.every_batch || self.trigger.swap(false, Ordering::Relaxed) {
                 self.barrier(source.checkpoint(), false).await?;
             }
         }
@@ -87,7 +85,9 @@ impl Feeder {
     }
 
     async fn barrier(&mut self, source: serde_json::Value, input_done: bool) -> Result<(), RunError> {
-        let b = Barrier { id: self.next_checkpoint, source, chain_state: serde_json::Value::Null, counts: self.counts.clone(), input_done };
+        // After the end of the input the chain has emitted everything: no state to keep.
+        let chain_state = if input_done || !self.chain.is_stateful() { serde_json::Value::Null } else { self.chain.snapshot() };
+        let b = Barrier { id: self.next_checkpoint, source, chain_state, counts: self.counts.clone(), input_done };
         self.next_checkpoint += 1;
         self.tx.send(ToSink::Barrier(b)).await.map_err(|_| RunError::Downstream)
     }

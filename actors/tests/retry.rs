@@ -178,3 +178,36 @@ async fn status_and_cancel_are_answered_while_the_data_path_is_blocked() {
     assert_eq!(summary.status, RunStatus::Cancelled);
     assert!(cancelled.elapsed() < Duration::from_secs(3), "cancel took {:?}", cancelled.elapsed());
 }
+
+#[tokio::test]
+async fn aggregates_over_retried_attempts_equal_an_uninterrupted_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let input: String = (1..=5000).map(|i| format!("{{\"id\":{i},\"group\":\"g{}\",\"amount\":{}.5}}\n", i % 7, i % 100)).collect();
+    std::fs::write(dir.path().join("in.jsonl"), input).unwrap();
+    let doc = |out: &str| {
+        parse_pipeline(&json!({
+            "name": format!("agg-{out}"),
+            "source": {"connector_type": "file", "config": {"path": "in.jsonl", "format": "jsonl"}},
+            "transformations": [
+                {"type": "deduplicate", "key_fields": ["id"]},
+                {"type": "aggregation", "group_by_fields": ["group"], "aggregated_fields": [
+                    {"input_field": "amount", "output_field": "total", "operation": "sum"},
+                    {"input_field": "id", "output_field": "n", "operation": "count"},
+                    {"input_field": "id", "output_field": "first", "operation": "first"}
+                ]}
+            ],
+            "destination": {"connector_type": "file", "config": {"path": out, "format": "jsonl"}},
+            "error_handling": {"retry_policy": {"max_retries": 3, "initial_delay_seconds": 0.05}}
+        }))
+        .unwrap()
+    };
+    let plain = run_pipeline(&doc("plain.jsonl"), dir.path(), RunOptions::default()).await;
+    assert_eq!(plain.status, RunStatus::Success, "{}", plain.line());
+    let flaky = run_pipeline(&doc("flaky.jsonl"), dir.path(), opts(FlakyFactory { attempts: AtomicU32::new(0), failing: 2, panic: false })).await;
+    assert_eq!(flaky.status, RunStatus::Success, "{}", flaky.line());
+    assert_eq!(flaky.attempts, 3);
+    assert!(flaky.checkpoints > 3, "mid-run checkpoints carried the chain's state");
+    let read = |f: &str| std::fs::read_to_string(dir.path().join(f)).unwrap();
+    assert_eq!(read("flaky.jsonl"), read("plain.jsonl"));
+    assert_eq!(read("plain.jsonl").lines().count(), 7);
+}

@@ -8,6 +8,18 @@
 //! since the Unix epoch); the watermark is the largest event time seen, and a window emits as
 //! soon as the watermark reaches its end. A record for a window that has already emitted is
 //! late and fails. Without a window the whole run is one window, emitted by `finish`.
+//!
+//! Snapshot (see `state.rs`): `"ops"` (the aggregates, to check the spec), `"details":
+//! true` with `include_details`; without a window `"groups"`, with one `"window"` (its size),
+//! `"watermark"` (absent before the first time) and `"windows": [{"start", "groups"}]`, the
+//! open ones in time order. The watermark alone says which windows have emitted (those
+//! ending at or before it), so late records are still rejected after a restore. A group is
+//! `[key, acc…, details?]`: its group-by values as first seen, then per aggregate
+//! - `sum`, `average`: `[n, ints]`, or `[n, ints, floats, compensation]` once a float was
+//!   added (the integer part is exact, as text beyond i64). A `sum` or `average` of the
+//!   same field as an earlier one holds the same state and is not written again;
+//! - `count`: n; `count_distinct`: the distinct values, as first seen;
+//! - `min`, `max`, `first`, `last`: `[]` or `[value]`; `collect`: the values.
 
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
@@ -16,7 +28,8 @@ use dagg_model::spec::transform::{AggOp, AggregationSpec};
 use dagg_model::{Map, Record, Value};
 
 use crate::dates;
-use crate::key::{KeyIndex, hash_one, key_of};
+use crate::key::{KeyIndex, hash_key, hash_one, key_of};
+use crate::state::{self, Fields, Json, JsonMap};
 
 pub(crate) struct AggregateStep {
     spec: AggregationSpec,
@@ -25,6 +38,9 @@ pub(crate) struct AggregateStep {
     watermark: Option<i64>,
     /// The group-by values of the record being folded (allocation reused).
     key_buf: Vec<&'static Value>,
+    /// Per aggregate: for a `sum` or `average` of the same field as an earlier `sum` or
+    /// `average`, that one's index (their accumulators are equal, so a snapshot writes one).
+    same_sum: Vec<Option<usize>>,
 }
 
 #[derive(Default)]
@@ -38,6 +54,7 @@ struct Group {
     details: Vec<Value>,
 }
 
+#[derive(Clone)]
 enum Acc {
     /// `sum` and `average`: integers exactly (i128), floats compensated (Neumaier).
     Sum { ints: i128, floats: f64, comp: f64, any_float: bool, n: u64 },
@@ -123,6 +140,62 @@ impl Acc {
             Acc::Collect(items) => Value::Array(items),
         }
     }
+
+    fn snapshot(&self) -> Json {
+        match self {
+            Acc::Sum { ints, floats, comp, any_float, n } => {
+                let mut a = vec![Json::from(*n), state::wide_int(*ints)];
+                if *any_float {
+                    a.extend([state::float(*floats), state::float(*comp)]);
+                }
+                Json::Array(a)
+            }
+            Acc::Count(n) => Json::from(*n),
+            Acc::Distinct(set) => Json::Array((0..set.len()).map(|s| state::value(&set.key(s)[0])).collect()),
+            Acc::Extreme(v) | Acc::First(v) | Acc::Last(v) => Json::Array(v.iter().map(state::value).collect()),
+            Acc::Collect(items) => Json::Array(items.iter().map(state::value).collect()),
+        }
+    }
+
+    fn restore(op: AggOp, j: &Json) -> Result<Acc, String> {
+        let mut acc = Acc::new(op);
+        match &mut acc {
+            Acc::Sum { ints, floats, comp, any_float, n } => match state::to_array(j)? {
+                [count, int_part, rest @ ..] if rest.is_empty() || rest.len() == 2 => {
+                    *n = state::to_u64(count)?;
+                    *ints = state::to_wide_int(int_part)?;
+                    if let [f, c] = rest {
+                        (*floats, *comp, *any_float) = (state::to_float(f)?, state::to_float(c)?, true);
+                    }
+                }
+                _ => return Err(format!("expected [n, ints] or [n, ints, floats, compensation], found {}", state::found(j))),
+            },
+            Acc::Count(n) => *n = state::to_u64(j)?,
+            Acc::Distinct(set) => {
+                for (i, item) in state::to_array(j)?.iter().enumerate() {
+                    let v = state::to_value(item)?;
+                    if set.insert_new(hash_one(&v), vec![v]).is_none() {
+                        return Err(format!("distinct value {i} repeats an earlier one: {}", state::found(item)));
+                    }
+                }
+            }
+            Acc::Extreme(cur) | Acc::First(cur) | Acc::Last(cur) => match state::to_array(j)? {
+                [] => {}
+                [v] => *cur = Some(state::to_value(v)?),
+                _ => return Err(format!("expected [] or [value], found {}", state::found(j))),
+            },
+            Acc::Collect(items) => {
+                *items = state::to_array(j)?.iter().map(state::to_value).collect::<Result<_, _>>()?;
+            }
+        }
+        Ok(acc)
+    }
+}
+
+/// An aggregation's state read from a snapshot, ready to replace the step's.
+pub(crate) struct Restored {
+    windows: BTreeMap<i64, Bucket>,
+    watermark: Option<i64>,
 }
 
 /// Reuses a key buffer's allocation across borrows of different records: the vector is
@@ -135,7 +208,17 @@ pub(crate) fn recycle<'a, 'b>(mut v: Vec<&'a Value>) -> Vec<&'b Value> {
 
 impl AggregateStep {
     pub(crate) fn new(spec: &AggregationSpec) -> AggregateStep {
-        AggregateStep { spec: spec.clone(), windows: BTreeMap::new(), watermark: None, key_buf: Vec::new() }
+        let is_sum = |op| matches!(op, AggOp::Sum | AggOp::Average);
+        let same_sum = spec
+            .fields
+            .iter()
+            .enumerate()
+            .map(|(k, f)| {
+                let earlier = &spec.fields[..k];
+                is_sum(f.op).then(|| earlier.iter().position(|e| is_sum(e.op) && e.input == f.input)).flatten()
+            })
+            .collect();
+        AggregateStep { spec: spec.clone(), windows: BTreeMap::new(), watermark: None, key_buf: Vec::new(), same_sum }
     }
 
     /// Folds one record in; windows that close are emitted through `emit`. A record that
@@ -267,6 +350,173 @@ impl AggregateStep {
             }
             emit(out);
         }
+    }
+
+    /// The step's state, after its `"step"` and `"type"` (the format is in the module docs).
+    pub(crate) fn snapshot(&self, out: &mut JsonMap) {
+        let ops = self.spec.fields.iter().map(|f| Json::from(f.op.name())).collect();
+        out.insert("ops".into(), Json::Array(ops));
+        if self.spec.include_details {
+            out.insert("details".into(), Json::Bool(true));
+        }
+        match &self.spec.window {
+            None => {
+                let groups = self.windows.get(&0).map(|b| self.groups(b)).unwrap_or_default();
+                out.insert("groups".into(), Json::Array(groups));
+            }
+            Some(w) => {
+                out.insert("window".into(), Json::from(w.size_seconds));
+                if let Some(wm) = self.watermark {
+                    out.insert("watermark".into(), Json::from(wm));
+                }
+                let windows = self
+                    .windows
+                    .iter()
+                    .map(|(start, bucket)| {
+                        let mut m = JsonMap::with_capacity(2);
+                        m.insert("start".into(), Json::from(*start));
+                        m.insert("groups".into(), Json::Array(self.groups(bucket)));
+                        Json::Object(m)
+                    })
+                    .collect();
+                out.insert("windows".into(), Json::Array(windows));
+            }
+        }
+    }
+
+    fn groups(&self, bucket: &Bucket) -> Vec<Json> {
+        let width = 1 + self.written_accs() + self.spec.include_details as usize;
+        let mut out = Vec::with_capacity(bucket.groups.len());
+        for (slot, group) in bucket.groups.iter().enumerate() {
+            let mut g = Vec::with_capacity(width);
+            g.push(Json::Array(bucket.index.key(slot).iter().map(state::value).collect()));
+            let written = group.accs.iter().zip(&self.same_sum).filter(|(_, same)| same.is_none());
+            g.extend(written.map(|(acc, _)| acc.snapshot()));
+            if self.spec.include_details {
+                g.push(Json::Array(group.details.iter().map(state::value).collect()));
+            }
+            out.push(Json::Array(g));
+        }
+        out
+    }
+
+    /// Reads the state a snapshot holds for this step (the fields after `"step"` and
+    /// `"type"`), checking that it was taken from the same spec.
+    pub(crate) fn read_snapshot(&self, f: &mut Fields) -> Result<Restored, String> {
+        let ops: Vec<&str> = self.spec.fields.iter().map(|f| f.op.name()).collect();
+        let theirs = state::to_array(f.req("ops")?).map_err(|e| format!("`ops`: {e}"))?;
+        if theirs.len() != ops.len() || theirs.iter().zip(&ops).any(|(t, o)| t.as_str() != Some(o)) {
+            return Err(format!(
+                "the snapshot's aggregates are {}, this step's are [{}]",
+                state::found(f.req("ops")?),
+                ops.join(", ")
+            ));
+        }
+        let details = match f.opt("details") {
+            None => false,
+            Some(Json::Bool(true)) => true,
+            Some(other) => return Err(format!("`details`: expected true or no field, found {}", state::found(other))),
+        };
+        if details != self.spec.include_details {
+            let with = |d: bool| if d { "with" } else { "without" };
+            return Err(format!(
+                "the snapshot is of an aggregation {} `include_details`, this one is {} it",
+                with(details),
+                with(self.spec.include_details)
+            ));
+        }
+        let size = f.opt("window").map(|j| state::to_u64(j).map_err(|e| format!("`window`: {e}"))).transpose()?;
+        let describe = |size: Option<u64>| match size {
+            None => "without a window".to_string(),
+            Some(s) => format!("with a {s}-second window"),
+        };
+        let ours = self.spec.window.as_ref().map(|w| w.size_seconds);
+        if size != ours {
+            return Err(format!("the snapshot is of an aggregation {}, this one is {}", describe(size), describe(ours)));
+        }
+        let mut windows = BTreeMap::new();
+        let mut watermark = None;
+        if ours.is_none() {
+            let bucket = self.read_groups(f.req("groups")?).map_err(|e| format!("`groups`: {e}"))?;
+            if !bucket.groups.is_empty() {
+                windows.insert(0, bucket);
+            }
+        } else {
+            watermark = f.opt("watermark").map(|j| state::to_i64(j).map_err(|e| format!("`watermark`: {e}"))).transpose()?;
+            for (i, w) in state::to_array(f.req("windows")?).map_err(|e| format!("`windows`: {e}"))?.iter().enumerate() {
+                let read = |w| -> Result<(i64, Bucket), String> {
+                    let mut wf = Fields::new(w)?;
+                    let start = state::to_i64(wf.req("start")?).map_err(|e| format!("`start`: {e}"))?;
+                    let bucket = self.read_groups(wf.req("groups")?).map_err(|e| format!("`groups`: {e}"))?;
+                    wf.end()?;
+                    Ok((start, bucket))
+                };
+                let (start, bucket) = read(w).map_err(|e| format!("window {i}: {e}"))?;
+                if windows.insert(start, bucket).is_some() {
+                    return Err(format!("window {i}: the start {start} repeats an earlier window's"));
+                }
+            }
+        }
+        Ok(Restored { windows, watermark })
+    }
+
+    /// How many accumulators a group's snapshot holds.
+    fn written_accs(&self) -> usize {
+        self.same_sum.iter().filter(|same| same.is_none()).count()
+    }
+
+    fn read_groups(&self, j: &Json) -> Result<Bucket, String> {
+        let mut bucket = Bucket::default();
+        let (n_keys, n_accs) = (self.spec.group_by.len(), self.written_accs());
+        for (i, g) in state::to_array(j)?.iter().enumerate() {
+            let read = |bucket: &mut Bucket| -> Result<(), String> {
+                let parts = state::to_array(g)?;
+                if parts.len() != 1 + n_accs + self.spec.include_details as usize {
+                    return Err(format!(
+                        "expected [key, {n_accs} aggregate(s){}], found {}",
+                        if self.spec.include_details { ", details" } else { "" },
+                        state::found(g)
+                    ));
+                }
+                let key: Vec<Value> = state::to_array(&parts[0])?.iter().map(state::to_value).collect::<Result<_, _>>()?;
+                if key.len() != n_keys {
+                    return Err(format!("its key has {} value(s), this step groups by {n_keys} field(s)", key.len()));
+                }
+                if bucket.index.insert_new(hash_key(&key), key).is_none() {
+                    return Err(format!("its key {} repeats an earlier group's", state::found(&parts[0])));
+                }
+                let mut accs: Vec<Acc> = Vec::with_capacity(self.spec.fields.len());
+                let mut written = parts[1..].iter();
+                for (k, (f, same)) in self.spec.fields.iter().zip(&self.same_sum).enumerate() {
+                    let acc = match same {
+                        Some(earlier) => accs[*earlier].clone(),
+                        None => {
+                            let j = written.next().expect("the length was checked");
+                            Acc::restore(f.op, j).map_err(|e| format!("aggregate {k} (`{}`): {e}", f.op.name()))?
+                        }
+                    };
+                    accs.push(acc);
+                }
+                let details = match self.spec.include_details {
+                    false => Vec::new(),
+                    true => state::to_array(written.next().expect("the length was checked"))?
+                        .iter()
+                        .map(|d| state::to_record(d).map(Value::Object))
+                        .collect::<Result<_, _>>()
+                        .map_err(|e| format!("details: {e}"))?,
+                };
+                bucket.groups.push(Group { accs, details });
+                Ok(())
+            };
+            read(&mut bucket).map_err(|e| format!("group {i}: {e}"))?;
+        }
+        Ok(bucket)
+    }
+
+    /// Replaces the step's state with a snapshot's.
+    pub(crate) fn restore(&mut self, r: Restored) {
+        self.windows = r.windows;
+        self.watermark = r.watermark;
     }
 
     /// Emits every open window (the end of a bounded run).

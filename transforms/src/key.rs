@@ -6,6 +6,7 @@
 //! collisions by comparing with `loose_eq`. Looking a key up therefore never allocates: the
 //! record's values are hashed where they lie.
 
+use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
@@ -119,6 +120,15 @@ pub(crate) fn key_of<'r>(fields: &[FieldPath], record: &'r Record, buf: &mut Vec
     h.finish()
 }
 
+/// The hash [`key_of`] gives for a record with these key values.
+pub(crate) fn hash_key(key: &[Value]) -> u64 {
+    let mut h = FastHasher::default();
+    for v in key {
+        hash_value(v, &mut h);
+    }
+    h.finish()
+}
+
 /// The hash of a single value.
 pub(crate) fn hash_one(v: &Value) -> u64 {
     let mut h = FastHasher::default();
@@ -129,7 +139,7 @@ pub(crate) fn hash_one(v: &Value) -> u64 {
 /// Assigns dense slot numbers (0, 1, 2, … in order of first appearance) to keys.
 ///
 /// Each slot stores its key's values (the first ones seen) to resolve hash collisions.
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub(crate) struct KeyIndex {
     heads: HashMap<u64, u32, FastBuild>,
     /// Per slot: the next slot with the same hash (`u32::MAX` ends the chain).
@@ -149,11 +159,11 @@ impl KeyIndex {
         &self.keys[slot]
     }
 
-    pub(crate) fn find(&self, hash: u64, key: &[&Value]) -> Option<usize> {
+    pub(crate) fn find<V: Borrow<Value>>(&self, hash: u64, key: &[V]) -> Option<usize> {
         let mut s = *self.heads.get(&hash)?;
         while s != END {
             let stored = &self.keys[s as usize];
-            if stored.len() == key.len() && stored.iter().zip(key).all(|(a, b)| a.loose_eq(b)) {
+            if stored.len() == key.len() && stored.iter().zip(key).all(|(a, b)| a.loose_eq(b.borrow())) {
                 return Some(s as usize);
             }
             s = self.next[s as usize];
@@ -166,12 +176,25 @@ impl KeyIndex {
         if let Some(s) = self.find(hash, key) {
             return (s, false);
         }
+        (self.push(hash, key.iter().map(|v| (*v).clone()).collect()), true)
+    }
+
+    /// Adds `key` (whose hash is `hash`) as the next slot, unless a loosely equal key is
+    /// there already (`None`). For restoring a snapshot, which lists keys in slot order.
+    pub(crate) fn insert_new(&mut self, hash: u64, key: Vec<Value>) -> Option<usize> {
+        match self.find(hash, &key) {
+            Some(_) => None,
+            None => Some(self.push(hash, key)),
+        }
+    }
+
+    fn push(&mut self, hash: u64, key: Vec<Value>) -> usize {
         let slot = self.keys.len() as u32;
         let head = self.heads.entry(hash).or_insert(END);
         self.next.push(*head);
         *head = slot;
-        self.keys.push(key.iter().map(|v| (*v).clone()).collect());
-        (slot as usize, true)
+        self.keys.push(key);
+        slot as usize
     }
 
     /// Forgets every key.
@@ -212,6 +235,9 @@ mod tests {
         assert_eq!(idx.find(7, &[&b]), Some(1));
         assert_eq!(idx.find(8, &[&b]), None);
         assert_eq!(idx.len(), 2);
-        assert_eq!(idx.key(1), &[b]);
+        assert_eq!(idx.key(1), std::slice::from_ref(&b));
+        assert_eq!(idx.insert_new(7, vec![b]), None);
+        assert_eq!(idx.insert_new(hash_key(&[v("2")]), vec![v("2")]), Some(2));
+        assert_eq!(idx.find(hash_one(&v("2.0")), &[v("2.0")]), Some(2), "hash_key agrees with hash_one");
     }
 }

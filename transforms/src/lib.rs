@@ -15,6 +15,9 @@
 //!   [`Output::dropped`] (which makes a run end `warning`).
 //! - [`Chain::finish`] ends a bounded run: aggregations emit their groups (and open windows),
 //!   `deduplicate` with `keep: last` emits what it held.
+//! - [`Chain::snapshot`] writes what the stateful steps hold as versioned JSON, and
+//!   [`Chain::restore`] puts it back into a chain built from the same specs, so a checkpointed
+//!   run resumes mid-way with the same output as if it had never stopped.
 
 mod aggregate;
 mod condition;
@@ -25,6 +28,7 @@ mod fields;
 mod join;
 mod key;
 mod script;
+mod state;
 mod text;
 mod validate;
 
@@ -117,11 +121,29 @@ enum StepKind {
     Script(Box<ScriptStep>),
 }
 
-/// A run of stateless steps, or one stateful step.
+/// A run of stateless steps, or one stateful step (with its index in the transformation
+/// list).
 enum Stage {
     Fused(Vec<Step>),
-    Aggregate { stage: String, step: Box<AggregateStep> },
-    Dedup(Box<DedupStep>),
+    Aggregate { index: usize, stage: String, step: Box<AggregateStep> },
+    Dedup { index: usize, step: Box<DedupStep> },
+}
+
+impl Stage {
+    /// The stateful step's index and type name.
+    fn stateful(&self) -> Option<(usize, &'static str)> {
+        match self {
+            Stage::Fused(_) => None,
+            Stage::Aggregate { index, .. } => Some((*index, "aggregation")),
+            Stage::Dedup { index, .. } => Some((*index, "deduplicate")),
+        }
+    }
+}
+
+/// A stateful step's state read from a snapshot.
+enum Restored {
+    Aggregate(aggregate::Restored),
+    Dedup(dedup::Restored),
 }
 
 /// The compiled transformation list of one pipeline.
@@ -145,13 +167,13 @@ impl Chain {
                     if !fused.is_empty() {
                         stages.push(Stage::Fused(std::mem::take(&mut fused)));
                     }
-                    stages.push(Stage::Aggregate { stage, step: Box::new(AggregateStep::new(a)) });
+                    stages.push(Stage::Aggregate { index: i, stage, step: Box::new(AggregateStep::new(a)) });
                 }
                 TransformSpec::Deduplicate(d) => {
                     if !fused.is_empty() {
                         stages.push(Stage::Fused(std::mem::take(&mut fused)));
                     }
-                    stages.push(Stage::Dedup(Box::new(DedupStep::new(d))));
+                    stages.push(Stage::Dedup { index: i, step: Box::new(DedupStep::new(d)) });
                 }
                 other => fused.push(compile_step(other, stage, &join_data, false)?),
             }
@@ -167,6 +189,102 @@ impl Chain {
     /// [`Chain::finish`] at the end. A join alone is not stateful here: its index is fixed.
     pub fn is_stateful(&self) -> bool {
         self.stages.iter().any(|s| !matches!(s, Stage::Fused(_)))
+    }
+
+    /// The chain's state (everything [`Chain::process`] accumulated that [`Chain::finish`] or
+    /// later batches need), as versioned JSON: `{"version": 1, "steps": [...]}`, one entry
+    /// per stateful step. It holds no JSON null (so a checkpoint can keep null for "no
+    /// state"), is the same for the same input, and is `{"version": 1, "steps": []}` for a
+    /// stateless chain. The format is in `state.rs`, `aggregate.rs` and `dedup.rs`.
+    pub fn snapshot(&self) -> serde_json::Value {
+        let steps = self
+            .stages
+            .iter()
+            .filter_map(|stage| {
+                let (index, type_name) = stage.stateful()?;
+                let mut m = state::JsonMap::new();
+                m.insert("step".into(), index.into());
+                m.insert("type".into(), type_name.into());
+                match stage {
+                    Stage::Fused(_) => unreachable!("stateless"),
+                    Stage::Aggregate { step, .. } => step.snapshot(&mut m),
+                    Stage::Dedup { step, .. } => step.snapshot(&mut m),
+                }
+                Some(serde_json::Value::Object(m))
+            })
+            .collect();
+        let mut top = state::JsonMap::new();
+        top.insert("version".into(), state::VERSION.into());
+        top.insert("steps".into(), serde_json::Value::Array(steps));
+        serde_json::Value::Object(top)
+    }
+
+    /// Replaces the chain's state with a snapshot taken by a chain built from the same specs
+    /// (and the same join data), possibly in another process. A snapshot of another version
+    /// or shape (other stateful steps, aggregates, window, `keep`, …) is an error that says
+    /// why, and leaves the chain as it was.
+    pub fn restore(&mut self, snapshot: &serde_json::Value) -> Result<(), String> {
+        let mut top = state::Fields::new(snapshot).map_err(|e| format!("not a chain snapshot: {e}"))?;
+        let version = top.req("version").map_err(|e| format!("not a chain snapshot: {e}"))?;
+        if version.as_u64() != Some(state::VERSION) {
+            return Err(format!(
+                "the chain snapshot is of version {}; this build reads version {}",
+                state::found(version),
+                state::VERSION
+            ));
+        }
+        let steps = top.req("steps").and_then(state::to_array).map_err(|e| format!("chain snapshot: `steps`: {e}"))?;
+        top.end().map_err(|e| format!("chain snapshot: {e}"))?;
+        let ours: Vec<(usize, &str)> = self.stages.iter().filter_map(Stage::stateful).collect();
+        if steps.len() != ours.len() {
+            let list = |v: Vec<String>| if v.is_empty() { "none".to_string() } else { v.join(", ") };
+            let theirs = steps
+                .iter()
+                .map(|s| match (s.get("step"), s.get("type")) {
+                    (Some(i), Some(serde_json::Value::String(t))) => format!("transformations[{i}] ({t})"),
+                    _ => state::found(s),
+                })
+                .collect();
+            return Err(format!(
+                "the chain snapshot holds the state of {} step(s): {}; this chain's stateful steps are: {}",
+                steps.len(),
+                list(theirs),
+                list(ours.iter().map(|(i, t)| format!("transformations[{i}] ({t})")).collect())
+            ));
+        }
+        let mut restored = Vec::with_capacity(steps.len());
+        for (stage, j) in self.stages.iter().filter(|s| s.stateful().is_some()).zip(steps) {
+            let (index, type_name) = stage.stateful().expect("filtered");
+            let at = format!("transformations[{index}] ({type_name})");
+            let mut f = state::Fields::new(j).map_err(|e| format!("chain snapshot of {at}: {e}"))?;
+            let (their_index, their_type) = (f.opt("step"), f.opt("type"));
+            if their_index.and_then(serde_json::Value::as_u64) != Some(index as u64)
+                || their_type.and_then(serde_json::Value::as_str) != Some(type_name)
+            {
+                let show = |j: Option<&serde_json::Value>| j.map_or_else(|| "(missing)".to_string(), state::found);
+                return Err(format!(
+                    "the chain snapshot has, in the place of {at}, the state of step {} of type {}",
+                    show(their_index),
+                    show(their_type)
+                ));
+            }
+            let r = match stage {
+                Stage::Fused(_) => unreachable!("filtered"),
+                Stage::Aggregate { step, .. } => step.read_snapshot(&mut f).map(Restored::Aggregate),
+                Stage::Dedup { step, .. } => step.read_snapshot(&mut f).map(Restored::Dedup),
+            };
+            let r = r.and_then(|r| f.end().map(|()| r)).map_err(|e| format!("chain snapshot of {at}: {e}"))?;
+            restored.push(r);
+        }
+        // Only now that every step's state has been read does anything change.
+        for (stage, r) in self.stages.iter_mut().filter(|s| s.stateful().is_some()).zip(restored) {
+            match (stage, r) {
+                (Stage::Aggregate { step, .. }, Restored::Aggregate(r)) => step.restore(r),
+                (Stage::Dedup { step, .. }, Restored::Dedup(r)) => step.restore(r),
+                _ => unreachable!("read for this stage"),
+            }
+        }
+        Ok(())
     }
 
     /// Runs `batch` through the chain, appending to `out`.
@@ -194,7 +312,7 @@ impl Chain {
             match &mut self.stages[i] {
                 Stage::Fused(_) => continue,
                 Stage::Aggregate { step, .. } => step.finish(&mut emit),
-                Stage::Dedup(step) => step.finish(&mut emit),
+                Stage::Dedup { step, .. } => step.finish(&mut emit),
             }
             if i + 1 == self.stages.len() {
                 out.records.extend(flushed.into_iter().map(|(r, _)| r));
@@ -231,7 +349,7 @@ impl Chain {
                     run_steps(steps, r, input, env, out, &mut push);
                 }
             }
-            Stage::Aggregate { stage, step } => {
+            Stage::Aggregate { stage, step, .. } => {
                 for (r, input) in items {
                     let mut emitted = Vec::new();
                     let result = step.push(r, &mut |r| emitted.push(r));
@@ -243,7 +361,7 @@ impl Chain {
                     }
                 }
             }
-            Stage::Dedup(step) => {
+            Stage::Dedup { step, .. } => {
                 for (r, input) in items {
                     match step.push(r) {
                         Dedup::Pass(r) => push(r, input, out),
