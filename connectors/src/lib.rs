@@ -29,10 +29,15 @@
 
 use std::path::Path;
 
-use dagg_model::spec::connector::{ConnectorConfig, ConnectorSpec};
+use dagg_model::spec::connector::{ConnectorConfig, ConnectorSpec, Role};
 use dagg_model::{Batch, Position, Record, Value};
 
 pub mod file;
+pub mod mysql;
+pub mod postgres;
+pub mod rest;
+pub mod secrets;
+mod sql;
 
 /// Why a connector operation failed. Every message names the file (or endpoint) involved.
 #[derive(Debug, thiserror::Error)]
@@ -78,6 +83,19 @@ pub enum ConnectorError {
     /// A connector spec this build cannot open.
     #[error("{0}")]
     Config(String),
+    /// A server could not be reached, or refused the connection or the login. `target`
+    /// names it (`postgresql://user@host:5432/db`, a URL) — never with a password.
+    #[error("cannot connect to {target}: {reason}")]
+    Connect { target: String, reason: String },
+    /// A statement failed on the server.
+    #[error("{target}: {reason}")]
+    Query { target: String, reason: String },
+    /// An HTTP request failed for good (after its retries), or its answer was unusable.
+    #[error("{url}: {reason}")]
+    Http { url: String, reason: String },
+    /// No answer within the configured timeout.
+    #[error("{target}: {reason} within {seconds} s")]
+    Timeout { target: String, seconds: u64, reason: String },
 }
 
 /// Input that could not be parsed into a record: it goes to the dead letter destination
@@ -152,6 +170,9 @@ pub trait SinkConnector: Send {
 pub fn open_source(spec: &ConnectorSpec, base_dir: &Path) -> Result<Box<dyn SourceConnector>, ConnectorError> {
     match &spec.config {
         ConnectorConfig::File(c) => Ok(Box::new(file::FileSource::open(c, base_dir)?)),
+        ConnectorConfig::RestApi(c) => Ok(Box::new(rest::RestSource::open(c)?)),
+        ConnectorConfig::Postgres(c) => postgres::source(c, base_dir),
+        ConnectorConfig::Mysql(c) => mysql::source(c, base_dir),
     }
 }
 
@@ -160,5 +181,59 @@ pub fn open_source(spec: &ConnectorSpec, base_dir: &Path) -> Result<Box<dyn Sour
 pub fn open_sink(spec: &ConnectorSpec, base_dir: &Path) -> Result<Box<dyn SinkConnector>, ConnectorError> {
     match &spec.config {
         ConnectorConfig::File(c) => Ok(Box::new(file::FileSink::open(c, base_dir)?)),
+        ConnectorConfig::RestApi(c) => Ok(Box::new(rest::RestSink::open(c)?)),
+        ConnectorConfig::Postgres(c) => postgres::sink(c, base_dir),
+        ConnectorConfig::Mysql(c) => mysql::sink(c, base_dir),
     }
+}
+
+/// Checks that a connector can work, without reading or writing records: a database
+/// answers (and its table or query is there), an HTTP endpoint answers with the configured
+/// credentials, a file can be opened (or created). Returns what was found, or why not, within
+/// the connector's own timeout. The role is unknown here: a file that does not exist is
+/// fine if its folder can hold it; [`test_connection_as`] knows better.
+pub async fn test_connection(spec: &ConnectorSpec, base_dir: &Path) -> Result<String, ConnectorError> {
+    test_connection_as(spec, base_dir, Role::Any).await
+}
+
+/// [`test_connection`] for a connector used as a source or a destination.
+pub async fn test_connection_as(spec: &ConnectorSpec, base_dir: &Path, role: Role) -> Result<String, ConnectorError> {
+    match &spec.config {
+        ConnectorConfig::File(c) => test_file(c, base_dir, role),
+        ConnectorConfig::RestApi(c) => rest::test_connection(c, role).await,
+        ConnectorConfig::Postgres(c) => postgres::test_connection(c, base_dir).await,
+        ConnectorConfig::Mysql(c) => mysql::test_connection(c, base_dir).await,
+    }
+}
+
+/// A file source's files can be opened for reading; a file destination's folder can hold
+/// a new file.
+fn test_file(c: &dagg_model::spec::connector::FileConfig, base_dir: &Path, role: Role) -> Result<String, ConnectorError> {
+    let configured = Path::new(&c.path);
+    let path = if configured.is_absolute() { configured.to_path_buf() } else { base_dir.join(configured) };
+    let is_glob = c.path.contains(['*', '?', '[']);
+    let as_source = match role {
+        Role::Source => true,
+        Role::Sink => false,
+        Role::Any => is_glob || path.exists(),
+    };
+    if as_source {
+        let src = file::FileSource::open(c, base_dir)?;
+        let units = src.units().clone();
+        for unit in units.iter() {
+            let p = if Path::new(unit).is_absolute() { Path::new(unit).to_path_buf() } else { base_dir.join(unit) };
+            std::fs::File::open(&p).map_err(|source| ConnectorError::Open { path: p.display().to_string(), source })?;
+        }
+        let first = units.first().map(String::as_str).unwrap_or_default();
+        return Ok(match units.len() {
+            1 => format!("`{first}` can be read"),
+            n => format!("{n} files can be read (`{first}` first)"),
+        });
+    }
+    file::FileSink::open(c, base_dir)?;
+    let folder = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let probe = folder.join(format!(".dagg-connector-test-{}", std::process::id()));
+    std::fs::File::create(&probe).map_err(|source| ConnectorError::Open { path: folder.display().to_string(), source })?;
+    let _ = std::fs::remove_file(&probe);
+    Ok(format!("`{}` can be written", path.display()))
 }

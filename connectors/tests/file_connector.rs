@@ -132,7 +132,7 @@ async fn csv_edge_cases_and_a_ragged_row() {
     )
     .unwrap();
     let mut s = spec("in.csv", FileFormat::Csv);
-    let ConnectorConfig::File(c) = &mut s.config;
+    let ConnectorConfig::File(c) = &mut s.config else { unreachable!("a file spec") };
     c.delimiter = Some(';');
     let mut src = open_source(&s, dir.path()).unwrap();
     let got = read(&mut src, 100, None).await;

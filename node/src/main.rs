@@ -5,6 +5,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod connector_cmd;
+
 /// Records are allocated on the reading thread and freed on the writing one; glibc's malloc
 /// serializes that on an arena lock, mimalloc does not.
 #[global_allocator]
@@ -59,6 +61,8 @@ enum Command {
         #[arg(long, default_value_t = 10)]
         limit: usize,
     },
+    /// Works with a pipeline's connectors (`dagg connector test FILE`).
+    Connector(connector_cmd::ConnectorArgs),
 }
 
 fn main() -> ExitCode {
@@ -78,6 +82,7 @@ fn main() -> ExitCode {
             }
             Command::Validate { file, json } => validate(&file, json),
             Command::Preview { file, limit } => preview(&file, limit).await,
+            Command::Connector(args) => connector_cmd::run(args).await,
         }
     })
 }

@@ -1,0 +1,286 @@
+//! Credentials at rest: AES-256-GCM encryption of the secret values in connector configs,
+//! and masking wherever a config is shown.
+//!
+//! An encrypted value is the text `enc:v1:` followed by base64 (standard, padded) of a
+//! random 12-byte nonce and the ciphertext with its 16-byte tag. It stands wherever the
+//! clear value would (`"password": "enc:v1:…"`), so a stored pipeline document keeps its
+//! shape; connectors call [`reveal`] when they open, which decrypts such a value and passes
+//! a clear one through.
+//!
+//! The master key is 32 bytes, from the environment variable `DAGG_MASTER_KEY` (base64 or
+//! hex), else from the file named by `DAGG_MASTER_KEY_FILE` (the same text, or the 32 raw
+//! bytes). A store that persists connector configs runs [`MasterKey::encrypt_config`] on
+//! them before writing and shows them through [`mask_config`].
+//!
+//! Masking never shows any part of a secret, not even its length: `Debug`/`Display` of
+//! [`Secret`] and [`mask`] print [`MASK`].
+
+use std::path::Path;
+
+use aes_gcm::aead::{Aead, Generate, KeyInit, Nonce};
+use aes_gcm::Aes256Gcm;
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use dagg_model::spec::connector::{MASK, SECRET_KEYS, Secret};
+use serde_json::Value as Json;
+
+/// The prefix of an encrypted value (the `v1` is the format: AES-256-GCM, 12-byte nonce).
+pub const PREFIX: &str = "enc:v1:";
+/// The environment variable holding the master key.
+pub const KEY_ENV: &str = "DAGG_MASTER_KEY";
+/// The environment variable naming a file that holds the master key.
+pub const KEY_FILE_ENV: &str = "DAGG_MASTER_KEY_FILE";
+
+const NONCE_LEN: usize = 12;
+
+/// Why a secret could not be encrypted or decrypted. Never carries the secret.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    #[error("no master key: set {KEY_ENV} (32 bytes, base64 or hex) or {KEY_FILE_ENV} (a file holding it) to use encrypted credentials")]
+    NoKey,
+    #[error("the master key {0}")]
+    BadKey(String),
+    #[error("cannot read the master key file `{path}`: {source}")]
+    KeyFile {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("an encrypted credential is malformed: {0}")]
+    Malformed(&'static str),
+    #[error("an encrypted credential does not decrypt with this master key (another key, or altered text)")]
+    Decrypt,
+}
+
+/// What a secret shows instead of its value.
+pub fn mask(_secret: &str) -> &'static str {
+    MASK
+}
+
+/// A copy of a config (any JSON) with every value under a [`SECRET_KEYS`] key masked, at
+/// any depth: what logs, errors and the API show.
+pub fn mask_config(config: &Json) -> Json {
+    match config {
+        Json::Object(map) => Json::Object(
+            map.iter()
+                .map(|(k, v)| {
+                    let v = if SECRET_KEYS.contains(&k.as_str()) && !v.is_null() { Json::from(MASK) } else { mask_config(v) };
+                    (k.clone(), v)
+                })
+                .collect(),
+        ),
+        Json::Array(items) => Json::Array(items.iter().map(mask_config).collect()),
+        other => other.clone(),
+    }
+}
+
+/// Whether a value is in the encrypted form.
+pub fn is_encrypted(value: &str) -> bool {
+    value.starts_with(PREFIX)
+}
+
+/// The master key.
+#[derive(Clone)]
+pub struct MasterKey(Aes256Gcm);
+
+impl std::fmt::Debug for MasterKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "MasterKey({MASK})")
+    }
+}
+
+impl MasterKey {
+    /// A key from its 32 bytes.
+    pub fn from_bytes(bytes: &[u8]) -> Result<MasterKey, SecretError> {
+        if bytes.len() != 32 {
+            return Err(SecretError::BadKey(format!("has {} bytes; AES-256 needs 32", bytes.len())));
+        }
+        Aes256Gcm::new_from_slice(bytes).map(MasterKey).map_err(|_| SecretError::BadKey("is not a valid AES-256 key".into()))
+    }
+
+    /// A key from text: 64 hex digits, or base64 of 32 bytes.
+    pub fn from_text(text: &str) -> Result<MasterKey, SecretError> {
+        let t = text.trim();
+        if t.len() == 64 && t.bytes().all(|b| b.is_ascii_hexdigit()) {
+            let bytes = hex::decode(t).map_err(|_| SecretError::BadKey("is not valid hex".into()))?;
+            return MasterKey::from_bytes(&bytes);
+        }
+        let bytes = B64
+            .decode(t)
+            .or_else(|_| base64::engine::general_purpose::URL_SAFE.decode(t))
+            .map_err(|_| SecretError::BadKey("is neither 64 hex digits nor base64 of 32 bytes".into()))?;
+        MasterKey::from_bytes(&bytes)
+    }
+
+    /// A key from a file holding its text, or exactly its 32 raw bytes.
+    pub fn from_file(path: &Path) -> Result<MasterKey, SecretError> {
+        let bytes = std::fs::read(path).map_err(|source| SecretError::KeyFile { path: path.display().to_string(), source })?;
+        if bytes.len() == 32 && std::str::from_utf8(&bytes).map_or(true, |s| MasterKey::from_text(s).is_err()) {
+            return MasterKey::from_bytes(&bytes);
+        }
+        let text = String::from_utf8(bytes).map_err(|_| SecretError::BadKey(format!("in `{}` is neither text nor 32 raw bytes", path.display())))?;
+        MasterKey::from_text(&text)
+    }
+
+    /// The key from `DAGG_MASTER_KEY`, else the file `DAGG_MASTER_KEY_FILE` names.
+    pub fn from_env() -> Result<MasterKey, SecretError> {
+        if let Ok(text) = std::env::var(KEY_ENV)
+            && !text.trim().is_empty()
+        {
+            return MasterKey::from_text(&text);
+        }
+        match std::env::var_os(KEY_FILE_ENV) {
+            Some(path) if !path.is_empty() => MasterKey::from_file(Path::new(&path)),
+            _ => Err(SecretError::NoKey),
+        }
+    }
+
+    /// A new random key, and its base64 text (to put in `DAGG_MASTER_KEY` or a key file).
+    pub fn generate() -> (MasterKey, String) {
+        let key = aes_gcm::Key::<Aes256Gcm>::generate();
+        let text = B64.encode(key.as_slice());
+        (MasterKey(Aes256Gcm::new(&key)), text)
+    }
+
+    /// Encrypts a value (a fresh random nonce each time, so equal values differ).
+    pub fn encrypt(&self, plain: &str) -> String {
+        let nonce = Nonce::<Aes256Gcm>::generate();
+        let sealed = self.0.encrypt(&nonce, plain.as_bytes()).expect("AES-GCM encrypts any value below 64 GiB");
+        let mut raw = Vec::with_capacity(NONCE_LEN + sealed.len());
+        raw.extend_from_slice(nonce.as_slice());
+        raw.extend_from_slice(&sealed);
+        format!("{PREFIX}{}", B64.encode(raw))
+    }
+
+    /// Decrypts a value [`MasterKey::encrypt`] made.
+    pub fn decrypt(&self, value: &str) -> Result<String, SecretError> {
+        let body = value.strip_prefix(PREFIX).ok_or(SecretError::Malformed("it does not start with `enc:v1:`"))?;
+        let raw = B64.decode(body.trim()).map_err(|_| SecretError::Malformed("it is not base64"))?;
+        if raw.len() < NONCE_LEN + 16 {
+            return Err(SecretError::Malformed("it is too short"));
+        }
+        let (nonce, sealed) = raw.split_at(NONCE_LEN);
+        let nonce = Nonce::<Aes256Gcm>::try_from(nonce).map_err(|_| SecretError::Malformed("its nonce is not 12 bytes"))?;
+        let plain = self.0.decrypt(&nonce, sealed).map_err(|_| SecretError::Decrypt)?;
+        String::from_utf8(plain).map_err(|_| SecretError::Malformed("it does not decrypt to text"))
+    }
+
+    /// Encrypts, in place, every clear string under a [`SECRET_KEYS`] key of a config (any
+    /// JSON, at any depth); values already encrypted stay as they are.
+    pub fn encrypt_config(&self, config: &mut Json) {
+        walk_secrets(config, &mut |v| {
+            if !is_encrypted(v) {
+                *v = self.encrypt(v);
+            }
+            Ok(())
+        })
+        .expect("encrypting cannot fail");
+    }
+
+    /// Decrypts, in place, every encrypted value under a [`SECRET_KEYS`] key.
+    pub fn decrypt_config(&self, config: &mut Json) -> Result<(), SecretError> {
+        walk_secrets(config, &mut |v| {
+            if is_encrypted(v) {
+                *v = self.decrypt(v)?;
+            }
+            Ok(())
+        })
+    }
+}
+
+fn walk_secrets(v: &mut Json, f: &mut dyn FnMut(&mut String) -> Result<(), SecretError>) -> Result<(), SecretError> {
+    match v {
+        Json::Object(map) => {
+            for (k, v) in map.iter_mut() {
+                match v {
+                    Json::String(s) if SECRET_KEYS.contains(&k.as_str()) => f(s)?,
+                    other => walk_secrets(other, f)?,
+                }
+            }
+        }
+        Json::Array(items) => {
+            for item in items {
+                walk_secrets(item, f)?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// The clear value of a secret from a config: an encrypted one is decrypted with the
+/// master key from the environment ([`MasterKey::from_env`]); a clear one is returned as is.
+pub fn reveal(secret: &Secret) -> Result<String, SecretError> {
+    let v = secret.expose();
+    if is_encrypted(v) { MasterKey::from_env()?.decrypt(v) } else { Ok(v.to_string()) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn round_trip_and_fresh_nonces() {
+        let (key, text) = MasterKey::generate();
+        let a = key.encrypt("secure_password");
+        let b = key.encrypt("secure_password");
+        assert!(a.starts_with(PREFIX) && a != b);
+        assert!(!a.contains("secure_password"));
+        assert_eq!(key.decrypt(&a).unwrap(), "secure_password");
+        // The same key from its text decrypts too.
+        assert_eq!(MasterKey::from_text(&text).unwrap().decrypt(&b).unwrap(), "secure_password");
+    }
+
+    #[test]
+    fn wrong_key_or_altered_text_fails_cleanly() {
+        let (k1, _) = MasterKey::generate();
+        let (k2, _) = MasterKey::generate();
+        let sealed = k1.encrypt("x");
+        assert!(matches!(k2.decrypt(&sealed), Err(SecretError::Decrypt)));
+        let mut raw = B64.decode(&sealed[PREFIX.len()..]).unwrap();
+        *raw.last_mut().unwrap() ^= 1;
+        assert!(matches!(k1.decrypt(&format!("{PREFIX}{}", B64.encode(raw))), Err(SecretError::Decrypt)));
+        assert!(matches!(k1.decrypt("enc:v1:!!"), Err(SecretError::Malformed(_))));
+    }
+
+    #[test]
+    fn keys_from_hex_base64_and_files() {
+        let hex_key = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+        let k = MasterKey::from_text(hex_key).unwrap();
+        let b64 = B64.encode(hex::decode(hex_key).unwrap());
+        assert_eq!(MasterKey::from_text(&b64).unwrap().decrypt(&k.encrypt("v")).unwrap(), "v");
+        assert!(matches!(MasterKey::from_text("c2hvcnQ="), Err(SecretError::BadKey(_))));
+        let dir = tempfile::tempdir().unwrap();
+        let text_file = dir.path().join("key.txt");
+        std::fs::write(&text_file, format!("{hex_key}\n")).unwrap();
+        let raw_file = dir.path().join("key.bin");
+        std::fs::write(&raw_file, hex::decode(hex_key).unwrap()).unwrap();
+        for f in [&text_file, &raw_file] {
+            assert_eq!(MasterKey::from_file(f).unwrap().decrypt(&k.encrypt("v")).unwrap(), "v");
+        }
+    }
+
+    #[test]
+    fn configs_encrypt_decrypt_and_mask_at_any_depth() {
+        let (key, _) = MasterKey::generate();
+        let clear = json!({"url": "https://x", "auth_params": {"token": "t0k", "username": "u"}, "password": "pw", "list": [{"client_secret": "cs"}]});
+        let mut stored = clear.clone();
+        key.encrypt_config(&mut stored);
+        let text = stored.to_string();
+        assert!(!text.contains("t0k") && !text.contains("\"pw\"") && !text.contains("\"cs\""), "{text}");
+        assert_eq!(stored["auth_params"]["username"], "u");
+        // Encrypting twice changes nothing already encrypted.
+        let again = { let mut s = stored.clone(); key.encrypt_config(&mut s); s };
+        assert_eq!(again, stored);
+        let mut back = stored.clone();
+        key.decrypt_config(&mut back).unwrap();
+        assert_eq!(back, clear);
+        let shown = mask_config(&clear);
+        assert_eq!(shown["auth_params"]["token"], MASK);
+        assert_eq!(shown["password"], MASK);
+        assert_eq!(shown["list"][0]["client_secret"], MASK);
+        assert_eq!(shown["auth_params"]["username"], "u");
+        assert_eq!(mask("anything"), MASK);
+    }
+}
