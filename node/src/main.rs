@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod connector_cmd;
+mod serve;
 
 /// Records are allocated on the reading thread and freed on the writing one; glibc's malloc
 /// serializes that on an arena lock, mimalloc does not.
@@ -61,6 +62,8 @@ enum Command {
         #[arg(long, default_value_t = 10)]
         limit: usize,
     },
+    /// Serves the admin API (guide section 7) until Ctrl-C or SIGTERM.
+    Serve(serve::ServeArgs),
     /// Works with a pipeline's connectors (`dagg connector test FILE`).
     Connector(connector_cmd::ConnectorArgs),
 }
@@ -82,6 +85,7 @@ fn main() -> ExitCode {
             }
             Command::Validate { file, json } => validate(&file, json),
             Command::Preview { file, limit } => preview(&file, limit).await,
+            Command::Serve(args) => serve::serve(args).await,
             Command::Connector(args) => connector_cmd::run(args).await,
         }
     })

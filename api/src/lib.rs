@@ -1,0 +1,269 @@
+//! dagg's admin API (guide section 7): users, pipelines with versions and runs, connectors,
+//! transformations, monitoring and analytics from the stored run history, `/health`,
+//! `/metrics`, `/openapi.json` with Swagger UI, and `/ws` for live run events.
+//!
+//! Layout: each resource module in [`routes`] exports `routes() -> OpenApiRouter<AppState>`;
+//! [`app`] composes them, adds the documentation and the layers (security headers, CORS,
+//! body limit, request metrics), and is the one place a new surface (the UI under `/ui/`)
+//! is added. Metadata lives in [`meta::MetaStore`], changed only through its commands.
+
+pub mod auth;
+pub mod error;
+pub mod list;
+pub mod mask;
+pub mod meta;
+pub mod openapi;
+pub mod routes;
+pub mod runner;
+pub mod telemetry;
+
+use std::ops::Deref;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderName, HeaderValue, Method, header};
+use chrono::Utc;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::set_header::SetResponseHeaderLayer;
+
+use dagg_connectors::secrets::{MasterKey, SecretError};
+
+use crate::auth::{JwtKeys, LoginLimiter};
+use crate::meta::{MetaCommand, MetaStore, Role, User};
+use crate::runner::RunManager;
+
+/// How the API runs. [`ApiConfig::new`] gives the defaults `dagg serve` documents.
+#[derive(Clone, Debug)]
+pub struct ApiConfig {
+    /// Metadata under `meta/`, API-created pipelines' files under `files/`, run state under
+    /// `runtime/`.
+    pub data_dir: PathBuf,
+    /// Origins allowed by CORS (`*` for any); empty: no CORS headers (same origin only).
+    pub cors_origins: Vec<String>,
+    /// Largest request body, bytes.
+    pub body_limit: usize,
+    /// Lifetime of access tokens.
+    pub access_ttl: Duration,
+    /// Lifetime of refresh tokens.
+    pub refresh_ttl: Duration,
+    /// Signs access tokens; generated on first start and kept in the store when absent.
+    pub jwt_secret: Option<String>,
+    /// The first admin's password; generated (and printed once) when absent.
+    pub admin_password: Option<String>,
+    /// Failed logins per username and address before 429.
+    pub login_max_failures: usize,
+    pub login_window: Duration,
+    /// File connector paths of API-created pipelines must stay inside `<data-dir>/files`.
+    pub restrict_file_paths: bool,
+    /// Seconds between progress events of a running run on `/ws`.
+    pub progress_interval: Duration,
+    /// The master key (32 bytes, base64 or hex) that encrypts secrets in stored connector
+    /// configs and pipeline documents; absent: `DAGG_MASTER_KEY` / `DAGG_MASTER_KEY_FILE`
+    /// (the connectors decrypt with the same key when they open). Without any key,
+    /// secrets are stored in the clear (and still masked in every response).
+    pub master_key: Option<String>,
+}
+
+impl ApiConfig {
+    pub fn new(data_dir: impl Into<PathBuf>) -> ApiConfig {
+        ApiConfig {
+            data_dir: data_dir.into(),
+            cors_origins: Vec::new(),
+            body_limit: 2 * 1024 * 1024,
+            access_ttl: Duration::from_secs(15 * 60),
+            refresh_ttl: Duration::from_secs(30 * 24 * 3600),
+            jwt_secret: None,
+            admin_password: None,
+            login_max_failures: 5,
+            login_window: Duration::from_secs(15 * 60),
+            restrict_file_paths: true,
+            progress_interval: Duration::from_secs(1),
+            master_key: None,
+        }
+    }
+
+    /// Where relative paths of API-created pipelines resolve.
+    pub fn files_dir(&self) -> PathBuf {
+        self.data_dir.join("files")
+    }
+}
+
+/// Everything handlers share.
+pub struct Inner {
+    pub config: ApiConfig,
+    /// Encrypts secrets before they are stored.
+    pub master_key: Option<MasterKey>,
+    pub meta: MetaStore,
+    pub jwt: JwtKeys,
+    pub limiter: LoginLimiter,
+    pub runs: RunManager,
+    pub started: Instant,
+}
+
+/// Cheap to clone.
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+impl Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+impl Inner {
+    /// Encrypts the clear secrets of a config or document about to be stored (already
+    /// encrypted ones stay as they are), when there is a master key.
+    pub fn encrypt_secrets(&self, v: &mut serde_json::Value) {
+        if let Some(k) = &self.master_key {
+            k.encrypt_config(v);
+        }
+    }
+}
+
+/// What [`AppState::open`] did on a first start.
+#[derive(Debug, Default)]
+pub struct Bootstrap {
+    /// The generated admin password, to be shown once.
+    pub generated_admin_password: Option<String>,
+    /// Whether the `admin` user was created now.
+    pub created_admin: bool,
+}
+
+/// Why the API could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot create {path}: {source}")]
+    Dir { path: PathBuf, source: std::io::Error },
+    #[error("{0}")]
+    Meta(#[from] meta::MetaError),
+    #[error("{0}")]
+    Setup(String),
+}
+
+const JWT_SECRET_KEY: &str = "_jwt_secret";
+
+impl AppState {
+    /// Opens the store, creates the first admin and the JWT secret when missing, and marks
+    /// runs left unfinished by a previous process as ended.
+    pub fn open(config: ApiConfig) -> Result<(AppState, Bootstrap), StartError> {
+        for d in [config.data_dir.clone(), config.files_dir(), config.data_dir.join("runtime")] {
+            std::fs::create_dir_all(&d).map_err(|source| StartError::Dir { path: d.clone(), source })?;
+        }
+        let meta = MetaStore::open(&config.data_dir.join("meta"))?;
+        let mut boot = Bootstrap::default();
+        let secret = match &config.jwt_secret {
+            Some(s) if !s.is_empty() => s.clone(),
+            _ => match meta.setting(JWT_SECRET_KEY)?.and_then(|v| v.as_str().map(str::to_string)) {
+                Some(s) => s,
+                None => {
+                    let s = auth::random_token("");
+                    meta.apply(MetaCommand::PutSetting { key: JWT_SECRET_KEY.into(), value: serde_json::Value::String(s.clone()) })?;
+                    s
+                }
+            },
+        };
+        if meta.user_count() == 0 {
+            let (password, generated) = match &config.admin_password {
+                Some(p) if !p.is_empty() => (p.clone(), false),
+                _ => (auth::random_token("")[..24].to_string(), true),
+            };
+            let now = Utc::now();
+            let user = User {
+                id: uuid::Uuid::new_v4().to_string(),
+                username: "admin".into(),
+                email: None,
+                full_name: Some("Administrator".into()),
+                role: Role::Admin,
+                password_hash: auth::hash_password(&password).map_err(|e| StartError::Setup(e.to_string()))?,
+                disabled: false,
+                created_at: now,
+                updated_at: now,
+            };
+            meta.apply(MetaCommand::PutUser { user })?;
+            boot.created_admin = true;
+            if generated {
+                boot.generated_admin_password = Some(password);
+            }
+        }
+        let master_key = match &config.master_key {
+            Some(text) => Some(MasterKey::from_text(text).map_err(|e| StartError::Setup(e.to_string()))?),
+            None => match MasterKey::from_env() {
+                Ok(k) => Some(k),
+                Err(SecretError::NoKey) => {
+                    tracing::warn!("no master key (DAGG_MASTER_KEY): connector secrets are stored unencrypted");
+                    None
+                }
+                Err(e) => return Err(StartError::Setup(e.to_string())),
+            },
+        };
+        let jwt = JwtKeys::new(secret.as_bytes(), config.access_ttl);
+        let limiter = LoginLimiter::new(config.login_max_failures, config.login_window);
+        let runs = RunManager::new();
+        let state = AppState(Arc::new(Inner { config, master_key, meta, jwt, limiter, runs, started: Instant::now() }));
+        runner::end_orphaned_runs(&state)?;
+        state.meta.flush()?;
+        Ok((state, boot))
+    }
+}
+
+/// The whole API: every resource's routes, the documentation, and the layers.
+pub fn app(state: AppState) -> Router {
+    let (api, doc) = routes::all().split_for_parts();
+    let doc = openapi::finish(doc);
+    let api = api.route_layer(axum::middleware::from_fn(telemetry::track));
+    let cors = cors_layer(&state.config.cors_origins);
+    let body_limit = state.config.body_limit;
+    let router = api
+        .merge(routes::system::docs(doc))
+        .merge(routes::ws::routes())
+        // Issue 10 serves the built UI here: `.nest_service("/ui", ui_service)`.
+        .fallback(error::not_found_fallback)
+        .method_not_allowed_fallback(error::method_not_allowed_fallback)
+        .with_state(state)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(CatchPanicLayer::custom(telemetry::panic_response))
+        .layer(SetResponseHeaderLayer::if_not_present(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")))
+        .layer(SetResponseHeaderLayer::if_not_present(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")))
+        .layer(SetResponseHeaderLayer::if_not_present(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer")))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::CONTENT_SECURITY_POLICY,
+            // Swagger UI (vendored, same origin) needs inline styles; nothing loads from elsewhere.
+            HeaderValue::from_static("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"),
+        ));
+    match cors {
+        Some(c) => router.layer(c),
+        None => router,
+    }
+}
+
+fn cors_layer(origins: &[String]) -> Option<CorsLayer> {
+    if origins.is_empty() {
+        return None;
+    }
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
+    };
+    Some(
+        CorsLayer::new()
+            .allow_origin(allow)
+            .allow_methods([Method::GET, Method::POST, Method::PUT, Method::PATCH, Method::DELETE])
+            .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, HeaderName::from_static("x-api-key")])
+            .max_age(Duration::from_secs(600)),
+    )
+}
+
+/// Serves `app(state)` on `listener` until `shutdown` resolves.
+pub async fn serve(listener: tokio::net::TcpListener, state: AppState, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+    let app = app(state.clone());
+    let r = axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>()).with_graceful_shutdown(shutdown).await;
+    state.runs.cancel_all();
+    let _ = state.meta.flush();
+    r
+}

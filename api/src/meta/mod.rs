@@ -1,0 +1,651 @@
+//! The metadata store: users, sessions, API keys, connectors, transformations, pipelines
+//! with their versions, runs with their logs, the audit log and settings, in sled under
+//! `<data-dir>/meta`.
+//!
+//! Contract: every change is one [`MetaCommand`] given to [`MetaStore::apply`]; reads are
+//! plain methods. `apply` is deterministic — ids, timestamps and password hashes are in the
+//! command, computed by the caller — so the command stream can be replicated (the cluster
+//! puts it under Raft) and replayed to the same state. Writes are serialized by one lock, so
+//! a command sees the effects of every command before it. Values are versioned JSON
+//! ([`codec`]).
+
+pub mod codec;
+mod command;
+mod types;
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value as Json;
+
+pub use command::{COMMAND_VERSION, CommandEnvelope, MetaCommand, PipelineSummary};
+pub use types::*;
+
+/// Why a command or a read failed.
+#[derive(Debug, thiserror::Error)]
+pub enum MetaError {
+    #[error("{kind} `{id}` does not exist")]
+    NotFound { kind: &'static str, id: String },
+    #[error("{0}")]
+    Conflict(String),
+    #[error("a run cannot go from `{from}` to `{to}`")]
+    IllegalTransition { from: dagg_model::RunStatus, to: dagg_model::RunStatus },
+    #[error("metadata storage: {0}")]
+    Storage(#[from] sled::Error),
+    #[error("metadata value: {0}")]
+    Decode(String),
+}
+
+pub type MetaResult<T> = Result<T, MetaError>;
+
+/// The store. Cheap to share behind an `Arc`.
+pub struct MetaStore {
+    db: sled::Db,
+    t: Trees,
+    write: Mutex<()>,
+    /// The decoded pipeline summaries, kept between changes: listing pipelines is the
+    /// hottest read. The number is bumped by every change, so a list read before a change
+    /// is never kept after it.
+    pipelines_cache: Mutex<(u64, Option<Arc<Vec<Pipeline>>>)>,
+}
+
+struct Trees {
+    users: sled::Tree,
+    /// `u:<lowercase username>` and `e:<lowercase email>` -> user id.
+    user_index: sled::Tree,
+    sessions: sled::Tree,
+    /// token hash -> session id.
+    session_tokens: sled::Tree,
+    api_keys: sled::Tree,
+    /// key hash -> api key id.
+    api_key_hashes: sled::Tree,
+    connectors: sled::Tree,
+    transformations: sled::Tree,
+    pipelines: sled::Tree,
+    /// `<pipeline id>/<version, 10 digits>` -> version.
+    versions: sled::Tree,
+    runs: sled::Tree,
+    /// `<pipeline id>/<created µs, 20 digits>/<run id>` -> empty.
+    run_index: sled::Tree,
+    /// `<run id>/<seq, 10 digits>` -> event.
+    run_events: sled::Tree,
+    /// `<at µs, 20 digits>/<id>` -> entry.
+    audit: sled::Tree,
+    settings: sled::Tree,
+}
+
+fn micros(t: DateTime<Utc>) -> String {
+    format!("{:020}", t.timestamp_micros().max(0))
+}
+
+impl MetaStore {
+    /// Opens (or creates) the store in `dir`.
+    pub fn open(dir: &Path) -> MetaResult<MetaStore> {
+        let db = sled::Config::new().path(dir).open()?;
+        let tree = |n: &str| db.open_tree(n);
+        let t = Trees {
+            users: tree("users")?,
+            user_index: tree("user_index")?,
+            sessions: tree("sessions")?,
+            session_tokens: tree("session_tokens")?,
+            api_keys: tree("api_keys")?,
+            api_key_hashes: tree("api_key_hashes")?,
+            connectors: tree("connectors")?,
+            transformations: tree("transformations")?,
+            pipelines: tree("pipelines")?,
+            versions: tree("pipeline_versions")?,
+            runs: tree("runs")?,
+            run_index: tree("run_index")?,
+            run_events: tree("run_events")?,
+            audit: tree("audit")?,
+            settings: tree("settings")?,
+        };
+        Ok(MetaStore { db, t, write: Mutex::new(()), pipelines_cache: Mutex::new((0, None)) })
+    }
+
+    /// Readiness: the store answers a read and a write.
+    pub fn check(&self) -> MetaResult<()> {
+        self.db.insert("__health", b"1".as_slice())?;
+        self.db.get("__health")?;
+        Ok(())
+    }
+
+    /// Makes every applied command durable.
+    pub fn flush(&self) -> MetaResult<()> {
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Applies an encoded [`CommandEnvelope`] (what a replicated log carries).
+    pub fn apply_encoded(&self, bytes: &[u8]) -> MetaResult<()> {
+        let env = CommandEnvelope::decode(bytes).map_err(MetaError::Decode)?;
+        self.apply(env.command)
+    }
+
+    /// Applies one command. Deterministic: the same commands in the same order give the
+    /// same state.
+    pub fn apply(&self, cmd: MetaCommand) -> MetaResult<()> {
+        let _guard = self.write.lock().unwrap_or_else(|e| e.into_inner());
+        if matches!(
+            cmd,
+            MetaCommand::CreatePipeline { .. } | MetaCommand::UpdatePipeline { .. } | MetaCommand::SetPipelinePaused { .. } | MetaCommand::DeletePipeline { .. }
+        ) {
+            // Before and after the change: a reader between the two keeps nothing.
+            self.invalidate_pipelines();
+            let r = self.apply_locked(cmd);
+            self.invalidate_pipelines();
+            return r;
+        }
+        self.apply_locked(cmd)
+    }
+
+    fn invalidate_pipelines(&self) {
+        let mut c = self.pipelines_cache.lock().unwrap_or_else(|e| e.into_inner());
+        c.0 += 1;
+        c.1 = None;
+    }
+
+    fn apply_locked(&self, cmd: MetaCommand) -> MetaResult<()> {
+        let t = &self.t;
+        match cmd {
+            MetaCommand::PutUser { user } => {
+                let name_key = format!("u:{}", user.username.to_lowercase());
+                if let Some(owner) = t.user_index.get(&name_key)?
+                    && owner != user.id.as_bytes()
+                {
+                    return Err(MetaError::Conflict(format!("the username `{}` is taken", user.username)));
+                }
+                if let Some(email) = &user.email
+                    && let Some(owner) = t.user_index.get(format!("e:{}", email.to_lowercase()))?
+                    && owner != user.id.as_bytes()
+                {
+                    return Err(MetaError::Conflict(format!("the e-mail address `{email}` is taken")));
+                }
+                if let Some(old) = self.get::<User>(&t.users, &user.id)? {
+                    t.user_index.remove(format!("u:{}", old.username.to_lowercase()))?;
+                    if let Some(e) = &old.email {
+                        t.user_index.remove(format!("e:{}", e.to_lowercase()))?;
+                    }
+                }
+                t.user_index.insert(name_key, user.id.as_bytes())?;
+                if let Some(e) = &user.email {
+                    t.user_index.insert(format!("e:{}", e.to_lowercase()), user.id.as_bytes())?;
+                }
+                self.put(&t.users, &user.id, &user)?;
+            }
+            MetaCommand::DeleteUser { id, at } => {
+                let old: User = self.need(&t.users, "user", &id)?;
+                t.user_index.remove(format!("u:{}", old.username.to_lowercase()))?;
+                if let Some(e) = &old.email {
+                    t.user_index.remove(format!("e:{}", e.to_lowercase()))?;
+                }
+                t.users.remove(&id)?;
+                self.revoke_user_sessions(&id, at)?;
+                for k in self.api_keys_of(&id)? {
+                    t.api_key_hashes.remove(&k.key_hash)?;
+                    t.api_keys.remove(&k.id)?;
+                }
+            }
+            MetaCommand::PutSession { session } => {
+                if let Some(old) = self.get::<Session>(&t.sessions, &session.id)? {
+                    t.session_tokens.remove(&old.token_hash)?;
+                }
+                t.session_tokens.insert(&session.token_hash, session.id.as_bytes())?;
+                self.put(&t.sessions, &session.id, &session)?;
+            }
+            MetaCommand::RevokeSession { id, at } => {
+                let mut s: Session = self.need(&t.sessions, "session", &id)?;
+                if s.revoked_at.is_none() {
+                    s.revoked_at = Some(at);
+                    self.put(&t.sessions, &id, &s)?;
+                }
+            }
+            MetaCommand::RevokeUserSessions { user_id, at } => self.revoke_user_sessions(&user_id, at)?,
+            MetaCommand::PutApiKey { key } => {
+                t.api_key_hashes.insert(&key.key_hash, key.id.as_bytes())?;
+                self.put(&t.api_keys, &key.id, &key)?;
+            }
+            MetaCommand::DeleteApiKey { id } => {
+                let k: ApiKey = self.need(&t.api_keys, "api key", &id)?;
+                t.api_key_hashes.remove(&k.key_hash)?;
+                t.api_keys.remove(&id)?;
+            }
+            MetaCommand::PutConnector { connector } => self.put(&t.connectors, &connector.id, &connector)?,
+            MetaCommand::DeleteConnector { id } => {
+                self.need::<Connector>(&t.connectors, "connector", &id)?;
+                t.connectors.remove(&id)?;
+            }
+            MetaCommand::PutTransformation { transformation } => self.put(&t.transformations, &transformation.id, &transformation)?,
+            MetaCommand::DeleteTransformation { id } => {
+                self.need::<Transformation>(&t.transformations, "transformation", &id)?;
+                t.transformations.remove(&id)?;
+            }
+            MetaCommand::CreatePipeline { pipeline, document, comment } => {
+                if t.pipelines.contains_key(&pipeline.id)? {
+                    return Err(MetaError::Conflict(format!("pipeline `{}` exists", pipeline.id)));
+                }
+                let mut p = pipeline;
+                p.version = 1;
+                let v = PipelineVersion { pipeline_id: p.id.clone(), version: 1, document, created: p.updated.clone(), comment };
+                self.put(&t.versions, &version_key(&p.id, 1), &v)?;
+                self.put(&t.pipelines, &p.id, &p)?;
+            }
+            MetaCommand::UpdatePipeline { id, summary, document, stamp, comment } => {
+                let mut p: Pipeline = self.need(&t.pipelines, "pipeline", &id)?;
+                p.version += 1;
+                p.name = summary.name;
+                p.description = summary.description;
+                p.source_type = summary.source_type;
+                p.destination_types = summary.destination_types;
+                p.schedule_type = summary.schedule_type;
+                p.updated = stamp.clone();
+                let v = PipelineVersion { pipeline_id: id.clone(), version: p.version, document, created: stamp, comment };
+                self.put(&t.versions, &version_key(&id, p.version), &v)?;
+                self.put(&t.pipelines, &id, &p)?;
+            }
+            MetaCommand::SetPipelinePaused { id, paused, stamp } => {
+                let mut p: Pipeline = self.need(&t.pipelines, "pipeline", &id)?;
+                p.paused = paused;
+                p.updated = stamp;
+                self.put(&t.pipelines, &id, &p)?;
+            }
+            MetaCommand::DeletePipeline { id } => {
+                self.need::<Pipeline>(&t.pipelines, "pipeline", &id)?;
+                for k in t.versions.scan_prefix(format!("{id}/")).keys() {
+                    t.versions.remove(k?)?;
+                }
+                t.pipelines.remove(&id)?;
+                // Runs stay: they are history, and analytics count them.
+            }
+            MetaCommand::CreateRun { run } => {
+                if t.runs.contains_key(&run.id)? {
+                    return Err(MetaError::Conflict(format!("run `{}` exists", run.id)));
+                }
+                t.run_index.insert(format!("{}/{}/{}", run.pipeline_id, micros(run.created_at), run.id), b"".as_slice())?;
+                self.put(&t.runs, &run.id, &run)?;
+            }
+            MetaCommand::UpdateRun { id, status, at, counts, error } => {
+                let mut r: Run = self.need(&t.runs, "run", &id)?;
+                if r.status != status && !r.status.can_become(status) {
+                    return Err(MetaError::IllegalTransition { from: r.status, to: status });
+                }
+                if status == dagg_model::RunStatus::Running && r.started_at.is_none() {
+                    r.started_at = Some(at);
+                }
+                if status.is_terminal() {
+                    r.finished_at = Some(at);
+                }
+                r.status = status;
+                if let Some(c) = counts {
+                    r.counts = c;
+                }
+                if error.is_some() {
+                    r.error = error;
+                }
+                self.put(&t.runs, &id, &r)?;
+            }
+            MetaCommand::AppendRunEvent { mut event } => {
+                let prefix = format!("{}/", event.run_id);
+                let last = match t.run_events.scan_prefix(&prefix).keys().next_back() {
+                    Some(k) => {
+                        let k = k?;
+                        std::str::from_utf8(&k[prefix.len()..]).ok().and_then(|s| s.parse::<u64>().ok()).unwrap_or(0)
+                    }
+                    None => 0,
+                };
+                event.seq = last + 1;
+                self.put(&t.run_events, &format!("{prefix}{:010}", event.seq), &event)?;
+            }
+            MetaCommand::AppendAudit { entry } => self.put(&t.audit, &format!("{}/{}", micros(entry.at), entry.id), &entry)?,
+            MetaCommand::PutSetting { key, value } => self.put(&t.settings, &key, &value)?,
+        }
+        Ok(())
+    }
+
+    fn revoke_user_sessions(&self, user_id: &str, at: DateTime<Utc>) -> MetaResult<()> {
+        for s in self.all::<Session>(&self.t.sessions)? {
+            if s.user_id == user_id && s.revoked_at.is_none() {
+                let mut s = s;
+                s.revoked_at = Some(at);
+                self.put(&self.t.sessions, &s.id.clone(), &s)?;
+            }
+        }
+        Ok(())
+    }
+
+    // ---- storage helpers ----
+
+    fn put<T: Serialize>(&self, tree: &sled::Tree, key: &str, value: &T) -> MetaResult<()> {
+        tree.insert(key, codec::encode(value))?;
+        Ok(())
+    }
+
+    fn get<T: DeserializeOwned>(&self, tree: &sled::Tree, key: &str) -> MetaResult<Option<T>> {
+        match tree.get(key)? {
+            Some(b) => codec::decode(&b).map(Some).map_err(MetaError::Decode),
+            None => Ok(None),
+        }
+    }
+
+    fn need<T: DeserializeOwned>(&self, tree: &sled::Tree, kind: &'static str, id: &str) -> MetaResult<T> {
+        self.get(tree, id)?.ok_or_else(|| MetaError::NotFound { kind, id: id.to_string() })
+    }
+
+    fn all<T: DeserializeOwned>(&self, tree: &sled::Tree) -> MetaResult<Vec<T>> {
+        tree.iter().values().map(|v| codec::decode(&v?).map_err(MetaError::Decode)).collect()
+    }
+
+    fn by_index<T: DeserializeOwned>(&self, index: &sled::Tree, key: &str, tree: &sled::Tree) -> MetaResult<Option<T>> {
+        match index.get(key)? {
+            Some(id) => self.get(tree, std::str::from_utf8(&id).map_err(|e| MetaError::Decode(e.to_string()))?),
+            None => Ok(None),
+        }
+    }
+
+    // ---- reads ----
+
+    pub fn user(&self, id: &str) -> MetaResult<Option<User>> {
+        self.get(&self.t.users, id)
+    }
+
+    /// A user by username or e-mail address (either case).
+    pub fn user_by_login(&self, login: &str) -> MetaResult<Option<User>> {
+        let l = login.to_lowercase();
+        if let Some(u) = self.by_index(&self.t.user_index, &format!("u:{l}"), &self.t.users)? {
+            return Ok(Some(u));
+        }
+        self.by_index(&self.t.user_index, &format!("e:{l}"), &self.t.users)
+    }
+
+    pub fn users(&self) -> MetaResult<Vec<User>> {
+        self.all(&self.t.users)
+    }
+
+    pub fn user_count(&self) -> usize {
+        self.t.users.len()
+    }
+
+    pub fn session(&self, id: &str) -> MetaResult<Option<Session>> {
+        self.get(&self.t.sessions, id)
+    }
+
+    pub fn session_by_token_hash(&self, hash: &str) -> MetaResult<Option<Session>> {
+        self.by_index(&self.t.session_tokens, hash, &self.t.sessions)
+    }
+
+    pub fn api_key(&self, id: &str) -> MetaResult<Option<ApiKey>> {
+        self.get(&self.t.api_keys, id)
+    }
+
+    pub fn api_key_by_hash(&self, hash: &str) -> MetaResult<Option<ApiKey>> {
+        self.by_index(&self.t.api_key_hashes, hash, &self.t.api_keys)
+    }
+
+    pub fn api_keys_of(&self, user_id: &str) -> MetaResult<Vec<ApiKey>> {
+        Ok(self.all::<ApiKey>(&self.t.api_keys)?.into_iter().filter(|k| k.user_id == user_id).collect())
+    }
+
+    pub fn connector(&self, id: &str) -> MetaResult<Option<Connector>> {
+        self.get(&self.t.connectors, id)
+    }
+
+    pub fn connectors(&self) -> MetaResult<Vec<Connector>> {
+        self.all(&self.t.connectors)
+    }
+
+    pub fn transformation(&self, id: &str) -> MetaResult<Option<Transformation>> {
+        self.get(&self.t.transformations, id)
+    }
+
+    pub fn transformations(&self) -> MetaResult<Vec<Transformation>> {
+        self.all(&self.t.transformations)
+    }
+
+    pub fn pipeline(&self, id: &str) -> MetaResult<Option<Pipeline>> {
+        self.get(&self.t.pipelines, id)
+    }
+
+    /// Every pipeline's summary (shared: the list is decoded once per change).
+    pub fn pipelines(&self) -> MetaResult<Arc<Vec<Pipeline>>> {
+        let generation = {
+            let c = self.pipelines_cache.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(list) = &c.1 {
+                return Ok(list.clone());
+            }
+            c.0
+        };
+        let list = Arc::new(self.all::<Pipeline>(&self.t.pipelines)?);
+        let mut c = self.pipelines_cache.lock().unwrap_or_else(|e| e.into_inner());
+        if c.0 == generation {
+            c.1 = Some(list.clone());
+        }
+        Ok(list)
+    }
+
+    pub fn pipeline_count(&self) -> usize {
+        self.t.pipelines.len()
+    }
+
+    pub fn version(&self, pipeline_id: &str, version: u32) -> MetaResult<Option<PipelineVersion>> {
+        self.get(&self.t.versions, &version_key(pipeline_id, version))
+    }
+
+    /// Every version of a pipeline, oldest first.
+    pub fn versions(&self, pipeline_id: &str) -> MetaResult<Vec<PipelineVersion>> {
+        self.t.versions.scan_prefix(format!("{pipeline_id}/")).values().map(|v| codec::decode(&v?).map_err(MetaError::Decode)).collect()
+    }
+
+    pub fn run(&self, id: &str) -> MetaResult<Option<Run>> {
+        self.get(&self.t.runs, id)
+    }
+
+    /// A pipeline's runs, oldest first.
+    pub fn runs_of(&self, pipeline_id: &str) -> MetaResult<Vec<Run>> {
+        let mut out = Vec::new();
+        for k in self.t.run_index.scan_prefix(format!("{pipeline_id}/")).keys() {
+            let k = k?;
+            let k = std::str::from_utf8(&k).map_err(|e| MetaError::Decode(e.to_string()))?;
+            if let Some(run_id) = k.rsplit('/').next()
+                && let Some(r) = self.run(run_id)?
+            {
+                out.push(r);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every run, in no particular order.
+    pub fn runs(&self) -> MetaResult<Vec<Run>> {
+        self.all(&self.t.runs)
+    }
+
+    pub fn run_events(&self, run_id: &str) -> MetaResult<Vec<RunEvent>> {
+        self.t.run_events.scan_prefix(format!("{run_id}/")).values().map(|v| codec::decode(&v?).map_err(MetaError::Decode)).collect()
+    }
+
+    /// The audit log, oldest first.
+    pub fn audit(&self) -> MetaResult<Vec<AuditEntry>> {
+        self.all(&self.t.audit)
+    }
+
+    pub fn setting(&self, key: &str) -> MetaResult<Option<Json>> {
+        self.get(&self.t.settings, key)
+    }
+
+    /// Every setting whose key does not start with `_` (internal ones, such as the JWT
+    /// secret, never leave the store through this).
+    pub fn public_settings(&self) -> MetaResult<Vec<(String, Json)>> {
+        let mut out = Vec::new();
+        for kv in self.t.settings.iter() {
+            let (k, v) = kv?;
+            let k = String::from_utf8_lossy(&k).into_owned();
+            if !k.starts_with('_') {
+                out.push((k, codec::decode(&v).map_err(MetaError::Decode)?));
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn version_key(pipeline_id: &str, version: u32) -> String {
+    format!("{pipeline_id}/{version:010}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dagg_model::RunStatus;
+
+    fn stamp(s: i64) -> Stamp {
+        Stamp { at: DateTime::from_timestamp(s, 0).unwrap(), by: "u1".into() }
+    }
+
+    fn pipeline(id: &str) -> Pipeline {
+        Pipeline {
+            id: id.into(),
+            name: "p".into(),
+            description: None,
+            version: 0,
+            paused: false,
+            source_type: "file".into(),
+            destination_types: vec!["file".into()],
+            schedule_type: "manual".into(),
+            created: stamp(1),
+            updated: stamp(1),
+        }
+    }
+
+    fn run(id: &str) -> Run {
+        Run {
+            id: id.into(),
+            pipeline_id: "p1".into(),
+            pipeline_name: "p".into(),
+            pipeline_version: 1,
+            status: RunStatus::Pending,
+            trigger: "manual".into(),
+            triggered_by: "u1".into(),
+            created_at: stamp(2).at,
+            started_at: None,
+            finished_at: None,
+            counts: RunCounts::default(),
+            error: None,
+        }
+    }
+
+    fn commands() -> Vec<MetaCommand> {
+        vec![
+            MetaCommand::CreatePipeline { pipeline: pipeline("p1"), document: serde_json::json!({"name": "p"}), comment: "created".into() },
+            MetaCommand::UpdatePipeline {
+                id: "p1".into(),
+                summary: PipelineSummary::from(&pipeline("p1")),
+                document: serde_json::json!({"name": "p", "description": "x"}),
+                stamp: stamp(3),
+                comment: "updated".into(),
+            },
+            MetaCommand::CreateRun { run: run("r1") },
+            MetaCommand::UpdateRun { id: "r1".into(), status: RunStatus::Running, at: stamp(4).at, counts: None, error: None },
+            MetaCommand::AppendRunEvent {
+                event: RunEvent { run_id: "r1".into(), seq: 0, at: stamp(4).at, level: "info".into(), kind: "started".into(), message: "".into(), data: Json::Null },
+            },
+            MetaCommand::AppendRunEvent {
+                event: RunEvent { run_id: "r1".into(), seq: 0, at: stamp(5).at, level: "info".into(), kind: "finished".into(), message: "".into(), data: Json::Null },
+            },
+            MetaCommand::UpdateRun { id: "r1".into(), status: RunStatus::Success, at: stamp(5).at, counts: Some(RunCounts { records_read: 3, ..Default::default() }), error: None },
+        ]
+    }
+
+    #[test]
+    fn replaying_the_same_commands_gives_the_same_state() {
+        let dumps: Vec<String> = (0..2)
+            .map(|_| {
+                let dir = tempfile::tempdir().unwrap();
+                let m = MetaStore::open(dir.path()).unwrap();
+                for c in commands() {
+                    // Through the wire format, as a replicated log would carry it.
+                    m.apply_encoded(&CommandEnvelope::new(c).encode()).unwrap();
+                }
+                let p = m.pipeline("p1").unwrap().unwrap();
+                assert_eq!(p.version, 2);
+                assert_eq!(m.versions("p1").unwrap().len(), 2);
+                let events = m.run_events("r1").unwrap();
+                assert_eq!(events.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2]);
+                serde_json::to_string(&(m.pipelines().unwrap(), m.versions("p1").unwrap(), m.runs().unwrap(), events)).unwrap()
+            })
+            .collect();
+        assert_eq!(dumps[0], dumps[1]);
+    }
+
+    #[test]
+    fn illegal_run_transitions_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = MetaStore::open(dir.path()).unwrap();
+        m.apply(MetaCommand::CreateRun { run: run("r1") }).unwrap();
+        let e = m.apply(MetaCommand::UpdateRun { id: "r1".into(), status: RunStatus::Success, at: stamp(3).at, counts: None, error: None }).unwrap_err();
+        assert!(matches!(e, MetaError::IllegalTransition { .. }), "{e}");
+        assert_eq!(m.run("r1").unwrap().unwrap().status, RunStatus::Pending);
+    }
+
+    #[test]
+    fn usernames_are_unique_in_any_case() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = MetaStore::open(dir.path()).unwrap();
+        let user = |id: &str, name: &str| User {
+            id: id.into(),
+            username: name.into(),
+            email: None,
+            full_name: None,
+            role: Role::Viewer,
+            password_hash: "x".into(),
+            disabled: false,
+            created_at: stamp(1).at,
+            updated_at: stamp(1).at,
+        };
+        m.apply(MetaCommand::PutUser { user: user("1", "Ann") }).unwrap();
+        assert!(matches!(m.apply(MetaCommand::PutUser { user: user("2", "ann") }), Err(MetaError::Conflict(_))));
+        assert_eq!(m.user_by_login("ANN").unwrap().unwrap().id, "1");
+    }
+
+    /// Commands of encoding version 1 as written by the first release: they must still
+    /// decode and apply (a replicated log outlives the build that wrote it).
+    #[test]
+    fn golden_commands_of_version_1_still_apply() {
+        let text = include_str!("../../tests/golden/commands-v1.jsonl");
+        let dir = tempfile::tempdir().unwrap();
+        let m = MetaStore::open(dir.path()).unwrap();
+        let mut ops = std::collections::BTreeSet::new();
+        for (i, line) in text.lines().enumerate() {
+            let env = CommandEnvelope::decode(line.as_bytes()).unwrap_or_else(|e| panic!("line {}: {e}", i + 1));
+            ops.insert(serde_json::to_value(&env.command).unwrap()["op"].as_str().unwrap().to_string());
+            if i == 14 {
+                // The state half-way, before the deletes.
+                assert_eq!(m.pipeline("p1").unwrap().unwrap().version, 2);
+                assert!(m.pipeline("p1").unwrap().unwrap().paused);
+                assert_eq!(m.run("r1").unwrap().unwrap().status, RunStatus::Success);
+                assert_eq!(m.run("r1").unwrap().unwrap().counts.records_written, 5);
+                assert_eq!(m.run_events("r1").unwrap()[0].seq, 1);
+                assert_eq!(m.user_by_login("ANN@example.com").unwrap().unwrap().id, "u1");
+                assert_eq!(m.setting("theme").unwrap(), Some(Json::String("dark".into())));
+            }
+            m.apply(env.command).unwrap_or_else(|e| panic!("line {}: {e}", i + 1));
+        }
+        // Every kind of command is in the golden file.
+        assert_eq!(ops.len(), 20, "{ops:?}");
+        assert!(m.pipeline("p1").unwrap().is_none() && m.user("u1").unwrap().is_none());
+        assert!(m.session("s1").unwrap().unwrap().revoked_at.is_some());
+        assert_eq!(m.runs().unwrap().len(), 1, "runs stay as history");
+    }
+
+    #[test]
+    fn stored_values_are_versioned() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = MetaStore::open(dir.path()).unwrap();
+        m.apply(MetaCommand::CreatePipeline { pipeline: pipeline("p1"), document: Json::Null, comment: "c".into() }).unwrap();
+        let raw = m.t.pipelines.get("p1").unwrap().unwrap();
+        let v: Json = serde_json::from_slice(&raw).unwrap();
+        assert_eq!(v["v"], 1);
+        assert_eq!(v["data"]["id"], "p1");
+    }
+}

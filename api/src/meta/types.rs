@@ -1,0 +1,219 @@
+//! The records the metadata store keeps. Each is persisted as versioned JSON
+//! (`{"v": 1, "data": {...}}`, see [`super::codec`]); a field added later gets a serde default so
+//! version-1 values still read.
+
+use chrono::{DateTime, Utc};
+use dagg_model::RunStatus;
+use serde::{Deserialize, Serialize};
+use serde_json::Value as Json;
+use utoipa::ToSchema;
+
+/// What a user may do (guide 6.5.1). Ordered: each role can do what the ones before it can.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Reads pipeline status and metrics.
+    Viewer,
+    /// Creates and changes pipelines, connectors and transformations; runs them.
+    Editor,
+    /// Everything, including users and the audit log.
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Editor => "editor",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+/// A person (or script owner) who can log in.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct User {
+    pub id: String,
+    pub username: String,
+    #[serde(default)]
+    pub email: Option<String>,
+    #[serde(default)]
+    pub full_name: Option<String>,
+    pub role: Role,
+    /// argon2id PHC string.
+    pub password_hash: String,
+    #[serde(default)]
+    pub disabled: bool,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A login: the refresh token (stored as its SHA-256) and whether it was revoked. Access
+/// tokens name their session, so revoking it ends them too.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Session {
+    pub id: String,
+    pub user_id: String,
+    pub token_hash: String,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    #[serde(default)]
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+/// A personal API key (guide 5.4.1), stored as its SHA-256.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ApiKey {
+    pub id: String,
+    pub user_id: String,
+    pub name: String,
+    /// The first characters of the key, so people can tell their keys apart.
+    pub prefix: String,
+    pub key_hash: String,
+    pub created_at: DateTime<Utc>,
+    #[serde(default)]
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// Who changed a record, and when.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Stamp {
+    pub at: DateTime<Utc>,
+    /// The user's id.
+    pub by: String,
+}
+
+/// A saved connector configuration (guide 5.3).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Connector {
+    pub id: String,
+    pub name: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    pub connector_type: String,
+    pub config: Json,
+    pub created: Stamp,
+    pub updated: Stamp,
+}
+
+/// A saved list of transformation rules (guide 5.2).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Transformation {
+    pub id: String,
+    pub name: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    /// The rules, as in a pipeline document's `transformations`.
+    pub transformations: Json,
+    pub created: Stamp,
+    pub updated: Stamp,
+}
+
+/// A pipeline's summary; its document lives in its versions.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Pipeline {
+    pub id: String,
+    pub name: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    /// The current version's number (1 for a new pipeline).
+    pub version: u32,
+    /// Scheduled runs are skipped while paused; manual runs still start.
+    #[serde(default)]
+    pub paused: bool,
+    pub source_type: String,
+    pub destination_types: Vec<String>,
+    /// `manual` or `cron`.
+    pub schedule_type: String,
+    pub created: Stamp,
+    pub updated: Stamp,
+}
+
+/// One version of a pipeline's document.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PipelineVersion {
+    pub pipeline_id: String,
+    pub version: u32,
+    pub document: Json,
+    pub created: Stamp,
+    /// Why it was made (`created`, `updated`, `rollback to version 2`, `cloned from …`).
+    pub comment: String,
+}
+
+/// Counts a run reports.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct RunCounts {
+    pub records_read: u64,
+    pub records_written: u64,
+    pub dead_lettered: u64,
+    pub dropped: u64,
+    pub filtered: u64,
+    pub attempts: u32,
+    pub checkpoints: u64,
+}
+
+/// One execution of a pipeline.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Run {
+    pub id: String,
+    pub pipeline_id: String,
+    pub pipeline_name: String,
+    pub pipeline_version: u32,
+    pub status: RunStatus,
+    /// `manual` (the API) or `schedule`.
+    pub trigger: String,
+    /// The user who started it.
+    pub triggered_by: String,
+    pub created_at: DateTime<Utc>,
+    #[serde(default)]
+    pub started_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub finished_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub counts: RunCounts,
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+impl Run {
+    /// Seconds from start to finish (or to `now` while running).
+    pub fn duration_seconds(&self, now: DateTime<Utc>) -> Option<f64> {
+        let start = self.started_at?;
+        let end = self.finished_at.unwrap_or(now);
+        Some(((end - start).num_microseconds().unwrap_or(0).max(0)) as f64 / 1e6)
+    }
+}
+
+/// One line of a run's log.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct RunEvent {
+    pub run_id: String,
+    /// Position in the run's log, from 1.
+    pub seq: u64,
+    pub at: DateTime<Utc>,
+    /// `info`, `warning` or `error`.
+    pub level: String,
+    /// `queued`, `started`, `cancel_requested`, `finished`, …
+    pub kind: String,
+    pub message: String,
+    /// Counts, status and the like.
+    #[schema(value_type = Object)]
+    pub data: Json,
+}
+
+/// Who changed what.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct AuditEntry {
+    pub id: String,
+    pub at: DateTime<Utc>,
+    /// The user's id.
+    pub actor_id: String,
+    pub actor: String,
+    /// `create`, `update`, `delete`, `execute`, `login`, …
+    pub action: String,
+    /// `pipeline`, `connector`, `user`, …
+    pub resource: String,
+    pub resource_id: String,
+    #[schema(value_type = Object)]
+    pub details: Json,
+}

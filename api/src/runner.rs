@@ -1,0 +1,340 @@
+//! Runs started through the API: each runs `dagg_actors::run_pipeline` in its own task, its
+//! record moves through [`RunStatus`] (only by legal moves), its log gets `queued`,
+//! `started`, `finished` (and `cancel_requested`, `retrying`), and live events go to `/ws`
+//! subscribers: every status change, and progress from the run's counters every
+//! `progress_interval` while it runs.
+//!
+//! One run per pipeline at a time: a second `execute` while one is active is refused (both
+//! would resume from the same checkpoint store).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, Utc};
+use dagg_actors::{RunOptions, RunProgress, run_pipeline};
+use dagg_model::RunStatus;
+use dagg_model::spec::pipeline::PipelineSpec;
+use serde::Serialize;
+use serde_json::json;
+use tokio::sync::broadcast;
+use utoipa::ToSchema;
+
+use crate::AppState;
+use crate::error::{ApiError, ApiResult};
+use crate::meta::{MetaCommand, MetaResult, Pipeline, Run, RunCounts, RunEvent};
+use crate::telemetry::ACTIVE_RUNS;
+
+/// A run in progress.
+struct LiveRun {
+    pipeline_id: String,
+    progress: Arc<RunProgress>,
+}
+
+/// What `/ws` sends.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum LiveEvent {
+    /// A run's status changed.
+    RunStatus {
+        run_id: String,
+        pipeline_id: String,
+        pipeline_name: String,
+        status: String,
+        at: DateTime<Utc>,
+        counts: RunCounts,
+        error: Option<String>,
+    },
+    /// A running run's counters, and its throughput since the previous progress event.
+    RunProgress {
+        run_id: String,
+        pipeline_id: String,
+        at: DateTime<Utc>,
+        status: String,
+        counts: RunCounts,
+        /// Records per second read by the source stage.
+        read_per_second: f64,
+        /// Records per second delivered by the sink stage.
+        written_per_second: f64,
+    },
+}
+
+/// The API's runs and the live event feed.
+pub struct RunManager {
+    live: Mutex<HashMap<String, LiveRun>>,
+    events: broadcast::Sender<LiveEvent>,
+}
+
+impl Default for RunManager {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl RunManager {
+    pub fn new() -> RunManager {
+        RunManager { live: Mutex::new(HashMap::new()), events: broadcast::channel(1024).0 }
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<LiveEvent> {
+        self.events.subscribe()
+    }
+
+    fn send(&self, e: LiveEvent) {
+        // No subscriber is not an error.
+        let _ = self.events.send(e);
+    }
+
+    /// Live counters of an active run.
+    pub fn progress(&self, run_id: &str) -> Option<Arc<RunProgress>> {
+        self.live.lock().unwrap_or_else(|e| e.into_inner()).get(run_id).map(|l| l.progress.clone())
+    }
+
+    pub fn active_count(&self) -> usize {
+        self.live.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Asks an active run to stop; false when it is not active here.
+    pub fn cancel(&self, run_id: &str) -> bool {
+        match self.live.lock().unwrap_or_else(|e| e.into_inner()).get(run_id) {
+            Some(l) => {
+                l.progress.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub fn cancel_all(&self) {
+        for l in self.live.lock().unwrap_or_else(|e| e.into_inner()).values() {
+            l.progress.cancel();
+        }
+    }
+
+    fn finish(&self, run_id: &str) {
+        if self.live.lock().unwrap_or_else(|e| e.into_inner()).remove(run_id).is_some() {
+            ACTIVE_RUNS.dec();
+        }
+    }
+}
+
+pub fn counts_of(p: &dagg_actors::ProgressSnapshot) -> RunCounts {
+    RunCounts {
+        records_read: p.read,
+        records_written: p.written,
+        dead_lettered: p.dead_lettered,
+        dropped: p.dropped,
+        filtered: p.filtered,
+        attempts: p.attempts,
+        checkpoints: p.checkpoints,
+    }
+}
+
+fn event(run_id: &str, level: &str, kind: &str, message: String, data: serde_json::Value) -> MetaCommand {
+    MetaCommand::AppendRunEvent { event: RunEvent { run_id: run_id.into(), seq: 0, at: Utc::now(), level: level.into(), kind: kind.into(), message, data } }
+}
+
+/// Moves a run's record to `status`, through `running` when the direct move is not legal
+/// (a run retrying when it ends).
+fn move_run(state: &AppState, run_id: &str, status: RunStatus, counts: Option<RunCounts>, error: Option<String>) -> MetaResult<Run> {
+    let cur = state.meta.run(run_id)?.map(|r| r.status);
+    if let Some(cur) = cur
+        && cur != status
+        && !cur.can_become(status)
+        && cur.can_become(RunStatus::Running)
+        && RunStatus::Running.can_become(status)
+    {
+        state.meta.apply(MetaCommand::UpdateRun { id: run_id.into(), status: RunStatus::Running, at: Utc::now(), counts: None, error: None })?;
+    }
+    state.meta.apply(MetaCommand::UpdateRun { id: run_id.into(), status, at: Utc::now(), counts, error })?;
+    let run = state.meta.run(run_id)?.ok_or_else(|| crate::meta::MetaError::NotFound { kind: "run", id: run_id.into() })?;
+    state.runs.send(LiveEvent::RunStatus {
+        run_id: run.id.clone(),
+        pipeline_id: run.pipeline_id.clone(),
+        pipeline_name: run.pipeline_name.clone(),
+        status: run.status.to_string(),
+        at: Utc::now(),
+        counts: run.counts,
+        error: run.error.clone(),
+    });
+    Ok(run)
+}
+
+/// Starts a run of `pipeline` (already validated into `spec`) and returns its record, still
+/// `pending`.
+pub fn start(state: &AppState, pipeline: &Pipeline, spec: PipelineSpec, by: &str) -> ApiResult<Run> {
+    let progress = Arc::new(RunProgress::default());
+    let run_id = uuid::Uuid::new_v4().to_string();
+    {
+        let mut live = state.runs.live.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((id, _)) = live.iter().find(|(_, l)| l.pipeline_id == pipeline.id) {
+            return Err(ApiError::Conflict(format!("pipeline `{}` is already running (run `{id}`); cancel it or wait for it to end", pipeline.id)));
+        }
+        live.insert(run_id.clone(), LiveRun { pipeline_id: pipeline.id.clone(), progress: progress.clone() });
+        ACTIVE_RUNS.inc();
+    }
+    let run = Run {
+        id: run_id.clone(),
+        pipeline_id: pipeline.id.clone(),
+        pipeline_name: pipeline.name.clone(),
+        pipeline_version: pipeline.version,
+        status: RunStatus::Pending,
+        trigger: "manual".into(),
+        triggered_by: by.into(),
+        created_at: Utc::now(),
+        started_at: None,
+        finished_at: None,
+        counts: RunCounts::default(),
+        error: None,
+    };
+    let created = state
+        .meta
+        .apply(MetaCommand::CreateRun { run: run.clone() })
+        .and_then(|()| state.meta.apply(event(&run_id, "info", "queued", format!("queued by {by} (version {})", pipeline.version), json!({"version": pipeline.version}))));
+    if let Err(e) = created {
+        state.runs.finish(&run_id);
+        return Err(e.into());
+    }
+    state.runs.send(LiveEvent::RunStatus {
+        run_id: run.id.clone(),
+        pipeline_id: run.pipeline_id.clone(),
+        pipeline_name: run.pipeline_name.clone(),
+        status: run.status.to_string(),
+        at: run.created_at,
+        counts: run.counts,
+        error: None,
+    });
+    tokio::spawn(drive(state.clone(), run.clone(), spec, progress));
+    Ok(run)
+}
+
+async fn drive(state: AppState, run: Run, spec: PipelineSpec, progress: Arc<RunProgress>) {
+    let id = run.id.clone();
+    if let Err(e) = drive_inner(&state, &run, spec, progress).await {
+        tracing::error!(run = %id, "recording the run failed: {e}");
+    }
+    state.runs.finish(&id);
+}
+
+async fn drive_inner(state: &AppState, run: &Run, spec: PipelineSpec, progress: Arc<RunProgress>) -> MetaResult<()> {
+    let id = run.id.as_str();
+    if progress.is_cancelled() {
+        move_run(state, id, RunStatus::Cancelled, None, None)?;
+        state.meta.apply(event(id, "info", "finished", "cancelled before it started".into(), json!({"status": "cancelled"})))?;
+        return Ok(());
+    }
+    move_run(state, id, RunStatus::Running, None, None)?;
+    state.meta.apply(event(id, "info", "started", format!("started pipeline `{}`", run.pipeline_name), json!({})))?;
+
+    let opts = RunOptions {
+        run_id: Some(id.to_string()),
+        progress: progress.clone(),
+        data_dir: Some(state.config.data_dir.join("runtime").join(&run.pipeline_id)),
+        ..RunOptions::default()
+    };
+    let base = state.config.files_dir();
+    let task = tokio::spawn(async move { run_pipeline(&spec, &base, opts).await });
+    let ticker = tokio::spawn(watch(state.clone(), run.clone(), progress.clone()));
+    let outcome = task.await;
+    ticker.abort();
+    let (status, counts, error, extra) = match outcome {
+        Ok(summary) => {
+            let counts = RunCounts {
+                records_read: summary.records_read,
+                records_written: summary.records_written,
+                dead_lettered: summary.dead_lettered,
+                dropped: summary.dropped,
+                filtered: summary.filtered,
+                attempts: summary.attempts,
+                checkpoints: summary.checkpoints,
+            };
+            let extra = json!({"seconds": summary.seconds, "resumed_from": summary.resumed_from, "runtime_run_id": summary.run_id});
+            (summary.status, counts, summary.error, extra)
+        }
+        Err(e) => (RunStatus::Failed, counts_of(&progress.snapshot()), Some(format!("the run crashed: {e}")), json!({})),
+    };
+    move_run(state, id, status, Some(counts), error.clone())?;
+    let level = match status {
+        RunStatus::Failed => "error",
+        RunStatus::Warning => "warning",
+        _ => "info",
+    };
+    let mut data = serde_json::to_value(counts).unwrap_or_default();
+    if let (Some(d), Some(x)) = (data.as_object_mut(), extra.as_object()) {
+        d.insert("status".into(), json!(status.as_str()));
+        d.insert("error".into(), json!(error));
+        d.extend(x.clone());
+    }
+    let message = match &error {
+        Some(e) => format!("{status}: {e}"),
+        None => format!(
+            "{status}: {} read, {} written, {} dead-lettered, {} dropped, {} filtered",
+            counts.records_read, counts.records_written, counts.dead_lettered, counts.dropped, counts.filtered
+        ),
+    };
+    state.meta.apply(event(id, level, "finished", message, data))?;
+    Ok(())
+}
+
+/// While a run is active: progress events every interval, and retry states into the record.
+async fn watch(state: AppState, run: Run, progress: Arc<RunProgress>) {
+    let mut last = progress.snapshot();
+    let mut last_at = std::time::Instant::now();
+    let mut recorded = RunStatus::Running;
+    loop {
+        tokio::time::sleep(state.config.progress_interval).await;
+        let snap = progress.snapshot();
+        let secs = last_at.elapsed().as_secs_f64().max(1e-6);
+        if matches!(snap.status, RunStatus::Retrying | RunStatus::Running)
+            && snap.status != recorded
+            && recorded.can_become(snap.status)
+            && move_run(&state, &run.id, snap.status, Some(counts_of(&snap)), None).is_ok()
+        {
+            recorded = snap.status;
+            if snap.status == RunStatus::Retrying {
+                let _ = state.meta.apply(event(&run.id, "warning", "retrying", format!("attempt {} failed; retrying", snap.attempts), json!({"attempts": snap.attempts})));
+            }
+        }
+        state.runs.send(LiveEvent::RunProgress {
+            run_id: run.id.clone(),
+            pipeline_id: run.pipeline_id.clone(),
+            at: Utc::now(),
+            status: snap.status.to_string(),
+            counts: counts_of(&snap),
+            read_per_second: snap.read.saturating_sub(last.read) as f64 / secs,
+            written_per_second: snap.written.saturating_sub(last.written) as f64 / secs,
+        });
+        last = snap;
+        last_at = std::time::Instant::now();
+    }
+}
+
+/// Cancels a run: an active one is asked to stop (it ends `cancelled`); one left unfinished
+/// by an earlier process is marked `cancelled` at once.
+pub fn cancel(state: &AppState, run: &Run, by: &str) -> ApiResult<()> {
+    if run.status.is_terminal() {
+        return Err(ApiError::Conflict(format!("run `{}` already ended `{}`", run.id, run.status)));
+    }
+    state.meta.apply(event(&run.id, "info", "cancel_requested", format!("cancel requested by {by}"), json!({"by": by})))?;
+    if !state.runs.cancel(&run.id) {
+        move_run(state, &run.id, RunStatus::Cancelled, None, None)?;
+    }
+    Ok(())
+}
+
+/// Runs a previous process left unfinished end now: `failed` when they were running,
+/// `cancelled` when they had not started.
+pub fn end_orphaned_runs(state: &AppState) -> MetaResult<()> {
+    for r in state.meta.runs()? {
+        if r.status.is_terminal() {
+            continue;
+        }
+        let (status, error) = if r.status.can_become(RunStatus::Failed) {
+            (RunStatus::Failed, Some("the server stopped during the run".to_string()))
+        } else {
+            (RunStatus::Cancelled, None)
+        };
+        state.meta.apply(MetaCommand::UpdateRun { id: r.id.clone(), status, at: Utc::now(), counts: None, error: error.clone() })?;
+        state.meta.apply(event(&r.id, "error", "finished", format!("{status}: the server stopped during the run"), json!({"status": status.as_str()})))?;
+    }
+    Ok(())
+}
