@@ -361,7 +361,7 @@ def _validate_ci() -> None:
         for o in rendered_objects(vf, "data-platform"):
             validate_object(o, f"{vf.name}: {o['__source']}")
             seen.add(o["kind"])
-    for kind in ("Ingress", "ServiceMonitor", "ConfigMap", "StatefulSet", "PodDisruptionBudget"):
+    for kind in ("Ingress", "ServiceMonitor", "ConfigMap", "StatefulSet", "PodDisruptionBudget", "NetworkPolicy"):
         ensure(kind in seen, f"the ci values render a {kind}")
 
 
@@ -431,6 +431,24 @@ def _ingress_monitor() -> None:
     dash = [o for o in by_kind(objs, "ConfigMap") if o["metadata"]["name"].endswith("-dashboard")]
     ensure(len(dash) == 1 and dash[0]["metadata"]["labels"].get("grafana_dashboard") == "1", "the dashboard ConfigMap with the sidecar label")
     ensure(json.loads(dash[0]["data"]["dagg.json"]) == json.loads((CHART / "dashboards" / "dagg.json").read_text()), "the ConfigMap holds dashboards/dagg.json")
+
+
+@check("ci/test-values.yaml: NetworkPolicy opens the peer port to the release's pods only, the API port to the given sources")
+def _network_policy() -> None:
+    vf = CHART / "ci" / "test-values.yaml"
+    objs = rendered_objects(vf, "data-platform")
+    sts = one(objs, "StatefulSet")
+    pod_labels = sts["spec"]["template"]["metadata"]["labels"]
+    ports = {p["name"] for p in container(sts)["ports"]}
+    np = one(objs, "NetworkPolicy")["spec"]
+    matches = lambda sel: all(pod_labels.get(k) == v for k, v in sel["matchLabels"].items())
+    ensure(matches(np["podSelector"]), "the NetworkPolicy applies to the dagg pods")
+    rules = {r["ports"][0]["port"]: r for r in np["ingress"]}
+    ensure(set(rules) == {"peer", "http"} and set(rules) <= ports, f"rules for the peer and http ports: {sorted(rules)}")
+    peer_from = rules["peer"]["from"]
+    ensure(len(peer_from) == 1 and set(peer_from[0]) == {"podSelector"} and matches(peer_from[0]["podSelector"]), f"the peer port only from dagg pods: {peer_from}")
+    ensure(rules["http"]["from"] == load_values(vf)["networkPolicy"]["apiFrom"], "the API port from networkPolicy.apiFrom")
+    ensure(not by_kind(rendered_objects(None, "dagg"), "NetworkPolicy"), "no NetworkPolicy by default")
 
 
 @check("Secret: generated master key is base64 of 32 bytes, passwords long enough; given values used as given")
