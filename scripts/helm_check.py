@@ -15,8 +15,8 @@
 - The Grafana dashboard uses only metrics the code registers (and names those it does not show).
 - k8s/: the same schema validation and peer-list checks; the Secret from k8s/secret.sh.
 - The Dockerfile: hadolint, and its user, ports and data directory match the chart.
-- With a built `dagg` binary: every DAGG_* setting the chart passes is an option of
-  `dagg serve` (its --help).
+- Every DAGG_* setting the chart passes is an option of `dagg serve` (node/src/serve.rs, and
+  the built binary's --help when there is one) or a variable the code reads by name.
 
 Prints one line per check and `N passed, M failed` at the end; exits 1 on any failure.
 """
@@ -276,6 +276,10 @@ def check_cluster(objs: list[dict[str, Any]], namespace: str, replicas: int, sho
         ensure(ref["key"] == key, f"{var} reads the key {key}")
         if ref["name"] in secrets:
             ensure(key in secrets[ref["name"]].get("data", {}), f"the Secret {ref['name']} holds {key}")
+    token = env["DAGG_CLUSTER_TOKEN"]["valueFrom"]["secretKeyRef"]
+    ensure(token["key"] == "cluster-token" and token.get("optional") is True, "DAGG_CLUSTER_TOKEN from the optional key cluster-token")
+    if token["name"] in secrets:
+        ensure("cluster-token" in secrets[token["name"]]["data"], "the Secret holds cluster-token")
 
     pdbs = by_kind(objs, "PodDisruptionBudget")
     if replicas > 1:
@@ -361,7 +365,7 @@ def _validate_ci() -> None:
         for o in rendered_objects(vf, "data-platform"):
             validate_object(o, f"{vf.name}: {o['__source']}")
             seen.add(o["kind"])
-    for kind in ("Ingress", "ServiceMonitor", "ConfigMap", "StatefulSet", "PodDisruptionBudget", "NetworkPolicy"):
+    for kind in ("Ingress", "ServiceMonitor", "ConfigMap", "StatefulSet", "PodDisruptionBudget", "NetworkPolicy", "PersistentVolumeClaim"):
         ensure(kind in seen, f"the ci values render a {kind}")
 
 
@@ -399,6 +403,12 @@ def _peers_ci() -> None:
     claim = sts["spec"]["volumeClaimTemplates"][0]
     ensure(claim["spec"]["storageClassName"] == "fast-ssd" and claim["spec"]["resources"]["requests"]["storage"] == "50Gi", "claim settings")
     ensure(sts["spec"]["persistentVolumeClaimRetentionPolicy"]["whenDeleted"] == "Delete", "retention policy")
+    ensure(env["DAGG_SHARED_DIR"] == "/shared", "DAGG_SHARED_DIR is the shared mount")
+    shared = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
+    vols = {v["name"]: v for v in sts["spec"]["template"]["spec"]["volumes"]}
+    ensure(shared.get("shared") == "/shared" and vols["shared"]["persistentVolumeClaim"]["claimName"] == "dagg-checkpoints", "the existing shared claim is mounted")
+    ensure(not by_kind(objs, "PersistentVolumeClaim"), "an existing shared claim: the chart creates none")
+    ensure(shared.get("ca-bundle") == "/etc/ssl/internal" and "configMap" in vols["ca-bundle"], "extra volumes and mounts")
     pdb = one(objs, "PodDisruptionBudget")
     ensure(pdb["spec"]["minAvailable"] == 3, "the PodDisruptionBudget's minAvailable from the values")
     svc = [s for s in by_kind(objs, "Service") if s["metadata"]["name"] == "analytics-dagg"][0]
@@ -458,6 +468,7 @@ def _secrets() -> None:
     check_master_key_text(secret_value(s, "master-key"), "generated")
     ensure(len(secret_value(s, "admin-password")) >= 16, "generated admin password length")
     ensure(len(secret_value(s, "jwt-secret")) >= 32, "generated JWT secret length")
+    ensure(len(secret_value(s, "cluster-token")) >= 32, "generated cluster token length")
     ensure(s["metadata"].get("annotations", {}).get("helm.sh/resource-policy") == "keep", "the Secret is kept on uninstall by default")
     again = one(objects_of(render(None)), "Secret")
     ensure(secret_value(again, "master-key") != secret_value(s, "master-key"), "two fresh installs get different master keys")
@@ -468,18 +479,40 @@ def _secrets() -> None:
     check_master_key_text(secret_value(s, "master-key"), "given")
     ensure(secret_value(s, "admin-password") == v["auth"]["adminPassword"], "the given admin password")
     ensure(secret_value(s, "jwt-secret") == v["auth"]["jwtSecret"], "the given JWT secret")
+    ensure(secret_value(s, "cluster-token") == v["auth"]["clusterToken"], "the given cluster token")
     ensure("annotations" not in s["metadata"], "keepOnUninstall: false drops the keep policy")
     ensure(len(re.findall(r"lookup \"v1\" \"Secret\"", (CHART / "templates" / "secret.yaml").read_text())) == 1, "the Secret template reads the existing Secret back (lookup)")
 
 
-@check("ci/single-values.yaml: one node, no persistence, no PodDisruptionBudget, hard anti-affinity")
+@check("ci/single-values.yaml: one node, no persistence, no PodDisruptionBudget, hard anti-affinity, a shared volume")
 def _single() -> None:
     vf = CHART / "ci" / "single-values.yaml"
     objs = rendered_objects(vf, "dagg")
     check_cluster(objs, "dagg", 1, short_names=False, extra_args=[])
     sts = one(objs, "StatefulSet")
     ensure("volumeClaimTemplates" not in sts["spec"], "no claims without persistence")
+    pvc = one(objs, "PersistentVolumeClaim")
+    ensure(pvc["spec"]["accessModes"] == ["ReadWriteMany"] and pvc["spec"]["storageClassName"] == "nfs", "the shared claim is ReadWriteMany of the given class")
+    c = container(sts)
+    vols = {v["name"]: v for v in sts["spec"]["template"]["spec"]["volumes"]}
+    mount = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}["shared"]
+    ensure(vols["shared"]["persistentVolumeClaim"]["claimName"] == pvc["metadata"]["name"], "the pods mount the shared claim")
+    ensure(effective_env(objs, c, "dagg-0", "dagg")["DAGG_SHARED_DIR"] == mount, "DAGG_SHARED_DIR is where the shared claim is mounted")
     ensure("requiredDuringSchedulingIgnoredDuringExecution" in sts["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"], "hard anti-affinity")
+
+
+@check("cluster.join: the pods join a running cluster instead of getting a peer list (dagg serve takes one or the other)")
+def _join() -> None:
+    url = "http://dagg.analytics.svc.cluster.local:8001"
+    objs = objects_of(render({"cluster": {"join": url}}))
+    for o in objs:
+        validate_object(o, o["__source"])
+    c = container(one(objs, "StatefulSet"))
+    env = effective_env(objs, c, "dagg-1", "dagg")
+    ensure(env.get("DAGG_JOIN") == url and "DAGG_PEERS" not in env, f"join mode: DAGG_JOIN and no DAGG_PEERS: {sorted(env)}")
+    ensure(env["DAGG_ADVERTISE_ADDR"] == "dagg-1.dagg-peers.dagg.svc.cluster.local:9001", "a joining pod still advertises its stable name")
+    env = effective_env(objs := rendered_objects(None, "dagg"), container(one(objs, "StatefulSet")), "dagg-1", "dagg")
+    ensure("DAGG_JOIN" not in env, "no DAGG_JOIN by default")
 
 
 @check("NOTES.txt: how to reach the UI and read the admin password")
@@ -603,29 +636,45 @@ def find_binary() -> Path | None:
     return None
 
 
-@check("the chart's DAGG_* settings are options of `dagg serve` (its --help)")
+def chart_env_names() -> set[str]:
+    """Every DAGG_* variable the chart hands a pod, over the CI values and join mode."""
+    names: set[str] = {"DAGG_NODE_ID"}
+    renders = [rendered_objects(None, "dagg")] + [rendered_objects(vf, "data-platform") for vf in ci_values()]
+    renders.append(objects_of(render({"cluster": {"join": "http://dagg.other:8001"}})))
+    for objs in renders:
+        c = container(one(objs, "StatefulSet"))
+        names |= {e["name"] for e in c["env"]} | set(configmap_env(objs, c))
+    return {n for n in names if n.startswith("DAGG_")}
+
+
+@check("the chart's DAGG_* settings are what `dagg serve` reads (node/src/serve.rs and its --help)")
 def _binary_flags() -> None:
+    serve_src = (ROOT / "node" / "src" / "serve.rs").read_text()
+    options = set(re.findall(r'env = "(DAGG_[A-Z0-9_]+)"', serve_src))
+    if "DAGG_NODE_ID" not in options:
+        # The chart is written for the clustered node (issue 5); a `dagg serve` from before it
+        # has none of the cluster options, and the check waits for them.
+        raise SkipCheck("`dagg serve` has no cluster options yet (no DAGG_NODE_ID in node/src/serve.rs)")
+    # Variables read by name (secrets, the log filter) anywhere in the code.
+    literals: set[str] = set()
+    for crate in ("node", "api", "cluster", "connectors", "actors"):
+        for f in (ROOT / crate / "src").rglob("*.rs"):
+            literals |= set(re.findall(r'"(DAGG_[A-Z0-9_]+)"', f.read_text()))
+    passed = chart_env_names()
+    for name in sorted(passed):
+        ensure(name in options or name in literals, f"the chart sets {name}, which dagg does not read")
+    missing = [n for n in SERVE_OPTION_ENV if n not in options]
+    ensure(not missing, f"`dagg serve` lacks options the chart passes: {missing}")
     binary = find_binary()
     if binary is None:
-        raise SkipCheck("no dagg binary built (target/debug/dagg or DAGG_BIN)")
+        raise NoteCheck("checked against the source; no dagg binary built for --help")
     r = subprocess.run([str(binary), "serve", "--help"], capture_output=True, text=True, timeout=30)
     ensure(r.returncode == 0, f"{binary} serve --help: {r.stderr}")
-    known = set(re.findall(r"\[env: (DAGG_[A-Z0-9_]+)=", r.stdout))
+    known = set(re.findall(r"\[env: (DAGG_[A-Z0-9_]+)", r.stdout))
     if "DAGG_NODE_ID" not in known:
-        # The chart is written for the clustered node (issue 5); a binary from before it has
-        # none of the cluster options, and the check waits for them.
-        raise SkipCheck(f"`{binary} serve` has no cluster options yet (no DAGG_NODE_ID in --help)")
-    objs = rendered_objects(CHART / "ci" / "test-values.yaml", "data-platform") + rendered_objects(None, "dagg")
-    passed = set()
-    for o in by_kind(objs, "StatefulSet"):
-        c = container(o)
-        passed |= {e["name"] for e in c["env"]} | set(configmap_env(objs, c))
-    passed |= {"DAGG_NODE_ID"}
-    for name in sorted(passed):
-        if name.startswith("DAGG_") and name not in ("DAGG_MASTER_KEY", "DAGG_ADMIN_PASSWORD", "DAGG_JWT_SECRET", "DAGG_LOG"):
-            ensure(name in known, f"the chart sets {name}, which `dagg serve --help` does not list ({binary})")
+        raise NoteCheck(f"checked against the source; {binary} predates the cluster options (rebuild it)")
     missing = [n for n in SERVE_OPTION_ENV if n not in known]
-    ensure(not missing, f"`dagg serve` lacks the cluster options the chart is written for: {missing}")
+    ensure(not missing, f"`{binary} serve --help` lacks {missing}")
 
 
 class SkipCheck(Exception):

@@ -96,3 +96,7 @@ replica; the node id of pod N is N+1.
 {{- printf "%s:%d" $host (int $port) -}}
 {{- end -}}
 {{- end -}}
+
+{{- define "dagg.sharedClaim" -}}
+{{- default (printf "%s-shared" (include "dagg.fullname" .)) .Values.sharedStorage.existingClaim -}}
+{{- end -}}
