@@ -15,6 +15,9 @@
 - The Grafana dashboard uses only metrics the code registers (and names those it does not show).
 - k8s/: the same schema validation and peer-list checks; the Secret from k8s/secret.sh.
 - The Dockerfile: hadolint, and its user, ports and data directory match the chart.
+- With a `dagg` built with the cluster options: three `dagg serve` processes started with the
+  pods' rendered command and environment (stable names mapped to loopback ports) form one
+  cluster, the Secret's admin password logs in, and one node's token works on the others.
 - Every DAGG_* setting the chart passes is an option of `dagg serve` (node/src/serve.rs, and
   the built binary's --help when there is one) or a variable the code reads by name.
 
@@ -29,11 +32,15 @@ import json
 import os
 import re
 import shutil
+import socket
 import stat
 import subprocess
 import sys
 import tempfile
+import time
 import traceback
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any, Callable
 
@@ -675,6 +682,105 @@ def _binary_flags() -> None:
         raise NoteCheck(f"checked against the source; {binary} predates the cluster options (rebuild it)")
     missing = [n for n in SERVE_OPTION_ENV if n not in known]
     ensure(not missing, f"`{binary} serve --help` lacks {missing}")
+
+
+def free_ports(n: int) -> list[int]:
+    socks, ports = [], []
+    for _ in range(n):
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        socks.append(sock)
+        ports.append(sock.getsockname()[1])
+    for sock in socks:
+        sock.close()
+    return ports
+
+
+def http_json(url: str, token: str | None = None, body: dict[str, Any] | None = None, timeout: float = 5) -> tuple[int, Any]:
+    req = urllib.request.Request(url, data=None if body is None else json.dumps(body).encode(), method="GET" if body is None else "POST")
+    req.add_header("content-type", "application/json")
+    if token:
+        req.add_header("authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, json.loads(r.read() or b"null")
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode(errors="replace")
+
+
+@check("the chart's pods form one 3-node cluster: the real `dagg serve` with each pod's rendered command and environment, on loopback")
+def _cluster_on_loopback() -> None:
+    binary = find_binary()
+    if binary is None:
+        raise SkipCheck("no dagg binary built (target/debug/dagg or DAGG_BIN)")
+    help_text = subprocess.run([str(binary), "serve", "--help"], capture_output=True, text=True, timeout=30).stdout
+    if "DAGG_NODE_ID" not in help_text:
+        raise SkipCheck(f"{binary} has no cluster options yet")
+    objs = rendered_objects(None, "dagg")
+    sts = one(objs, "StatefulSet")
+    c = container(sts)
+    secret = one(objs, "Secret")
+    secret_env = {e["name"]: secret_value(secret, e["valueFrom"]["secretKeyRef"]["key"]) for e in c["env"] if "secretKeyRef" in e.get("valueFrom", {})}
+    n = sts["spec"]["replicas"]
+    ports = free_ports(2 * n)
+    api, peer = ports[:n], ports[n:]
+    # The pods' stable names become loopback ports: the one thing a single machine changes.
+    names = {effective_env(objs, c, f"dagg-{i}", "dagg")["DAGG_ADVERTISE_ADDR"]: f"127.0.0.1:{peer[i]}" for i in range(n)}
+    procs: list[subprocess.Popen[bytes]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            for i in range(n):
+                env = effective_env(objs, c, f"dagg-{i}", "dagg") | secret_env
+                for k, v in env.items():
+                    for name, local in names.items():
+                        v = v.replace(name, local)
+                    env[k] = v
+                env["DAGG_API_ADDR"] = f"127.0.0.1:{api[i]}"
+                env["DAGG_PEER_ADDR"] = f"127.0.0.1:{peer[i]}"
+                env["DAGG_DATA_DIR"] = f"{tmp}/data-{i}"
+                env |= {"PATH": f"{binary.parent}:/usr/bin:/bin", "HOME": tmp, "TMPDIR": tmp}
+                log = open(f"{tmp}/node-{i}.log", "wb")
+                procs.append(subprocess.Popen(["sh"] + c["command"][1:] + c["args"], env=env, cwd=tmp, stdout=log, stderr=log))
+            deadline = time.monotonic() + 60
+            ready: set[int] = set()
+            while len(ready) < n and time.monotonic() < deadline:
+                for i in range(n):
+                    ensure(procs[i].poll() is None, f"node {i + 1} exited: {Path(tmp, f'node-{i}.log').read_text()[-2000:]}")
+                    if i not in ready:
+                        try:
+                            if http_json(f"http://127.0.0.1:{api[i]}/health", timeout=1)[0] == 200:
+                                ready.add(i)
+                        except OSError:
+                            pass
+                time.sleep(0.2)
+            ensure(len(ready) == n, "not every node became healthy within 60 s: " + " | ".join(Path(tmp, f"node-{i}.log").read_text()[-800:] for i in range(n)))
+            status, body = http_json(f"http://127.0.0.1:{api[0]}/auth/login", body={"username": "admin", "password": secret_env["DAGG_ADMIN_PASSWORD"]})
+            ensure(status == 200, f"admin login with the Secret's password: {status} {body}")
+            token = body["access_token"]
+            views = []
+            for i in range(n):
+                # The token from node 1 works on every node: they share the JWT secret.
+                status, view = http_json(f"http://127.0.0.1:{api[i]}/cluster", token=token)
+                ensure(status == 200, f"GET /cluster on node {i + 1} with node 1's token: {status} {view}")
+                ensure(view["node_id"] == i + 1, f"pod dagg-{i} is node {view['node_id']}, want {i + 1}")
+                views.append(view)
+            leaders = {v["leader_id"] for v in views}
+            ensure(len(leaders) == 1 and None not in leaders, f"the nodes agree on one leader: {leaders}")
+            for v in views:
+                ids = sorted(m["id"] for m in v["members"] if m["voter"])
+                ensure(ids == list(range(1, n + 1)), f"node {v['node_id']} sees voters {ids}")
+                for m in v["members"]:
+                    ensure(m["peer_addr"] == f"127.0.0.1:{peer[m['id'] - 1]}", f"member {m['id']} at {m['peer_addr']}")
+        finally:
+            for p in procs:
+                if p.poll() is None:
+                    p.terminate()
+            for p in procs:
+                try:
+                    p.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait()
 
 
 class SkipCheck(Exception):

@@ -3,6 +3,7 @@
 //! routes every failed record to the dead letter with its stage and position.
 
 pub mod dead_letter;
+mod high_water;
 pub mod metrics;
 pub mod preview;
 pub mod progress;

@@ -75,6 +75,9 @@ pub struct RunOptions {
     pub data_dir: Option<PathBuf>,
     /// Ignore (and forget) an unfinished run's checkpoint and start over.
     pub fresh: bool,
+    /// Like `fresh`, and also forget the high-water mark of an incremental source: read
+    /// everything again.
+    pub full_refresh: bool,
     /// Overrides the pipeline's `checkpoint.interval_seconds`.
     pub checkpoint_interval: Option<Duration>,
     /// Opens the connectors.
@@ -90,6 +93,7 @@ impl Default for RunOptions {
             progress: Arc::default(),
             data_dir: None,
             fresh: false,
+            full_refresh: false,
             checkpoint_interval: None,
             connectors: Arc::new(Registry),
         }
@@ -157,6 +161,9 @@ pub enum RunError {
     Crashed { stage: String, reason: String },
     #[error("cancelled")]
     Cancelled,
+    /// An incremental source cannot start from the last run's high-water mark.
+    #[error("{0}")]
+    HighWater(String),
     /// The stage after this one stopped (its own report says why).
     #[error("the destination stage stopped")]
     Downstream,
@@ -168,7 +175,7 @@ pub enum RunError {
 impl RunError {
     /// Whether trying again could help (a bad document or a cancel will not change).
     pub(crate) fn is_retryable(&self) -> bool {
-        !matches!(self, RunError::Build(_) | RunError::Cancelled)
+        !matches!(self, RunError::Build(_) | RunError::HighWater(_) | RunError::Cancelled)
     }
 }
 
@@ -285,6 +292,12 @@ pub async fn start_run(spec: &PipelineSpec, base_dir: &Path, opts: RunOptions) -
         },
         None => Checkpoints::memory(),
     };
+    if opts.full_refresh
+        && let Err(e) = ckpts.clear(&spec.name).and_then(|()| ckpts.clear_high_water(&spec.name))
+    {
+        handle.outcome = RunOutcome::Failed(e.into());
+        return handle;
+    }
     let resume = match ckpts.load(&spec.name) {
         Err(e) => {
             handle.outcome = RunOutcome::Failed(e.into());

@@ -24,7 +24,7 @@ use crate::dead_letter::{DeadLetter, DeadLetterSink, Payload};
 use crate::metrics;
 use crate::progress::RunProgress;
 use crate::run::{RunError, at};
-use crate::store::{Checkpoint, CheckpointCounts, Checkpoints, FORMAT_VERSION};
+use crate::store::{Checkpoint, CheckpointCounts, Checkpoints, FORMAT_VERSION, HighWater};
 use crate::supervisor::{Stage, SupervisorMsg, panic_text};
 
 /// What the transform stage sends the sink stage, in order.
@@ -58,6 +58,9 @@ pub(crate) struct Writer {
     pub run_id: String,
     pub digest: String,
     pub ckpts: Checkpoints,
+    /// An incremental source's identity: its final position is kept as the pipeline's
+    /// high-water mark when the run finishes (see `high_water.rs`).
+    pub high_water: Option<serde_json::Value>,
 }
 
 impl Writer {
@@ -143,8 +146,18 @@ impl Writer {
             s.commit().await.map_err(at(stage))?;
         }
         self.dead.commit().await.map_err(at("error_handling.dead_letter"))?;
-        self.ckpts.clear(&self.pipeline)?;
+        let mark = self.high_water_mark()?;
+        self.ckpts.finish(&self.pipeline, mark.as_ref())?;
         Ok(())
+    }
+
+    /// An incremental source's final position (the last checkpoint, taken at the end of the
+    /// input), to start the next run from.
+    fn high_water_mark(&self) -> Result<Option<HighWater>, RunError> {
+        let Some(identity) = &self.high_water else { return Ok(None) };
+        let Some(cp) = self.ckpts.load(&self.pipeline)?.filter(|cp| cp.input_done) else { return Ok(None) };
+        let at = Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true);
+        Ok(Some(HighWater { version: FORMAT_VERSION, run_id: self.run_id.clone(), identity: identity.clone(), source: cp.source, at }))
     }
 
     /// Discards everything written: a cancelled run leaves the destinations as they were.

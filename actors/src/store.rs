@@ -1,5 +1,5 @@
-//! The node's local state store: checkpoint manifests of pipeline runs, in sled under the
-//! data directory.
+//! The node's local state store: checkpoint manifests of pipeline runs, and the high-water
+//! marks of incremental sources between runs, in sled under the data directory.
 //!
 //! sled 0.34 is the last stable release and self-described beta, so it stays behind this
 //! one type. Everything written is versioned JSON (`{"version": 1, ...}`): a format change
@@ -65,6 +65,23 @@ pub struct CheckpointCounts {
     pub filtered: u64,
 }
 
+/// Where an incremental source stood at the end of a pipeline's last successful run: the
+/// next run that does not resume a checkpoint starts its source there (`highwater/<pipeline>`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HighWater {
+    /// The format of this record.
+    pub version: u32,
+    /// The run that reached it.
+    pub run_id: String,
+    /// What the source reads (connector type, server, table or query, cursor field): a mark
+    /// is only used by the same source.
+    pub identity: serde_json::Value,
+    /// The source's final checkpoint (its `checkpoint()` at the end of the input).
+    pub source: serde_json::Value,
+    /// When the run finished (RFC 3339).
+    pub at: String,
+}
+
 /// The node's state store.
 #[derive(Clone)]
 pub struct Store {
@@ -75,7 +92,17 @@ impl Store {
     /// Opens (creating) the store in `dir`.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
         let path = dir.to_path_buf();
-        let db = sled::Config::new().path(&path).flush_every_ms(None).open().map_err(|source| StoreError::Open { path: path.clone(), source })?;
+        // A run of the same pipeline that just ended in this process may still be letting go
+        // of the lock: give it a moment before saying the state is in use.
+        let started = std::time::Instant::now();
+        let db = loop {
+            match sled::Config::new().path(&path).flush_every_ms(None).open() {
+                Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") && started.elapsed() < std::time::Duration::from_secs(3) => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                other => break other.map_err(|source| StoreError::Open { path: path.clone(), source })?,
+            }
+        };
         match db.get(META_FORMAT)? {
             Some(v) => {
                 let found = u32::from_be_bytes(v.as_ref().try_into().unwrap_or([0, 0, 0, 0]));
@@ -114,6 +141,38 @@ impl Store {
     /// Forgets `pipeline`'s checkpoint (its run finished, or the user asked to start over).
     pub fn clear_checkpoint(&self, pipeline: &str) -> Result<(), StoreError> {
         self.db.remove(Self::key(pipeline))?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    fn high_water_key(pipeline: &str) -> Vec<u8> {
+        format!("highwater/{pipeline}").into_bytes()
+    }
+
+    /// The high-water mark `pipeline`'s last successful run left, if any.
+    pub fn high_water(&self, pipeline: &str) -> Result<Option<HighWater>, StoreError> {
+        let Some(bytes) = self.db.get(Self::high_water_key(pipeline))? else {
+            return Ok(None);
+        };
+        decode_high_water(&bytes).map(Some).map_err(|reason| StoreError::Decode { pipeline: pipeline.to_string(), reason })
+    }
+
+    /// Forgets `pipeline`'s high-water mark (a full refresh).
+    pub fn clear_high_water(&self, pipeline: &str) -> Result<(), StoreError> {
+        self.db.remove(Self::high_water_key(pipeline))?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// A run finished: forgets its checkpoint and, in the same atomic write, records the
+    /// source's high-water mark when there is one.
+    pub fn finish_run(&self, pipeline: &str, mark: Option<&HighWater>) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        batch.remove(Self::key(pipeline));
+        if let Some(m) = mark {
+            batch.insert(Self::high_water_key(pipeline), serde_json::to_vec(m).expect("a high-water mark serializes"));
+        }
+        self.db.apply_batch(batch)?;
         self.db.flush()?;
         Ok(())
     }
@@ -157,6 +216,43 @@ impl Checkpoints {
                 Ok(())
             }
         }
+    }
+
+    /// The last run's high-water mark. Memory keeps none: without a data directory every
+    /// process starts from the beginning.
+    pub fn high_water(&self, pipeline: &str) -> Result<Option<HighWater>, StoreError> {
+        match self {
+            Checkpoints::Durable(s) => s.high_water(pipeline),
+            Checkpoints::Memory(_) => Ok(None),
+        }
+    }
+
+    pub fn clear_high_water(&self, pipeline: &str) -> Result<(), StoreError> {
+        match self {
+            Checkpoints::Durable(s) => s.clear_high_water(pipeline),
+            Checkpoints::Memory(_) => Ok(()),
+        }
+    }
+
+    /// The run finished: forget its checkpoint and keep `mark` (see [`Store::finish_run`]).
+    pub fn finish(&self, pipeline: &str, mark: Option<&HighWater>) -> Result<(), StoreError> {
+        match self {
+            Checkpoints::Durable(s) => s.finish_run(pipeline, mark),
+            Checkpoints::Memory(_) => self.clear(pipeline),
+        }
+    }
+}
+
+/// Reads any stored version of a high-water mark.
+pub fn decode_high_water(bytes: &[u8]) -> Result<HighWater, String> {
+    #[derive(Deserialize)]
+    struct Versioned {
+        version: u32,
+    }
+    let v: Versioned = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+    match v.version {
+        1 => serde_json::from_slice(bytes).map_err(|e| format!("high-water mark: {e}")),
+        other => Err(format!("unknown high-water mark format {other} (this build reads 1)")),
     }
 }
 
@@ -213,6 +309,39 @@ mod tests {
         let cp = decode_checkpoint(text.as_bytes()).unwrap();
         assert_eq!(cp.version, 1);
         assert_eq!(cp.counts.read, 20);
+    }
+
+    #[test]
+    fn a_finished_run_keeps_its_high_water_mark_and_forgets_its_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let mark = HighWater {
+            version: FORMAT_VERSION,
+            run_id: "r1".into(),
+            identity: serde_json::json!({"connector_type": "postgresql", "table": "orders"}),
+            source: serde_json::json!({"version": 1, "cursor": "2025-01-01T00:10:00Z", "done": true}),
+            at: "2025-01-16T08:00:00.000Z".into(),
+        };
+        {
+            let s = Store::open(dir.path()).unwrap();
+            s.save_checkpoint("p", &sample()).unwrap();
+            s.finish_run("p", Some(&mark)).unwrap();
+            assert_eq!(s.checkpoint("p").unwrap(), None);
+            // A run without a mark (not incremental) leaves the old one alone.
+            s.finish_run("p", None).unwrap();
+        }
+        let s = Store::open(dir.path()).unwrap();
+        assert_eq!(s.high_water("p").unwrap(), Some(mark));
+        assert_eq!(s.high_water("other").unwrap(), None);
+        s.clear_high_water("p").unwrap();
+        assert_eq!(s.high_water("p").unwrap(), None);
+    }
+
+    #[test]
+    fn golden_high_water_version_1_reads_back() {
+        let text = include_str!("../tests/golden/highwater-v1.json");
+        let m = decode_high_water(text.as_bytes()).unwrap();
+        assert_eq!(m.source["cursor"], "2025-01-15T08:30:00Z");
+        assert!(decode_high_water(br#"{"version": 7}"#).unwrap_err().contains("unknown high-water mark format 7"));
     }
 
     #[test]

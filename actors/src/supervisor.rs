@@ -336,6 +336,7 @@ async fn build(state: &SupervisorState, resume: Option<Checkpoint>, counts: Chec
         run_id: state.run_id.clone(),
         digest: state.digest.clone(),
         ckpts: state.ckpts.clone(),
+        high_water: crate::high_water::identity(&spec.source),
     };
     if resume.as_ref().is_some_and(|c| c.input_done) {
         writer.finish().await?;
@@ -374,6 +375,8 @@ async fn build(state: &SupervisorState, resume: Option<Checkpoint>, counts: Chec
     let mut source = factory.source(&spec.source, base).map_err(at("source"))?;
     if let Some(cp) = &resume {
         source.seek(&cp.source).await.map_err(at("source"))?;
+    } else if let Some(mark) = crate::high_water::mark_for(&state.ckpts, spec)? {
+        crate::high_water::seek(source.as_mut(), &mark).await?;
     }
     let (tx, rx) = mpsc::channel(state.opts.channel_capacity.max(1));
     let interval = state.opts.checkpoint_interval.unwrap_or(spec.checkpoint.interval());

@@ -42,9 +42,14 @@ enum Command {
         /// Where checkpoints are kept, so an interrupted run resumes where it was.
         #[arg(long, env = "DAGG_HOME", default_value = ".dagg")]
         data_dir: PathBuf,
-        /// Start over, forgetting an interrupted run's checkpoint.
+        /// Start over, forgetting an interrupted run's checkpoint (an incremental source
+        /// still starts from the last finished run's high-water mark).
         #[arg(long)]
         fresh: bool,
+        /// Like --fresh, and also forget the high-water mark of an incremental source: read
+        /// everything again.
+        #[arg(long)]
+        full_refresh: bool,
     },
     /// Checks a pipeline document and prints every problem with its path.
     ///
@@ -80,8 +85,9 @@ fn main() -> ExitCode {
     };
     rt.block_on(async {
         match cli.command {
-            Command::Run { file, json, batch_size, data_dir, fresh } => {
-                run(&file, json, RunOptions { batch_size: batch_size as usize, data_dir: Some(data_dir), fresh, ..RunOptions::default() }).await
+            Command::Run { file, json, batch_size, data_dir, fresh, full_refresh } => {
+                let opts = RunOptions { batch_size: batch_size as usize, data_dir: Some(data_dir), fresh, full_refresh, ..RunOptions::default() };
+                run(&file, json, opts).await
             }
             Command::Validate { file, json } => validate(&file, json),
             Command::Preview { file, limit } => preview(&file, limit).await,

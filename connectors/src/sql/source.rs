@@ -317,6 +317,8 @@ impl<B: Backend> SourceConnector for SqlSource<B> {
         self.rx = None;
         self.pending.clear();
         self.finished = false;
+        // A finished read (the previous run's high-water mark) numbers its rows afresh.
+        let rows = if done { 0 } else { rows };
         self.state = State { rows, done, cursor, cursor_type, seen };
         Ok(())
     }
