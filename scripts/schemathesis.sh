@@ -26,7 +26,7 @@ data=$(mktemp -d "${TMPDIR:-/tmp}/dagg-schemathesis.XXXXXX")
 log="$data/serve.log"
 password="st-$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')"
 DAGG_ADMIN_PASSWORD="$password" DAGG_DATA_DIR="$data/home" DAGG_LOG=warn \
-  "$root/target/debug/dagg" serve --api-addr 127.0.0.1:0 2> "$log" &
+  "${CARGO_TARGET_DIR:-$root/target}/debug/dagg" serve --api-addr 127.0.0.1:0 2> "$log" &
 pid=$!
 cleanup() {
   kill "$pid" 2>/dev/null || true
