@@ -708,16 +708,35 @@ def http_json(url: str, token: str | None = None, body: dict[str, Any] | None = 
         return e.code, e.read().decode(errors="replace")
 
 
-@check("the chart's pods form one 3-node cluster: the real `dagg serve` with each pod's rendered command and environment, on loopback")
-def _cluster_on_loopback() -> None:
+def cluster_binary() -> Path:
     binary = find_binary()
     if binary is None:
         raise SkipCheck("no dagg binary built (target/debug/dagg or DAGG_BIN)")
     help_text = subprocess.run([str(binary), "serve", "--help"], capture_output=True, text=True, timeout=30).stdout
     if "DAGG_NODE_ID" not in help_text:
         raise SkipCheck(f"{binary} has no cluster options yet")
-    objs = rendered_objects(None, "dagg")
+    return binary
+
+
+@check("the chart's pods form one 3-node cluster: the real `dagg serve` with each pod's rendered command and environment, on loopback")
+def _cluster_on_loopback() -> None:
+    run_cluster_on_loopback(cluster_binary(), rendered_objects(None, "dagg"))
+
+
+@check("k8s/: the manifests' pods form one 3-node cluster the same way")
+def _k8s_cluster_on_loopback() -> None:
+    binary = cluster_binary()
+    objs = []
+    for f in sorted(K8S.glob("*.yaml")):
+        if f.name != "kustomization.yaml":
+            objs.extend(d for d in yaml.safe_load_all(f.read_text()) if d)
+    objs.append(yaml.safe_load(subprocess.run(["sh", str(K8S / "secret.sh")], capture_output=True, text=True, check=True, timeout=10).stdout))
+    run_cluster_on_loopback(binary, objs)
+
+
+def run_cluster_on_loopback(binary: Path, objs: list[dict[str, Any]]) -> None:
     sts = one(objs, "StatefulSet")
+    name = sts["metadata"]["name"]
     c = container(sts)
     secret = one(objs, "Secret")
     secret_env = {e["name"]: secret_value(secret, e["valueFrom"]["secretKeyRef"]["key"]) for e in c["env"] if "secretKeyRef" in e.get("valueFrom", {})}
@@ -725,15 +744,15 @@ def _cluster_on_loopback() -> None:
     ports = free_ports(2 * n)
     api, peer = ports[:n], ports[n:]
     # The pods' stable names become loopback ports: the one thing a single machine changes.
-    names = {effective_env(objs, c, f"dagg-{i}", "dagg")["DAGG_ADVERTISE_ADDR"]: f"127.0.0.1:{peer[i]}" for i in range(n)}
+    names = {effective_env(objs, c, f"{name}-{i}", "dagg")["DAGG_ADVERTISE_ADDR"]: f"127.0.0.1:{peer[i]}" for i in range(n)}
     procs: list[subprocess.Popen[bytes]] = []
     with tempfile.TemporaryDirectory() as tmp:
         try:
             for i in range(n):
-                env = effective_env(objs, c, f"dagg-{i}", "dagg") | secret_env
+                env = effective_env(objs, c, f"{name}-{i}", "dagg") | secret_env
                 for k, v in env.items():
-                    for name, local in names.items():
-                        v = v.replace(name, local)
+                    for stable, local in names.items():
+                        v = v.replace(stable, local)
                     env[k] = v
                 env["DAGG_API_ADDR"] = f"127.0.0.1:{api[i]}"
                 env["DAGG_PEER_ADDR"] = f"127.0.0.1:{peer[i]}"
@@ -762,7 +781,7 @@ def _cluster_on_loopback() -> None:
                 # The token from node 1 works on every node: they share the JWT secret.
                 status, view = http_json(f"http://127.0.0.1:{api[i]}/cluster", token=token)
                 ensure(status == 200, f"GET /cluster on node {i + 1} with node 1's token: {status} {view}")
-                ensure(view["node_id"] == i + 1, f"pod dagg-{i} is node {view['node_id']}, want {i + 1}")
+                ensure(view["node_id"] == i + 1, f"pod {name}-{i} is node {view['node_id']}, want {i + 1}")
                 views.append(view)
             leaders = {v["leader_id"] for v in views}
             ensure(len(leaders) == 1 and None not in leaders, f"the nodes agree on one leader: {leaders}")
