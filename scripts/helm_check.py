@@ -718,9 +718,131 @@ def cluster_binary() -> Path:
     return binary
 
 
+class LoopbackPods:
+    """Runs pods of a rendered StatefulSet as `dagg serve` processes on this machine: each with
+    the pod's command (the sh wrapper) and environment (ConfigMap, env, downward API, Secret),
+    where only the pods' stable names become loopback ports and the listen addresses and data
+    directories are made per process."""
+
+    def __init__(self, binary: Path, tmp: str, max_pods: int) -> None:
+        self.binary, self.tmp = binary, tmp
+        ports = free_ports(2 * max_pods)
+        self.api, self.peer = ports[:max_pods], ports[max_pods:]
+        self.procs: dict[int, subprocess.Popen[bytes]] = {}
+
+    def start(self, objs: list[dict[str, Any]], i: int, secret: dict[str, Any]) -> None:
+        sts = one(objs, "StatefulSet")
+        name = sts["metadata"]["name"]
+        c = container(sts)
+        env = effective_env(objs, c, f"{name}-{i}", "dagg")
+        for e in c["env"]:
+            ref = e.get("valueFrom", {}).get("secretKeyRef")
+            if ref and (ref["key"] in secret["data"] or not ref.get("optional")):
+                env[e["name"]] = secret_value(secret, ref["key"])
+        stable = {effective_env(objs, c, f"{name}-{j}", "dagg")["DAGG_ADVERTISE_ADDR"]: f"127.0.0.1:{self.peer[j]}" for j in range(len(self.peer))}
+        for k, v in env.items():
+            for name_port, local in stable.items():
+                v = v.replace(name_port, local)
+            env[k] = v
+        env["DAGG_API_ADDR"] = f"127.0.0.1:{self.api[i]}"
+        env["DAGG_PEER_ADDR"] = f"127.0.0.1:{self.peer[i]}"
+        env["DAGG_DATA_DIR"] = f"{self.tmp}/data-{i}"
+        env |= {"PATH": f"{self.binary.parent}:/usr/bin:/bin", "HOME": self.tmp, "TMPDIR": self.tmp}
+        log = open(f"{self.tmp}/node-{i}.log", "ab")
+        self.procs[i] = subprocess.Popen(["sh"] + c["command"][1:] + c["args"], env=env, cwd=self.tmp, stdout=log, stderr=log)
+
+    def log(self, i: int) -> str:
+        return Path(self.tmp, f"node-{i}.log").read_text(errors="replace")[-1500:]
+
+    def wait_healthy(self, pods: list[int], seconds: float = 60) -> None:
+        deadline = time.monotonic() + seconds
+        ready: set[int] = set()
+        while len(ready) < len(pods) and time.monotonic() < deadline:
+            for i in pods:
+                ensure(self.procs[i].poll() is None, f"node {i + 1} exited: {self.log(i)}")
+                if i not in ready:
+                    try:
+                        if http_json(f"http://127.0.0.1:{self.api[i]}/health", timeout=1)[0] == 200:
+                            ready.add(i)
+                    except OSError:
+                        pass
+            time.sleep(0.2)
+        missing = [i for i in pods if i not in ready]
+        ensure(not missing, f"not healthy within {seconds:.0f} s: " + " | ".join(f"node {i + 1}: {self.log(i)}" for i in missing))
+
+    def stop(self, i: int) -> None:
+        p = self.procs.pop(i)
+        if p.poll() is None:
+            p.terminate()
+        try:
+            p.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+    def stop_all(self) -> None:
+        for i in list(self.procs):
+            self.stop(i)
+
+    def login(self, i: int, secret: dict[str, Any]) -> str:
+        status, body = http_json(f"http://127.0.0.1:{self.api[i]}/auth/login", body={"username": "admin", "password": secret_value(secret, "admin-password")})
+        ensure(status == 200, f"admin login with the Secret's password on node {i + 1}: {status} {body}")
+        return body["access_token"]
+
+    def agree(self, pods: list[int], token: str, seconds: float = 30) -> None:
+        """Every pod answers GET /cluster with the token (one node's token works on all: they
+        share the JWT secret): pod N is node N+1, one leader, and the voters are exactly these
+        pods at their advertised addresses."""
+        deadline = time.monotonic() + seconds
+        while True:
+            try:
+                views = []
+                for i in pods:
+                    status, view = http_json(f"http://127.0.0.1:{self.api[i]}/cluster", token=token)
+                    ensure(status == 200, f"GET /cluster on node {i + 1}: {status} {view}")
+                    ensure(view["node_id"] == i + 1, f"pod {i} is node {view['node_id']}, want {i + 1}")
+                    views.append(view)
+                leaders = {v["leader_id"] for v in views}
+                ensure(len(leaders) == 1 and None not in leaders, f"the nodes agree on one leader: {leaders}")
+                for v in views:
+                    voters = sorted(m["id"] for m in v["members"] if m["voter"])
+                    ensure(voters == [i + 1 for i in pods], f"node {v['node_id']} sees voters {voters}, want {[i + 1 for i in pods]}")
+                    for m in v["members"]:
+                        ensure(m["peer_addr"] == f"127.0.0.1:{self.peer[m['id'] - 1]}", f"member {m['id']} at {m['peer_addr']}")
+                return
+            except CheckError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.3)
+
+
+def cluster_binary() -> Path:
+    binary = find_binary()
+    if binary is None:
+        raise SkipCheck("no dagg binary built (target/debug/dagg or DAGG_BIN)")
+    help_text = subprocess.run([str(binary), "serve", "--help"], capture_output=True, text=True, timeout=30).stdout
+    if "DAGG_NODE_ID" not in help_text:
+        raise SkipCheck(f"{binary} has no cluster options yet")
+    return binary
+
+
+def form_cluster(binary: Path, objs: list[dict[str, Any]]) -> None:
+    secret = one(objs, "Secret")
+    n = one(objs, "StatefulSet")["spec"]["replicas"]
+    with tempfile.TemporaryDirectory() as tmp:
+        pods = LoopbackPods(binary, tmp, n)
+        try:
+            for i in range(n):
+                pods.start(objs, i, secret)
+            pods.wait_healthy(list(range(n)))
+            pods.agree(list(range(n)), pods.login(0, secret))
+        finally:
+            pods.stop_all()
+
+
 @check("the chart's pods form one 3-node cluster: the real `dagg serve` with each pod's rendered command and environment, on loopback")
 def _cluster_on_loopback() -> None:
-    run_cluster_on_loopback(cluster_binary(), rendered_objects(None, "dagg"))
+    form_cluster(cluster_binary(), rendered_objects(None, "dagg"))
 
 
 @check("k8s/: the manifests' pods form one 3-node cluster the same way")
@@ -731,75 +853,48 @@ def _k8s_cluster_on_loopback() -> None:
         if f.name != "kustomization.yaml":
             objs.extend(d for d in yaml.safe_load_all(f.read_text()) if d)
     objs.append(yaml.safe_load(subprocess.run(["sh", str(K8S / "secret.sh")], capture_output=True, text=True, check=True, timeout=10).stdout))
-    run_cluster_on_loopback(binary, objs)
+    form_cluster(binary, objs)
 
 
-def run_cluster_on_loopback(binary: Path, objs: list[dict[str, Any]]) -> None:
-    sts = one(objs, "StatefulSet")
-    name = sts["metadata"]["name"]
-    c = container(sts)
-    secret = one(objs, "Secret")
-    secret_env = {e["name"]: secret_value(secret, e["valueFrom"]["secretKeyRef"]["key"]) for e in c["env"] if "secretKeyRef" in e.get("valueFrom", {})}
-    n = sts["spec"]["replicas"]
-    ports = free_ports(2 * n)
-    api, peer = ports[:n], ports[n:]
-    # The pods' stable names become loopback ports: the one thing a single machine changes.
-    names = {effective_env(objs, c, f"{name}-{i}", "dagg")["DAGG_ADVERTISE_ADDR"]: f"127.0.0.1:{peer[i]}" for i in range(n)}
-    procs: list[subprocess.Popen[bytes]] = []
+@check("scaling replicas 3 -> 4 -> 3 as docs/deploy.md says: the new pod joins as a voter, restarted pods keep their membership, a removed pod stays a (down) voter")
+def _scale_up_on_loopback() -> None:
+    binary = cluster_binary()
+    three = rendered_objects(None, "dagg")
+    four = objects_of(render({"replicas": 4}))
+    secret = one(three, "Secret")  # the upgrade keeps the Secret (lookup)
     with tempfile.TemporaryDirectory() as tmp:
+        pods = LoopbackPods(binary, tmp, 4)
         try:
-            for i in range(n):
-                env = effective_env(objs, c, f"{name}-{i}", "dagg") | secret_env
-                for k, v in env.items():
-                    for stable, local in names.items():
-                        v = v.replace(stable, local)
-                    env[k] = v
-                env["DAGG_API_ADDR"] = f"127.0.0.1:{api[i]}"
-                env["DAGG_PEER_ADDR"] = f"127.0.0.1:{peer[i]}"
-                env["DAGG_DATA_DIR"] = f"{tmp}/data-{i}"
-                env |= {"PATH": f"{binary.parent}:/usr/bin:/bin", "HOME": tmp, "TMPDIR": tmp}
-                log = open(f"{tmp}/node-{i}.log", "wb")
-                procs.append(subprocess.Popen(["sh"] + c["command"][1:] + c["args"], env=env, cwd=tmp, stdout=log, stderr=log))
-            deadline = time.monotonic() + 60
-            ready: set[int] = set()
-            while len(ready) < n and time.monotonic() < deadline:
-                for i in range(n):
-                    ensure(procs[i].poll() is None, f"node {i + 1} exited: {Path(tmp, f'node-{i}.log').read_text()[-2000:]}")
-                    if i not in ready:
-                        try:
-                            if http_json(f"http://127.0.0.1:{api[i]}/health", timeout=1)[0] == 200:
-                                ready.add(i)
-                        except OSError:
-                            pass
-                time.sleep(0.2)
-            ensure(len(ready) == n, "not every node became healthy within 60 s: " + " | ".join(Path(tmp, f"node-{i}.log").read_text()[-800:] for i in range(n)))
-            status, body = http_json(f"http://127.0.0.1:{api[0]}/auth/login", body={"username": "admin", "password": secret_env["DAGG_ADMIN_PASSWORD"]})
-            ensure(status == 200, f"admin login with the Secret's password: {status} {body}")
-            token = body["access_token"]
-            views = []
-            for i in range(n):
-                # The token from node 1 works on every node: they share the JWT secret.
-                status, view = http_json(f"http://127.0.0.1:{api[i]}/cluster", token=token)
-                ensure(status == 200, f"GET /cluster on node {i + 1} with node 1's token: {status} {view}")
-                ensure(view["node_id"] == i + 1, f"pod {name}-{i} is node {view['node_id']}, want {i + 1}")
-                views.append(view)
-            leaders = {v["leader_id"] for v in views}
-            ensure(len(leaders) == 1 and None not in leaders, f"the nodes agree on one leader: {leaders}")
-            for v in views:
-                ids = sorted(m["id"] for m in v["members"] if m["voter"])
-                ensure(ids == list(range(1, n + 1)), f"node {v['node_id']} sees voters {ids}")
-                for m in v["members"]:
-                    ensure(m["peer_addr"] == f"127.0.0.1:{peer[m['id'] - 1]}", f"member {m['id']} at {m['peer_addr']}")
+            for i in range(3):
+                pods.start(three, i, secret)
+            pods.wait_healthy([0, 1, 2])
+            token = pods.login(0, secret)
+            pods.agree([0, 1, 2], token)
+            # helm upgrade --set replicas=4: the new pod starts with the 4-entry list ...
+            pods.start(four, 3, secret)
+            pods.wait_healthy([3])
+            pods.agree([0, 1, 2, 3], token)
+            # ... and the rolling update restarts the others with it, highest ordinal first.
+            for i in (2, 1, 0):
+                pods.stop(i)
+                pods.start(four, i, secret)
+                pods.wait_healthy([i])
+            pods.agree([0, 1, 2, 3], token)
+            # Scaling back to 3 stops pod 3, but node 4 stays a voting member (reported down):
+            # what the docs warn about.
+            pods.stop(3)
+            deadline = time.monotonic() + 20
+            while True:
+                status, view = http_json(f"http://127.0.0.1:{pods.api[0]}/cluster", token=token)
+                ensure(status == 200, f"GET /cluster: {status} {view}")
+                four_m = [m for m in view["members"] if m["id"] == 4]
+                if view["view"] == "leader" and four_m and not four_m[0]["up"]:
+                    break
+                ensure(time.monotonic() < deadline, f"node 4 is not reported down after its pod stopped: {view}")
+                time.sleep(0.5)
+            ensure(four_m[0]["voter"], "node 4 is still a voter after its pod is gone")
         finally:
-            for p in procs:
-                if p.poll() is None:
-                    p.terminate()
-            for p in procs:
-                try:
-                    p.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-                    p.wait()
+            pods.stop_all()
 
 
 class SkipCheck(Exception):
