@@ -708,7 +708,12 @@ def http_json(url: str, token: str | None = None, body: dict[str, Any] | None = 
         return e.code, e.read().decode(errors="replace")
 
 
+_loopback_failed: list[str] = []
+
+
 def cluster_binary() -> Path:
+    if _loopback_failed:
+        raise SkipCheck(f"the first cluster on loopback did not form ({_loopback_failed[0]})")
     binary = find_binary()
     if binary is None:
         raise SkipCheck("no dagg binary built (target/debug/dagg or DAGG_BIN)")
@@ -754,7 +759,7 @@ class LoopbackPods:
     def log(self, i: int) -> str:
         return Path(self.tmp, f"node-{i}.log").read_text(errors="replace")[-1500:]
 
-    def wait_healthy(self, pods: list[int], seconds: float = 60) -> None:
+    def wait_healthy(self, pods: list[int], seconds: float = 45) -> None:
         deadline = time.monotonic() + seconds
         ready: set[int] = set()
         while len(ready) < len(pods) and time.monotonic() < deadline:
@@ -816,7 +821,12 @@ class LoopbackPods:
                 time.sleep(0.3)
 
 
+_loopback_failed: list[str] = []
+
+
 def cluster_binary() -> Path:
+    if _loopback_failed:
+        raise SkipCheck(f"the first cluster on loopback did not form ({_loopback_failed[0]})")
     binary = find_binary()
     if binary is None:
         raise SkipCheck("no dagg binary built (target/debug/dagg or DAGG_BIN)")
@@ -842,7 +852,12 @@ def form_cluster(binary: Path, objs: list[dict[str, Any]]) -> None:
 
 @check("the chart's pods form one 3-node cluster: the real `dagg serve` with each pod's rendered command and environment, on loopback")
 def _cluster_on_loopback() -> None:
-    form_cluster(cluster_binary(), rendered_objects(None, "dagg"))
+    binary = cluster_binary()
+    try:
+        form_cluster(binary, rendered_objects(None, "dagg"))
+    except CheckError:
+        _loopback_failed.append("see the failure above")
+        raise
 
 
 @check("k8s/: the manifests' pods form one 3-node cluster the same way")
