@@ -636,6 +636,22 @@ def _dockerfile() -> None:
     ensure("target" in ignored and ".git" in ignored, ".dockerignore keeps target/ and .git out of the context")
 
 
+# What debian:<release>-slim has of shared libraries a Rust binary may link (libc6, libgcc-s1).
+SLIM_LIBS = {"linux-vdso.so.1", "libgcc_s.so.1", "libm.so.6", "libc.so.6", "libpthread.so.0", "libdl.so.2", "librt.so.1", "libutil.so.1", "ld-linux-x86-64.so.2", "ld-linux-aarch64.so.1"}
+
+
+@check("the dagg binary links only the libraries the slim runtime image has (ldd)")
+def _binary_libs() -> None:
+    binary = find_binary()
+    ldd = shutil.which("ldd")
+    if binary is None or ldd is None:
+        raise SkipCheck("no dagg binary built, or no ldd")
+    out = subprocess.run([ldd, str(binary)], capture_output=True, text=True, timeout=30).stdout
+    libs = {Path(line.split()[0]).name for line in out.splitlines() if line.strip()}
+    extra = sorted(libs - SLIM_LIBS)
+    ensure(not extra, f"{binary} needs {extra}, which the Dockerfile's runtime stage does not install")
+
+
 def find_binary() -> Path | None:
     for p in [os.environ.get("DAGG_BIN"), ROOT / "target" / "debug" / "dagg", ROOT / "target" / "release" / "dagg"]:
         if p and Path(p).is_file() and os.access(p, os.X_OK):
