@@ -268,6 +268,7 @@ def check_cluster(objs: list[dict[str, Any]], namespace: str, replicas: int, sho
     ensure("ALL" in sc.get("capabilities", {}).get("drop", []), "drops all capabilities")
     ensure(psc.get("runAsUser", 0) != 0 and psc.get("fsGroup") is not None, "a non-root uid and an fsGroup for the data volume")
     ensure(spec["template"]["spec"].get("automountServiceAccountToken") is False, "no service account token in the pods")
+    ensure(spec["template"]["spec"].get("enableServiceLinks") is False, "no service link variables (a Service named dagg-peers would set DAGG_PEERS_*)")
     for probe in ("livenessProbe", "readinessProbe"):
         p = c.get(probe)
         ensure(p is not None, f"{probe} is set")
