@@ -635,6 +635,13 @@ def _dockerfile() -> None:
     ensure(re.search(r'^ENTRYPOINT \["/usr/local/bin/dagg"\]', text, re.M) and re.search(r'^CMD \["serve"\]', text, re.M), "entry point `dagg serve`")
     ignored = (ROOT / ".dockerignore").read_text().split()
     ensure("target" in ignored and ".git" in ignored, ".dockerignore keeps target/ and .git out of the context")
+    # What the build copies from the context exists (the UI's lock file: `npm ci` needs it).
+    sources = [src for line in re.findall(r"^COPY (?!--from)(.+)$", text, re.M) for src in line.split()[:-1]]
+    ensure("Cargo.lock" in {p.name for p in ROOT.iterdir()}, "Cargo.lock (cargo build --locked)")
+    if not (ROOT / "ui" / "package.json").exists():
+        raise NoteCheck("ui/ has not landed yet: the Dockerfile's UI stage needs ui/package.json and ui/package-lock.json")
+    for src in sources:
+        ensure(src == "." or (ROOT / src).exists(), f"the Dockerfile copies {src}, which does not exist")
 
 
 # What debian:<release>-slim has of shared libraries a Rust binary may link (libc6, libgcc-s1).
