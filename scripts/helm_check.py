@@ -18,6 +18,8 @@
 - With a `dagg` built with the cluster options: three `dagg serve` processes started with the
   pods' rendered command and environment (stable names mapped to loopback ports) form one
   cluster, the Secret's admin password logs in, and one node's token works on the others.
+- A node with the chart's environment under a read-only root (user and mount namespaces):
+  it starts, writes through its API, and an API key scrapes /metrics.
 - Every DAGG_* setting the chart passes is an option of `dagg serve` (node/src/serve.rs, and
   the built binary's --help when there is one) or a variable the code reads by name.
 
@@ -720,6 +722,15 @@ def free_ports(n: int) -> list[int]:
     return ports
 
 
+def http_text(url: str, token: str) -> tuple[int, str]:
+    req = urllib.request.Request(url, headers={"authorization": f"Bearer {token}"})
+    try:
+        with urllib.request.urlopen(req, timeout=5) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode(errors="replace")
+
+
 def http_json(url: str, token: str | None = None, body: dict[str, Any] | None = None, timeout: float = 5) -> tuple[int, Any]:
     req = urllib.request.Request(url, data=None if body is None else json.dumps(body).encode(), method="GET" if body is None else "POST")
     req.add_header("content-type", "application/json")
@@ -759,7 +770,7 @@ class LoopbackPods:
         self.api, self.peer = ports[:max_pods], ports[max_pods:]
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
 
-    def start(self, objs: list[dict[str, Any]], i: int, secret: dict[str, Any]) -> None:
+    def start(self, objs: list[dict[str, Any]], i: int, secret: dict[str, Any], wrap: list[str] | None = None, data_dir: str | None = None) -> None:
         sts = one(objs, "StatefulSet")
         name = sts["metadata"]["name"]
         c = container(sts)
@@ -775,10 +786,11 @@ class LoopbackPods:
             env[k] = v
         env["DAGG_API_ADDR"] = f"127.0.0.1:{self.api[i]}"
         env["DAGG_PEER_ADDR"] = f"127.0.0.1:{self.peer[i]}"
-        env["DAGG_DATA_DIR"] = f"{self.tmp}/data-{i}"
+        env["DAGG_DATA_DIR"] = data_dir or f"{self.tmp}/data-{i}"
         env |= {"PATH": f"{self.binary.parent}:/usr/bin:/bin", "HOME": self.tmp, "TMPDIR": self.tmp}
         log = open(f"{self.tmp}/node-{i}.log", "ab")
-        self.procs[i] = subprocess.Popen(["sh"] + c["command"][1:] + c["args"], env=env, cwd=self.tmp, stdout=log, stderr=log)
+        argv = ["sh"] + c["command"][1:] + c["args"]
+        self.procs[i] = subprocess.Popen((wrap or []) + argv, env=env, cwd="/" if wrap else self.tmp, stdout=log, stderr=log)
 
     def log(self, i: int) -> str:
         return Path(self.tmp, f"node-{i}.log").read_text(errors="replace")[-1500:]
@@ -893,6 +905,53 @@ def _k8s_cluster_on_loopback() -> None:
             objs.extend(d for d in yaml.safe_load_all(f.read_text()) if d)
     objs.append(yaml.safe_load(subprocess.run(["sh", str(K8S / "secret.sh")], capture_output=True, text=True, check=True, timeout=10).stdout))
     form_cluster(binary, objs)
+
+
+# Run a command with every mount read-only except a fresh /tmp and the data directory (/mnt),
+# as in a pod with readOnlyRootFilesystem: a user and mount namespace, no root needed.
+READ_ONLY_ROOT = r"""
+set -e
+awk '{print $2}' /proc/self/mounts | sort -u | while read -r m; do
+  case "$m" in /proc*|/sys*|/dev*) continue ;; esac
+  mount -o remount,bind,ro "$m" 2>/dev/null || true
+done
+mount -t tmpfs -o size=256m tmpfs /tmp
+mount -t tmpfs -o size=256m tmpfs /mnt
+if touch /etc/.dagg-ro-test 2>/dev/null || touch "$DAGG_BIN_DIR/.dagg-ro-test" 2>/dev/null; then
+  echo "the root filesystem is still writable" >&2; exit 97
+fi
+exec "$@"
+"""
+
+
+@check("a node runs with a read-only root filesystem (writable: /tmp and its data directory only); an API key scrapes /metrics")
+def _read_only_root() -> None:
+    binary = find_binary()
+    if binary is None:
+        raise SkipCheck("no dagg binary built (target/debug/dagg or DAGG_BIN)")
+    unshare = shutil.which("unshare")
+    probe = subprocess.run([unshare or "unshare", "--user", "--map-root-user", "--mount", "true"], capture_output=True) if unshare else None
+    if probe is None or probe.returncode != 0:
+        raise SkipCheck("no user and mount namespaces here (unshare)")
+    objs = objects_of(render({"replicas": 1}))
+    secret = one(objs, "Secret")
+    wrap = [unshare, "--user", "--map-root-user", "--mount", "--propagation", "private", "sh", "-c", READ_ONLY_ROOT, "read-only-root"]
+    with tempfile.TemporaryDirectory() as tmp:
+        pods = LoopbackPods(binary, tmp, 1)
+        try:
+            os.environ["DAGG_BIN_DIR"] = str(binary.parent)
+            pods.start(objs, 0, secret, wrap=wrap, data_dir="/mnt")
+            pods.wait_healthy([0])
+            token = pods.login(0, secret)
+            # A write through the API lands in the data directory: a personal API key, which is
+            # also what the ServiceMonitor presents to /metrics.
+            status, body = http_json(f"http://127.0.0.1:{pods.api[0]}/me/api-keys", token=token, body={"name": "metrics"})
+            ensure(status in (200, 201), f"POST /me/api-keys on a read-only root: {status} {body}")
+            status, text = http_text(f"http://127.0.0.1:{pods.api[0]}/metrics", body["key"])
+            ensure(status == 200 and "dagg_api_requests_total" in text, f"GET /metrics with the API key as bearer token: {status} {text[:300]}")
+        finally:
+            pods.stop_all()
+            os.environ.pop("DAGG_BIN_DIR", None)
 
 
 @check("scaling replicas 3 -> 4 -> 3 as docs/deploy.md says: the new pod joins as a voter, restarted pods keep their membership, a removed pod stays a (down) voter")
