@@ -15,34 +15,26 @@
 //! `timestamptz`, `'{"a":1}'` into `jsonb`).
 
 use std::path::Path;
-use std::sync::Arc;
-use std::time::Duration;
 
 use base64::Engine as _;
 use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, Utc};
 use dagg_model::spec::connector::{DatabaseConfig, Engine, SslMode};
-use dagg_model::{Record, Value};
-use futures_util::TryStreamExt;
-use sqlx::postgres::{PgArguments, PgConnectOptions, PgPool, PgPoolOptions, PgRow, PgSslMode, PgTypeKind, PgValueFormat};
-use sqlx::query::Query;
-use sqlx::{AssertSqlSafe, Column, ConnectOptions, Connection, Postgres, Row, TypeInfo, ValueRef};
-use tokio::sync::mpsc;
+use dagg_model::Value;
+use futures_util::future::BoxFuture;
+use futures_util::stream::BoxStream;
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgRow, PgTypeKind, PgValueFormat};
+use sqlx::{AssertSqlSafe, Postgres, Row, TypeInfo, ValueRef};
 
-use crate::secrets;
-use crate::sql::{self, Backend, Dialect, Param, SqlSink, SqlSource, StreamMsg, db_error, float_value, rfc3339, rfc3339_naive};
+use crate::sql::pooled::{Driver, bind_params};
+use crate::sql::{self, Dialect, Param, float_value, rfc3339, rfc3339_naive};
 use crate::{ConnectorError, SinkConnector, SourceConnector};
 
-/// The PostgreSQL side of [`crate::sql`].
-pub(crate) struct PgBackend {
-    pool: PgPool,
-    options: PgConnectOptions,
-    target: String,
-    timeout: Duration,
-}
+impl Driver for Postgres {
+    const DIALECT: Dialect = Dialect::Postgres;
+    const VERSION_SQL: &'static str = "SELECT version()";
+    const VERSION_PREFIX: &'static str = "";
 
-impl PgBackend {
-    /// Builds the pool without connecting (the first statement connects).
-    pub fn new(c: &DatabaseConfig, base_dir: &Path) -> Result<PgBackend, ConnectorError> {
+    fn options(c: &DatabaseConfig, base_dir: &Path) -> Result<(PgConnectOptions, String), ConnectorError> {
         let target = sql::target_name(c, Engine::Postgres);
         let mut options = PgConnectOptions::new_without_pgpass()
             .host(&c.host)
@@ -51,14 +43,13 @@ impl PgBackend {
             .username(&c.username)
             .application_name("dagg")
             .ssl_mode(match c.ssl_mode {
-                SslMode::Disable => PgSslMode::Disable,
-                SslMode::Prefer => PgSslMode::Prefer,
-                SslMode::Require => PgSslMode::Require,
-                SslMode::VerifyCa => PgSslMode::VerifyCa,
-                SslMode::VerifyFull => PgSslMode::VerifyFull,
+                SslMode::Disable => sqlx::postgres::PgSslMode::Disable,
+                SslMode::Prefer => sqlx::postgres::PgSslMode::Prefer,
+                SslMode::Require => sqlx::postgres::PgSslMode::Require,
+                SslMode::VerifyCa => sqlx::postgres::PgSslMode::VerifyCa,
+                SslMode::VerifyFull => sqlx::postgres::PgSslMode::VerifyFull,
             });
-        if let Some(p) = &c.password {
-            let pw = secrets::reveal(p).map_err(|e| ConnectorError::Config(format!("{target}: password: {e}")))?;
+        if let Some(pw) = sql::pooled::password(c, &target)? {
             options = options.password(&pw);
         }
         if let Some(ca) = &c.ssl_root_cert {
@@ -68,44 +59,29 @@ impl PgBackend {
             // Unqualified names (and the marker table) resolve in the configured schema.
             options = options.options([("search_path", schema.as_str())]);
         }
-        let timeout = Duration::from_secs(c.connect_timeout);
-        let pool = PgPoolOptions::new()
-            .max_connections(c.connection_pool_size + c.max_overflow)
-            .min_connections(0)
-            .acquire_timeout(timeout)
-            .idle_timeout(Duration::from_secs(600))
-            .connect_lazy_with(options.clone());
-        Ok(PgBackend { pool, options, target, timeout })
+        Ok((options, target))
     }
-}
 
-fn bind(mut q: Query<'_, Postgres, PgArguments>, params: Vec<Param>) -> Query<'_, Postgres, PgArguments> {
-    for p in params {
-        q = match p {
-            Param::Null => q.bind(None::<String>),
-            Param::Bool(b) => q.bind(b),
-            Param::Int(i) => q.bind(i),
-            Param::Float(f) => q.bind(f),
-            Param::Text(s) => q.bind(s),
-            Param::Timestamp(t) => q.bind(t),
-            Param::Bytes(b) => q.bind(b),
-        };
+    fn decode(row: &PgRow, i: usize) -> Result<Value, String> {
+        decode(row, i)
     }
-    q
-}
 
-fn query(sql: String, params: Vec<Param>) -> Query<'static, Postgres, PgArguments> {
-    bind(sqlx::query(AssertSqlSafe(sql)), params)
-}
-
-/// A row as a record, or why a column cannot be read.
-fn decode_row(row: &PgRow) -> Result<Record, String> {
-    let mut r = sql::record_with(row.len());
-    for (i, col) in row.columns().iter().enumerate() {
-        let v = decode(row, i).map_err(|e| format!("column `{}` ({}): {e}", col.name(), col.type_info().name()))?;
-        r.push_unchecked(col.name(), v);
+    fn is_data_error(e: &sqlx::Error) -> bool {
+        // SQLSTATE classes 22 (data exception) and 23 (integrity constraint violation),
+        // and 42804 (a value of the wrong type for its column).
+        match e {
+            sqlx::Error::Database(d) => d.code().is_some_and(|c| c.starts_with("22") || c.starts_with("23") || c == "42804"),
+            _ => false,
+        }
     }
-    Ok(r)
+
+    fn fetch<'c>(conn: &'c mut PgConnection, sql: String, params: Vec<Param>) -> BoxStream<'c, Result<PgRow, sqlx::Error>> {
+        bind_params!(sqlx::query(AssertSqlSafe(sql)), params).fetch(conn)
+    }
+
+    fn execute<'c>(conn: &'c mut PgConnection, sql: String, params: Vec<Param>) -> BoxFuture<'c, Result<u64, sqlx::Error>> {
+        Box::pin(async move { Ok(bind_params!(sqlx::query(AssertSqlSafe(sql)), params).execute(conn).await?.rows_affected()) })
+    }
 }
 
 type Res<T> = Result<T, String>;
@@ -203,136 +179,19 @@ fn numeric(b: &[u8]) -> Res<Value> {
     text.parse::<f64>().map(float_value).map_err(|e| e.to_string())
 }
 
-#[async_trait::async_trait]
-impl Backend for PgBackend {
-    type Tx = sqlx::Transaction<'static, Postgres>;
-
-    fn dialect(&self) -> Dialect {
-        Dialect::Postgres
-    }
-
-    fn target(&self) -> &str {
-        &self.target
-    }
-
-    fn connect_timeout(&self) -> Duration {
-        self.timeout
-    }
-
-    async fn probe(&self) -> Result<String, ConnectorError> {
-        let attempt = async {
-            let mut conn = self.options.connect().await?;
-            let row = sqlx::query("SELECT version()").fetch_one(&mut conn).await?;
-            let v: String = row.try_get(0)?;
-            let _ = conn.close().await;
-            Ok::<_, sqlx::Error>(v)
-        };
-        match tokio::time::timeout(self.timeout, attempt).await {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(ConnectorError::Connect { target: self.target.clone(), reason: e.to_string() }),
-            Err(_) => Err(ConnectorError::Timeout {
-                target: self.target.clone(),
-                seconds: self.timeout.as_secs(),
-                reason: "the server did not complete the connection".into(),
-            }),
-        }
-    }
-
-    fn stream(&self, sql: String, params: Vec<Param>, cursor_field: Option<String>, size: usize, out: mpsc::Sender<StreamMsg>) {
-        let pool = self.pool.clone();
-        let target = self.target.clone();
-        let timeout = self.timeout;
-        tokio::spawn(async move {
-            let result = async {
-                let mut conn = pool.acquire().await.map_err(|e| db_error(&target, timeout, e))?;
-                let mut abandoned = false;
-                {
-                    let mut rows = query(sql, params).fetch(&mut *conn);
-                    let mut chunk = Vec::with_capacity(size);
-                    let mut cursor_type = None;
-                    let mut first = true;
-                    while let Some(row) = rows.try_next().await.map_err(|e| db_error(&target, timeout, e))? {
-                        if first {
-                            first = false;
-                            cursor_type = cursor_field.as_deref().and_then(|f| row.try_column(f).ok()).map(|c| c.type_info().name().to_string());
-                        }
-                        chunk.push(decode_row(&row).map_err(|reason| ConnectorError::Query { target: target.clone(), reason })?);
-                        if chunk.len() >= size {
-                            let records = std::mem::replace(&mut chunk, Vec::with_capacity(size));
-                            if out.send(StreamMsg::Rows { records, cursor_type: cursor_type.take() }).await.is_err() {
-                                abandoned = true;
-                                break;
-                            }
-                        }
-                    }
-                    if !abandoned && !chunk.is_empty() && out.send(StreamMsg::Rows { records: chunk, cursor_type }).await.is_err() {
-                        abandoned = true;
-                    }
-                }
-                if abandoned {
-                    // Do not drain the rest of the result into a pooled connection.
-                    conn.close_on_drop();
-                }
-                Ok::<bool, ConnectorError>(!abandoned)
-            }
-            .await;
-            match result {
-                Ok(true) => {
-                    let _ = out.send(StreamMsg::End).await;
-                }
-                Ok(false) => {}
-                Err(e) => {
-                    let _ = out.send(StreamMsg::Failed(e)).await;
-                }
-            }
-        });
-    }
-
-    async fn fetch_all(&self, sql: &str, params: Vec<Param>) -> Result<Vec<Record>, sqlx::Error> {
-        let rows = query(sql.to_string(), params).fetch_all(&self.pool).await?;
-        rows.iter().map(|r| decode_row(r).map_err(|e| sqlx::Error::Decode(e.into()))).collect()
-    }
-
-    async fn begin(&self) -> Result<Self::Tx, sqlx::Error> {
-        self.pool.begin().await
-    }
-
-    async fn execute(&self, tx: &mut Self::Tx, sql: &str, params: Vec<Param>) -> Result<u64, sqlx::Error> {
-        Ok(query(sql.to_string(), params).execute(&mut **tx).await?.rows_affected())
-    }
-
-
-    async fn commit(&self, tx: Self::Tx) -> Result<(), sqlx::Error> {
-        tx.commit().await
-    }
-
-    async fn rollback(&self, tx: Self::Tx) -> Result<(), sqlx::Error> {
-        tx.rollback().await
-    }
-
-    fn is_data_error(&self, e: &sqlx::Error) -> bool {
-        // SQLSTATE classes 22 (data exception) and 23 (integrity constraint violation),
-        // and 42804 (a value of the wrong type for its column).
-        match e {
-            sqlx::Error::Database(d) => d.code().is_some_and(|c| c.starts_with("22") || c.starts_with("23") || c == "42804"),
-            _ => false,
-        }
-    }
-}
-
 /// The `postgresql` source.
 pub fn source(c: &DatabaseConfig, base_dir: &Path) -> Result<Box<dyn SourceConnector>, ConnectorError> {
-    Ok(Box::new(SqlSource::new(Arc::new(PgBackend::new(c, base_dir)?), c)))
+    sql::pooled::source::<Postgres>(c, base_dir)
 }
 
 /// The `postgresql` sink.
 pub fn sink(c: &DatabaseConfig, base_dir: &Path) -> Result<Box<dyn SinkConnector>, ConnectorError> {
-    Ok(Box::new(SqlSink::new(Arc::new(PgBackend::new(c, base_dir)?), c)))
+    sql::pooled::sink::<Postgres>(c, base_dir)
 }
 
 /// Connects, and checks the table or query.
 pub async fn test_connection(c: &DatabaseConfig, base_dir: &Path) -> Result<String, ConnectorError> {
-    sql::test_connection(&PgBackend::new(c, base_dir)?, c).await
+    sql::pooled::test_connection::<Postgres>(c, base_dir).await
 }
 
 #[cfg(test)]

@@ -1,7 +1,8 @@
 //! What the `postgresql` and `mysql` connectors share: the SQL they generate, the mapping
 //! of record values to statement parameters, the streaming source and the transactional
-//! sink. Each engine's folder supplies a [`Backend`]: its pool, how rows decode into
-//! records, and how parameters bind.
+//! sink, and the pooled [`Backend`] ([`pooled::Pooled`]). Each engine's folder supplies a
+//! [`pooled::Driver`]: its connect options, how rows decode into records, which errors are
+//! about the data.
 //!
 //! # Source: positions and checkpoints
 //! Rows are streamed (the engine's cursor over the wire, a bounded channel of chunks to the
@@ -30,6 +31,7 @@
 //! `sink_id` comes from the config key, else a fresh id per run (`<table>-<uuid>`) that the
 //! checkpoint token carries into the resumed run.
 
+pub(crate) mod pooled;
 mod sink;
 mod source;
 
