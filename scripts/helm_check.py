@@ -59,7 +59,9 @@ KUBE_VERSIONS = ["1.29.0", kv.latest_version()]
 # Settings of `dagg serve` the chart passes as environment variables (secrets excluded: they
 # are read from the environment by name, not options).
 SERVE_OPTION_ENV = ["DAGG_NODE_ID", "DAGG_API_ADDR", "DAGG_PEER_ADDR", "DAGG_ADVERTISE_ADDR", "DAGG_DATA_DIR", "DAGG_PEERS", "DAGG_JOIN"]
-METRIC_SOURCES = [ROOT / "api" / "src" / "telemetry.rs", ROOT / "actors" / "src" / "metrics.rs"]
+def metric_sources() -> list[Path]:
+    """Every Rust source of the workspace's crates (metrics are registered by name there)."""
+    return sorted(p for p in ROOT.glob("*/src/**/*.rs") if not p.is_relative_to(ROOT / "target"))
 
 
 class CheckError(Exception):
@@ -557,7 +559,7 @@ def _bad_values() -> None:
 def _dashboard() -> None:
     dash = json.loads((CHART / "dashboards" / "dagg.json").read_text())
     registered: dict[str, str] = {}
-    for src in METRIC_SOURCES:
+    for src in metric_sources():
         for kind, name in re.findall(r"register_(int_counter_vec|counter_vec|int_gauge|gauge|gauge_vec|int_gauge_vec|histogram_vec|histogram)!\(\s*\"(dagg_[a-z0-9_]+)\"", src.read_text()):
             registered[name] = kind
     ensure(len(registered) >= 10, f"metrics found in the code: {sorted(registered)}")

@@ -3,8 +3,10 @@
 //! routes every failed record to the dead letter with its stage and position.
 
 pub mod dead_letter;
+mod keyed_stage;
 mod high_water;
 pub mod metrics;
+pub mod plan;
 pub mod preview;
 pub mod progress;
 pub mod run;

@@ -283,7 +283,7 @@ pub async fn start_run(spec: &PipelineSpec, base_dir: &Path, opts: RunOptions) -
         outcome: RunOutcome::Failed(RunError::Cancelled),
     };
     let ckpts = match &opts.data_dir {
-        Some(dir) => match Store::open(&dir.join("runs").join(store_folder(&spec.name))) {
+        Some(dir) => match Store::open_when_free(&dir.join("runs").join(store_folder(&spec.name)), Duration::from_secs(5)).await {
             Ok(s) => Checkpoints::Durable(s),
             Err(e) => {
                 handle.outcome = RunOutcome::Failed(e.into());

@@ -39,6 +39,7 @@ pub(crate) enum ToSink {
     Abort,
 }
 
+#[derive(Clone)]
 pub(crate) struct Barrier {
     pub id: u64,
     pub source: serde_json::Value,

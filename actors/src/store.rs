@@ -118,6 +118,20 @@ impl Store {
         Ok(Store { db })
     }
 
+    /// Like [`Store::open`], but while another run of the same pipeline in this process is
+    /// still letting go of the store (its stages are stopping), waits for it, up to `patience`.
+    pub async fn open_when_free(dir: &Path, patience: std::time::Duration) -> Result<Store, StoreError> {
+        let started = std::time::Instant::now();
+        loop {
+            match Store::open(dir) {
+                Err(StoreError::Open { source: sled::Error::Io(e), .. }) if e.to_string().contains("could not acquire lock") && started.elapsed() < patience => {
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
     fn key(pipeline: &str) -> Vec<u8> {
         format!("checkpoint/{pipeline}").into_bytes()
     }

@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use dagg_model::RunStatus;
 use dagg_model::spec::pipeline::PipelineSpec;
 use dagg_model::spec::transform::join_sources;
+use dagg_transforms::partition::Partitioner;
 use dagg_transforms::{Chain, Output};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use tokio::sync::{mpsc, oneshot};
@@ -23,13 +24,33 @@ use crate::progress::{ProgressSnapshot, RunProgress};
 use crate::run::{RunError, RunOptions, at};
 use crate::sink_stage::{SinkArgs, SinkMsg, SinkStage, Writer};
 use crate::store::{Checkpoint, CheckpointCounts, Checkpoints};
-use crate::transform_stage::{Feeder, TransformArgs, TransformMsg, TransformStage};
+use crate::keyed_stage::{Instance, LoopArgs, LoopMsg, LoopStage, Merge, instance_states};
+use crate::plan::Plan;
+use crate::transform_stage::{Feeder, KeyedRoute, TransformArgs, TransformMsg, TransformStage};
+
+/// A keyed instance's or the merge stage's loop, to run in its stage actor.
+type LoopWork = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), RunError>> + Send>>;
 
 /// The stages of an attempt.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Stage {
     Transform,
     Sink,
+    /// A keyed instance of the stateful transformations.
+    Keyed(usize),
+    /// The stage that aligns the keyed instances' barriers.
+    Merge,
+}
+
+impl Stage {
+    pub fn name(&self) -> String {
+        match self {
+            Stage::Transform => "transformations".into(),
+            Stage::Sink => "destination".into(),
+            Stage::Keyed(i) => format!("keyed instance {i}"),
+            Stage::Merge => "merge".into(),
+        }
+    }
 }
 
 /// Control messages.
@@ -72,6 +93,10 @@ pub struct SupervisorState {
     /// The current attempt's stages, and which have reported their end.
     transform: Option<ActorRef<TransformMsg>>,
     sink: Option<ActorRef<SinkMsg>>,
+    /// The keyed instances and the merge stage, when the attempt has them.
+    loops: Vec<(Stage, ActorRef<LoopMsg>)>,
+    /// Every stage of the current attempt.
+    expected: Vec<Stage>,
     ended: Vec<Stage>,
     failure: Option<RunError>,
     timer: Option<JoinHandle<()>>,
@@ -100,6 +125,8 @@ impl Actor for PipelineSupervisor {
             attempt: 0,
             transform: None,
             sink: None,
+            loops: Vec::new(),
+            expected: Vec::new(),
             ended: Vec::new(),
             failure: None,
             timer,
@@ -116,7 +143,7 @@ impl Actor for PipelineSupervisor {
             }
             SupervisorMsg::Cancel => {
                 state.progress.cancel();
-                if state.transform.is_none() && state.sink.is_none() {
+                if state.transform.is_none() && state.sink.is_none() && state.loops.is_empty() {
                     // Between attempts: nothing is running to notice.
                     let _ = state.ckpts.clear(&state.spec.name);
                     complete(&myself, state, Err(RunError::Cancelled));
@@ -126,13 +153,8 @@ impl Actor for PipelineSupervisor {
                 }
             }
             SupervisorMsg::ForceCancel => {
-                if state.transform.is_some() || state.sink.is_some() {
-                    if let Some(t) = state.transform.take() {
-                        t.stop(None);
-                    }
-                    if let Some(s) = state.sink.take() {
-                        s.stop(None);
-                    }
+                if state.transform.is_some() || state.sink.is_some() || !state.loops.is_empty() {
+                    stop_all(state);
                     discard_outputs(state).await;
                     let _ = state.ckpts.clear(&state.spec.name);
                     complete(&myself, state, Err(RunError::Cancelled));
@@ -167,8 +189,15 @@ impl Actor for PipelineSupervisor {
     async fn handle_supervisor_evt(&self, myself: ActorRef<SupervisorMsg>, evt: SupervisionEvent, state: &mut SupervisorState) -> Result<(), ActorProcessingErr> {
         // A stage's own handler failed (its loop's failures arrive as `StageEnded`).
         if let SupervisionEvent::ActorFailed(cell, err) = evt {
-            let stage = if state.sink.as_ref().is_some_and(|s| s.get_id() == cell.get_id()) { Stage::Sink } else { Stage::Transform };
-            let failure = RunError::Crashed { stage: format!("{stage:?}").to_lowercase(), reason: err.to_string() };
+            let id = cell.get_id();
+            let stage = if state.sink.as_ref().is_some_and(|s| s.get_id() == id) {
+                Stage::Sink
+            } else if let Some((stage, _)) = state.loops.iter().find(|(_, r)| r.get_id() == id) {
+                *stage
+            } else {
+                Stage::Transform
+            };
+            let failure = RunError::Crashed { stage: stage.name(), reason: err.to_string() };
             stage_ended(&myself, state, stage, Err(failure)).await;
         }
         Ok(())
@@ -206,6 +235,7 @@ async fn stage_ended(myself: &ActorRef<SupervisorMsg>, state: &mut SupervisorSta
     match stage {
         Stage::Transform => state.transform = None,
         Stage::Sink => state.sink = None,
+        Stage::Keyed(_) | Stage::Merge => state.loops.retain(|(s, _)| *s != stage),
     }
     if let Err(e) = result {
         // `Upstream`/`Downstream` only say the other stage stopped; its own report is the cause.
@@ -215,22 +245,31 @@ async fn stage_ended(myself: &ActorRef<SupervisorMsg>, state: &mut SupervisorSta
         }
         // A failed stage means the attempt is over: stop the other one.
         if !secondary {
-            if let Some(t) = state.transform.take() {
-                t.stop(None);
-                state.ended.push(Stage::Transform);
-            }
-            if let Some(s) = state.sink.take() {
-                s.stop(None);
-                state.ended.push(Stage::Sink);
-            }
+            stop_all(state);
         }
     }
-    if !(state.ended.contains(&Stage::Transform) && state.ended.contains(&Stage::Sink)) {
+    if !state.expected.iter().all(|s| state.ended.contains(s)) {
         return;
     }
     match state.failure.take() {
         None => complete(myself, state, Ok(())),
         Some(e) => attempt_failed(myself, state, e),
+    }
+}
+
+/// Stops every stage of the attempt (they count as ended).
+fn stop_all(state: &mut SupervisorState) {
+    if let Some(t) = state.transform.take() {
+        t.stop(None);
+        state.ended.push(Stage::Transform);
+    }
+    if let Some(s) = state.sink.take() {
+        s.stop(None);
+        state.ended.push(Stage::Sink);
+    }
+    for (stage, r) in state.loops.drain(..) {
+        r.stop(None);
+        state.ended.push(stage);
     }
 }
 
@@ -265,6 +304,7 @@ fn complete(myself: &ActorRef<SupervisorMsg>, state: &mut SupervisorState, resul
 async fn start_attempt(myself: &ActorRef<SupervisorMsg>, state: &mut SupervisorState, resume: Option<Checkpoint>) {
     state.attempt += 1;
     state.ended.clear();
+    state.expected = vec![Stage::Transform, Stage::Sink];
     state.failure = None;
     state.progress.attempts.store(state.attempt, Ordering::Relaxed);
     let counts = resume.as_ref().map(|c| c.counts.clone()).unwrap_or_default();
@@ -272,7 +312,7 @@ async fn start_attempt(myself: &ActorRef<SupervisorMsg>, state: &mut SupervisorS
     state.progress.checkpoints.store(resume.as_ref().map(|c| c.id).unwrap_or(0), Ordering::Relaxed);
     match build(state, resume, counts).await {
         Ok(Built::Finished) => complete(myself, state, Ok(())),
-        Ok(Built::Ready { writer, feeder, source, rx }) => {
+        Ok(Built::Ready { writer, feeder, source, rx, loops }) => {
             let attempt = state.attempt;
             let sink = Actor::spawn_linked(None, SinkStage, SinkArgs { writer: *writer, rx, supervisor: myself.clone(), attempt }, myself.get_cell()).await;
             let sink = match sink {
@@ -280,13 +320,23 @@ async fn start_attempt(myself: &ActorRef<SupervisorMsg>, state: &mut SupervisorS
                 Err(e) => return attempt_failed(myself, state, RunError::Crashed { stage: "destination".into(), reason: e.to_string() }),
             };
             state.sink = Some(sink);
+            // Downstream first: the merge stage, then the keyed instances.
+            for (stage, work) in loops {
+                state.expected.push(stage);
+                let args = LoopArgs { work, stage, supervisor: myself.clone(), attempt };
+                match Actor::spawn_linked(None, LoopStage, args, myself.get_cell()).await {
+                    Ok((r, _)) => state.loops.push((stage, r)),
+                    Err(e) => {
+                        stop_all(state);
+                        return attempt_failed(myself, state, RunError::Crashed { stage: stage.name(), reason: e.to_string() });
+                    }
+                }
+            }
             let args = TransformArgs { feeder: *feeder, source, supervisor: myself.clone(), attempt };
             match Actor::spawn_linked(None, TransformStage, args, myself.get_cell()).await {
                 Ok((t, _)) => state.transform = Some(t),
                 Err(e) => {
-                    if let Some(s) = state.sink.take() {
-                        s.stop(None);
-                    }
+                    stop_all(state);
                     attempt_failed(myself, state, RunError::Crashed { stage: "transformations".into(), reason: e.to_string() })
                 }
             }
@@ -298,7 +348,14 @@ async fn start_attempt(myself: &ActorRef<SupervisorMsg>, state: &mut SupervisorS
 enum Built {
     /// Only the final commit remained, and it is done.
     Finished,
-    Ready { writer: Box<Writer>, feeder: Box<Feeder>, source: Box<dyn dagg_connectors::SourceConnector>, rx: mpsc::Receiver<crate::sink_stage::ToSink> },
+    Ready {
+        writer: Box<Writer>,
+        feeder: Box<Feeder>,
+        source: Box<dyn dagg_connectors::SourceConnector>,
+        rx: mpsc::Receiver<crate::sink_stage::ToSink>,
+        /// The merge stage's and the keyed instances' loops, when the plan has them.
+        loops: Vec<(Stage, LoopWork)>,
+    },
 }
 
 /// Opens the connectors (destinations first: a bad destination fails the run before
@@ -365,12 +422,41 @@ async fn build(state: &SupervisorState, resume: Option<Checkpoint>, counts: Chec
         }
         join_data.insert(name, records);
     }
-    let mut chain = Chain::new(&spec.transformations, join_data).map_err(RunError::Build)?;
-    if let Some(cp) = &resume
-        && !cp.chain_state.is_null()
-    {
-        chain.restore(&cp.chain_state).map_err(|e| RunError::Build(format!("cannot restore the transformations' state from checkpoint {}: {e}", cp.id)))?;
-    }
+    let plan = Plan::of(spec);
+    let (chain, keyed_chains) = match &plan.split {
+        None => {
+            let mut chain = Chain::new(&spec.transformations, join_data).map_err(RunError::Build)?;
+            if let Some(cp) = &resume
+                && !cp.chain_state.is_null()
+            {
+                if cp.chain_state.get("instances").is_some() {
+                    return Err(RunError::Build(format!(
+                        "checkpoint {} was taken with keyed instances and the pipeline now runs one; resume with the parallelism it had, or start over with --fresh",
+                        cp.id
+                    )));
+                }
+                chain.restore(&cp.chain_state).map_err(|e| RunError::Build(format!("cannot restore the transformations' state from checkpoint {}: {e}", cp.id)))?;
+            }
+            (chain, Vec::new())
+        }
+        Some(split) => {
+            let (head, tail) = spec.transformations.split_at(split.at);
+            let prefix = Chain::new_at(head, 0, join_data.clone()).map_err(RunError::Build)?;
+            let states = match &resume {
+                Some(cp) if !cp.chain_state.is_null() => Some(instance_states(&cp.chain_state, plan.instances).map_err(|e| RunError::Build(format!("checkpoint {}: {e}", cp.id)))?),
+                _ => None,
+            };
+            let mut chains = Vec::with_capacity(plan.instances);
+            for i in 0..plan.instances {
+                let mut c = Chain::new_at(tail, split.at, join_data.clone()).map_err(RunError::Build)?;
+                if let Some(states) = &states {
+                    c.restore(&states[i]).map_err(|e| RunError::Build(format!("cannot restore keyed instance {i}'s state: {e}")))?;
+                }
+                chains.push(c);
+            }
+            (prefix, chains)
+        }
+    };
 
     let mut source = factory.source(&spec.source, base).map_err(at("source"))?;
     if let Some(cp) = &resume {
@@ -378,7 +464,28 @@ async fn build(state: &SupervisorState, resume: Option<Checkpoint>, counts: Chec
     } else if let Some(mark) = crate::high_water::mark_for(&state.ckpts, spec)? {
         crate::high_water::seek(source.as_mut(), &mark).await?;
     }
-    let (tx, rx) = mpsc::channel(state.opts.channel_capacity.max(1));
+    let capacity = state.opts.channel_capacity.max(1);
+    let (tx, rx) = mpsc::channel(capacity);
+    // Keyed instances: reading stage -> instance i -> merge -> write stage, each over its own
+    // bounded channel.
+    let mut loops: Vec<(Stage, LoopWork)> = Vec::new();
+    let mut keyed = None;
+    if let Some(split) = &plan.split {
+        let mut to_instances = Vec::with_capacity(plan.instances);
+        let mut from_instances = Vec::with_capacity(plan.instances);
+        let mut instances = Vec::with_capacity(plan.instances);
+        for (index, chain) in keyed_chains.into_iter().enumerate() {
+            let (in_tx, in_rx) = mpsc::channel(capacity);
+            let (out_tx, out_rx) = mpsc::channel(capacity);
+            to_instances.push(in_tx);
+            from_instances.push(out_rx);
+            let inst = Instance { pipeline: spec.name.clone(), index, chain, rx: in_rx, tx: out_tx, progress: state.progress.clone() };
+            instances.push((Stage::Keyed(index), Box::pin(inst.run()) as LoopWork));
+        }
+        loops.push((Stage::Merge, Box::pin(Merge { rxs: from_instances, tx: tx.clone() }.run()) as LoopWork));
+        loops.extend(instances);
+        keyed = Some(KeyedRoute { partitioner: Partitioner::new(split.key.clone(), plan.instances), txs: to_instances });
+    }
     let interval = state.opts.checkpoint_interval.unwrap_or(spec.checkpoint.interval());
     let feeder = Feeder {
         pipeline: spec.name.clone(),
@@ -391,8 +498,9 @@ async fn build(state: &SupervisorState, resume: Option<Checkpoint>, counts: Chec
         trigger: Arc::new(AtomicBool::new(false)),
         every_batch: interval.is_zero(),
         batch_size: state.opts.batch_size,
+        keyed,
     };
-    Ok(Built::Ready { writer: Box::new(writer), feeder: Box::new(feeder), source, rx })
+    Ok(Built::Ready { writer: Box::new(writer), feeder: Box::new(feeder), source, rx, loops })
 }
 
 /// The text of a task's panic (or why it did not finish).

@@ -13,12 +13,14 @@ use std::time::Instant;
 use chrono::Utc;
 use dagg_connectors::SourceConnector;
 use dagg_model::Value;
+use dagg_transforms::partition::Partitioner;
 use dagg_transforms::{BatchContext, Chain, Output};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 
 use crate::dead_letter::{DeadLetter, Payload};
+use crate::keyed_stage::ToKeyed;
 use crate::metrics;
 use crate::progress::RunProgress;
 use crate::run::{RunError, at};
@@ -40,6 +42,15 @@ pub(crate) struct Feeder {
     /// Checkpoint after every batch (an interval of zero).
     pub every_batch: bool,
     pub batch_size: usize,
+    /// With keyed instances: where the chain's output goes instead of `tx` (which then only
+    /// carries `Abort`).
+    pub keyed: Option<KeyedRoute>,
+}
+
+/// The channels to the keyed instances, and which instance owns which key.
+pub(crate) struct KeyedRoute {
+    pub partitioner: Partitioner,
+    pub txs: Vec<mpsc::Sender<ToKeyed>>,
 }
 
 impl Feeder {
@@ -81,7 +92,15 @@ impl Feeder {
         let dead = take_rejected(&mut self.out, |_| None);
         self.send(dead).await?;
         self.barrier(source.checkpoint(), true).await?;
-        self.tx.send(ToSink::End).await.map_err(|_| RunError::Downstream)
+        match &self.keyed {
+            Some(k) => {
+                for tx in &k.txs {
+                    tx.send(ToKeyed::End).await.map_err(|_| RunError::Downstream)?;
+                }
+                Ok(())
+            }
+            None => self.tx.send(ToSink::End).await.map_err(|_| RunError::Downstream),
+        }
     }
 
     async fn barrier(&mut self, source: serde_json::Value, input_done: bool) -> Result<(), RunError> {
@@ -89,7 +108,16 @@ impl Feeder {
         let chain_state = if input_done || !self.chain.is_stateful() { serde_json::Value::Null } else { self.chain.snapshot() };
         let b = Barrier { id: self.next_checkpoint, source, chain_state, counts: self.counts.clone(), input_done };
         self.next_checkpoint += 1;
-        self.tx.send(ToSink::Barrier(b)).await.map_err(|_| RunError::Downstream)
+        match &self.keyed {
+            // Every instance gets the barrier after the same records.
+            Some(k) => {
+                for tx in &k.txs {
+                    tx.send(ToKeyed::Barrier(b.clone())).await.map_err(|_| RunError::Downstream)?;
+                }
+                Ok(())
+            }
+            None => self.tx.send(ToSink::Barrier(b)).await.map_err(|_| RunError::Downstream),
+        }
     }
 
     async fn send(&mut self, dead: Vec<DeadLetter>) -> Result<(), RunError> {
@@ -103,6 +131,21 @@ impl Feeder {
         metrics::RECORDS_REMOVED.with_label_values(&[p, "dropped"]).inc_by(dropped);
         metrics::RECORDS_REMOVED.with_label_values(&[p, "filtered"]).inc_by(filtered);
         let waited = Instant::now();
+        if let Some(k) = &self.keyed {
+            if !dead.is_empty() {
+                k.txs[0].send(ToKeyed::Dead(dead)).await.map_err(|_| RunError::Downstream)?;
+            }
+            if !self.out.records.is_empty() {
+                let parts = k.partitioner.split(std::mem::take(&mut self.out.records));
+                for (tx, part) in k.txs.iter().zip(parts) {
+                    if !part.is_empty() {
+                        tx.send(ToKeyed::Records(part)).await.map_err(|_| RunError::Downstream)?;
+                    }
+                }
+            }
+            metrics::BACKPRESSURE_SECONDS.with_label_values(&[p, "transformations"]).observe(waited.elapsed().as_secs_f64());
+            return Ok(());
+        }
         if !dead.is_empty() {
             self.tx.send(ToSink::Dead(dead)).await.map_err(|_| RunError::Downstream)?;
         }

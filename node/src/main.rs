@@ -142,17 +142,20 @@ fn validate(file: &Path, json: bool) -> ExitCode {
         return match load(file) {
             Ok((spec, _)) => {
                 println!("{}: valid pipeline `{}`", file.display(), spec.name);
+                if let Some(note) = dagg_actors::plan::Plan::of(&spec).note {
+                    println!("note: {note}");
+                }
                 ExitCode::SUCCESS
             }
             Err(code) => code,
         };
     }
-    let (valid, errors) = match load_file(file) {
-        Ok(_) => (true, serde_json::json!([])),
-        Err(LoadError::Invalid(errs)) => (false, serde_json::to_value(&errs).expect("errors serialize")),
-        Err(e) => (false, serde_json::json!([{"path": "", "message": e.to_string()}])),
+    let (valid, errors, plan) = match load_file(file) {
+        Ok((spec, _)) => (true, serde_json::json!([]), dagg_actors::plan::Plan::of(&spec).describe()),
+        Err(LoadError::Invalid(errs)) => (false, serde_json::to_value(&errs).expect("errors serialize"), serde_json::Value::Null),
+        Err(e) => (false, serde_json::json!([{"path": "", "message": e.to_string()}]), serde_json::Value::Null),
     };
-    println!("{}", serde_json::json!({"valid": valid, "errors": errors}));
+    println!("{}", serde_json::json!({"valid": valid, "errors": errors, "plan": plan}));
     if valid { ExitCode::SUCCESS } else { ExitCode::from(2) }
 }
 

@@ -87,6 +87,38 @@ fn validate_accepts_a_good_document() {
 }
 
 #[test]
+fn validate_json_shows_the_stage_plan_with_keyed_instances() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("p.json");
+    let doc = |parallelism: u32, group_by: Value| {
+        json!({
+            "name": "plan",
+            "source": {"connector_type": "file", "config": {"path": "in.jsonl", "format": "jsonl"}},
+            "transformations": [
+                {"type": "record_filter", "condition": {"field": "amount", "operator": "greater_than", "value": 0}},
+                {"type": "aggregation", "group_by_fields": group_by, "aggregated_fields": [{"input_field": "amount", "output_field": "total", "operation": "sum"}]}
+            ],
+            "destination": {"connector_type": "file", "config": {"path": "out.jsonl", "format": "jsonl"}},
+            "parallelism": parallelism
+        })
+        .to_string()
+    };
+    fs::write(&p, doc(3, json!(["customer_id"]))).unwrap();
+    let out = run(&["validate", "--json", p.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["plan"]["instances"], 3, "{v}");
+    assert_eq!(v["plan"]["partition_key"], json!(["customer_id"]));
+    let kinds: Vec<&str> = v["plan"]["stages"].as_array().unwrap().iter().map(|s| s["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["read", "keyed", "keyed", "keyed", "merge", "write"]);
+
+    fs::write(&p, doc(3, json!([]))).unwrap();
+    let out = run(&["validate", p.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("note: parallelism 3 is not used"), "{}", text(&out));
+}
+
+#[test]
 fn a_malformed_jsonl_line_goes_to_the_dead_letter_with_its_line_number() {
     let dir = tempfile::tempdir().unwrap();
     let mut input = String::new();

@@ -27,6 +27,7 @@ mod field_op;
 mod fields;
 mod join;
 mod key;
+pub mod partition;
 mod script;
 mod state;
 mod text;
@@ -158,9 +159,16 @@ impl Chain {
     /// Compiles `specs`. `join_data`: for each join_source name, that source's records
     /// (already read by the runtime).
     pub fn new(specs: &[TransformSpec], join_data: HashMap<String, Vec<Record>>) -> Result<Chain, String> {
+        Chain::new_at(specs, 0, join_data)
+    }
+
+    /// A chain of the steps `specs`, which are the document's `transformations[first..]`: stage
+    /// names, rejections and snapshots number the steps as the document does. Keyed instances
+    /// (see [`partition`]) run the tail of a list this way.
+    pub fn new_at(specs: &[TransformSpec], first: usize, join_data: HashMap<String, Vec<Record>>) -> Result<Chain, String> {
         let mut stages = Vec::new();
         let mut fused = Vec::new();
-        for (i, spec) in specs.iter().enumerate() {
+        for (i, spec) in specs.iter().enumerate().map(|(i, s)| (i + first, s)) {
             let stage = format!("transformations[{i}]");
             match spec {
                 TransformSpec::Aggregation(a) => {
