@@ -8,11 +8,13 @@ mod high_water;
 pub mod metrics;
 pub mod plan;
 pub mod preview;
+pub mod profile;
 pub mod progress;
 pub mod run;
 mod sink_stage;
 pub mod store;
 mod supervisor;
+pub mod tap;
 mod transform_stage;
 
 pub use progress::{ProgressSnapshot, RunProgress};

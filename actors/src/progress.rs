@@ -1,11 +1,13 @@
 //! A run's live state shared with whoever watches it (the CLI, the API, the WebSocket):
 //! counters updated once per batch, the current status, and the cancel switch.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use dagg_model::RunStatus;
 use serde::Serialize;
+
+use crate::tap::RunTap;
 
 /// Live counters, status and cancel switch of one run.
 #[derive(Debug)]
@@ -21,6 +23,8 @@ pub struct RunProgress {
     pub checkpoints: AtomicU64,
     status: Mutex<RunStatus>,
     cancelled: AtomicBool,
+    /// Profile and lineage of the delivered records, when a watcher asked for them.
+    tap: OnceLock<Arc<RunTap>>,
 }
 
 impl Default for RunProgress {
@@ -35,6 +39,7 @@ impl Default for RunProgress {
             checkpoints: AtomicU64::new(0),
             status: Mutex::new(RunStatus::Pending),
             cancelled: AtomicBool::new(false),
+            tap: OnceLock::new(),
         }
     }
 }
@@ -56,6 +61,16 @@ impl RunProgress {
     /// Asks the run to stop: it ends `cancelled` at its next batch and commits nothing.
     pub fn cancel(&self) {
         self.cancelled.store(true, Ordering::Relaxed);
+    }
+
+    /// Asks the sink stage to profile what it delivers and record the lineage (set before
+    /// the run starts; a second tap is refused).
+    pub fn set_tap(&self, tap: Arc<RunTap>) -> bool {
+        self.tap.set(tap).is_ok()
+    }
+
+    pub fn tap(&self) -> Option<&Arc<RunTap>> {
+        self.tap.get()
     }
 
     pub fn is_cancelled(&self) -> bool {

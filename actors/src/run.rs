@@ -161,6 +161,9 @@ pub enum RunError {
     Crashed { stage: String, reason: String },
     #[error("cancelled")]
     Cancelled,
+    /// The delivered fields changed and the pipeline's `schema_evolution` is `strict`.
+    #[error("schema_evolution is strict and the fields changed since the last run: {0}")]
+    SchemaChanged(String),
     /// An incremental source cannot start from the last run's high-water mark.
     #[error("{0}")]
     HighWater(String),
@@ -175,7 +178,7 @@ pub enum RunError {
 impl RunError {
     /// Whether trying again could help (a bad document or a cancel will not change).
     pub(crate) fn is_retryable(&self) -> bool {
-        !matches!(self, RunError::Build(_) | RunError::HighWater(_) | RunError::Cancelled)
+        !matches!(self, RunError::Build(_) | RunError::HighWater(_) | RunError::Cancelled | RunError::SchemaChanged(_))
     }
 }
 

@@ -85,6 +85,12 @@ impl Writer {
 
     async fn write_records(&mut self, records: &[Record], refused_idx: &mut HashSet<usize>) -> Result<(), RunError> {
         refused_idx.clear();
+        // Profile (and, under a strict schema policy, check) what is about to be delivered.
+        if let Some(tap) = self.progress.tap().cloned()
+            && let Err(changes) = tap.observe(self.progress.attempts.load(Ordering::Relaxed), records)
+        {
+            return Err(self.refuse_schema(changes).await);
+        }
         let mut letters = Vec::new();
         for (stage, sink) in self.sinks.iter_mut() {
             for (i, why) in sink.write(records).await.map_err(at(stage))? {
@@ -133,7 +139,12 @@ impl Writer {
             input_done: b.input_done,
             at: Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true),
         };
+        let lineage = self.progress.tap().map(|_| (cp.source.clone(), cp.sinks.clone()));
         self.ckpts.save(&self.pipeline, &cp)?;
+        if let (Some(tap), Some((source, tokens))) = (self.progress.tap(), lineage) {
+            let sinks = self.sinks.iter().zip(tokens).map(|((stage, _), commit)| crate::tap::SinkWrite { stage: stage.clone(), commit }).collect();
+            tap.checkpoint(b.id, source, self.written, sinks);
+        }
         self.progress.checkpoints.store(b.id, Ordering::Relaxed);
         metrics::CHECKPOINT_SECONDS.with_label_values(&[self.pipeline.as_str()]).observe(started.elapsed().as_secs_f64());
         metrics::CHECKPOINT_BYTES.with_label_values(&[self.pipeline.as_str()]).observe(serde_json::to_vec(&cp).map(|v| v.len()).unwrap_or(0) as f64);
@@ -143,6 +154,11 @@ impl Writer {
 
     /// The last checkpoint is recorded: make the output final and forget the checkpoint.
     pub async fn finish(mut self) -> Result<(), RunError> {
+        if let Some(tap) = self.progress.tap().cloned()
+            && let Err(changes) = tap.check_end()
+        {
+            return Err(self.refuse_schema(changes).await);
+        }
         for (stage, s) in self.sinks.iter_mut() {
             s.commit().await.map_err(at(stage))?;
         }
@@ -159,6 +175,14 @@ impl Writer {
         let Some(cp) = self.ckpts.load(&self.pipeline)?.filter(|cp| cp.input_done) else { return Ok(None) };
         let at = Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true);
         Ok(Some(HighWater { version: FORMAT_VERSION, run_id: self.run_id.clone(), identity: identity.clone(), source: cp.source, at }))
+    }
+
+    /// A strict schema policy refused the run: like a cancel, nothing is committed and no
+    /// checkpoint is left to resume from.
+    async fn refuse_schema(&mut self, changes: String) -> RunError {
+        self.abort().await;
+        let _ = self.ckpts.clear(&self.pipeline);
+        RunError::SchemaChanged(changes)
     }
 
     /// Discards everything written: a cancelled run leaves the destinations as they were.

@@ -9,12 +9,15 @@
 
 pub mod auth;
 pub mod error;
+pub mod lineage;
 pub mod list;
 pub mod mask;
 pub mod meta;
+pub mod notify;
 pub mod openapi;
 pub mod routes;
 pub mod runner;
+pub mod scheduler;
 pub mod telemetry;
 
 use std::ops::Deref;
@@ -102,6 +105,8 @@ pub struct Inner {
     pub limiter: LoginLimiter,
     pub runs: RunManager,
     pub started: Instant,
+    /// The scheduler's clock and leader check (the cluster sets the latter).
+    pub scheduler: scheduler::SchedulerHooks,
 }
 
 /// Cheap to clone.
@@ -204,7 +209,7 @@ impl AppState {
         let jwt = JwtKeys::new(secret.as_bytes(), config.access_ttl);
         let limiter = LoginLimiter::new(config.login_max_failures, config.login_window);
         let runs = RunManager::new();
-        let state = AppState(Arc::new(Inner { config, master_key, meta, jwt, limiter, runs, started: Instant::now() }));
+        let state = AppState(Arc::new(Inner { config, master_key, meta, jwt, limiter, runs, started: Instant::now(), scheduler: scheduler::SchedulerHooks::default() }));
         runner::end_orphaned_runs(&state)?;
         state.meta.flush()?;
         Ok((state, boot))
@@ -262,7 +267,10 @@ fn cors_layer(origins: &[String]) -> Option<CorsLayer> {
 /// Serves `app(state)` on `listener` until `shutdown` resolves.
 pub async fn serve(listener: tokio::net::TcpListener, state: AppState, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
     let app = app(state.clone());
+    // Cron schedules fire from here (only where the leader check says so).
+    let ticker = tokio::spawn(scheduler::Scheduler::new(state.clone()).run(Duration::from_secs(1)));
     let r = axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>()).with_graceful_shutdown(shutdown).await;
+    ticker.abort();
     state.runs.cancel_all();
     let _ = state.meta.flush();
     r

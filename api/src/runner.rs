@@ -162,6 +162,11 @@ fn move_run(state: &AppState, run_id: &str, status: RunStatus, counts: Option<Ru
 /// Starts a run of `pipeline` (already validated into `spec`) and returns its record, still
 /// `pending`.
 pub fn start(state: &AppState, pipeline: &Pipeline, spec: PipelineSpec, by: &str) -> ApiResult<Run> {
+    start_with(state, pipeline, spec, by, "manual")
+}
+
+/// [`start`] with the run's trigger: `manual`, `schedule`, `dependency`, `event`.
+pub fn start_with(state: &AppState, pipeline: &Pipeline, spec: PipelineSpec, by: &str, trigger: &str) -> ApiResult<Run> {
     let progress = Arc::new(RunProgress::default());
     let run_id = uuid::Uuid::new_v4().to_string();
     {
@@ -178,7 +183,7 @@ pub fn start(state: &AppState, pipeline: &Pipeline, spec: PipelineSpec, by: &str
         pipeline_name: pipeline.name.clone(),
         pipeline_version: pipeline.version,
         status: RunStatus::Pending,
-        trigger: "manual".into(),
+        trigger: trigger.into(),
         triggered_by: by.into(),
         created_at: Utc::now(),
         started_at: None,
@@ -209,10 +214,16 @@ pub fn start(state: &AppState, pipeline: &Pipeline, spec: PipelineSpec, by: &str
 
 async fn drive(state: AppState, run: Run, spec: PipelineSpec, progress: Arc<RunProgress>) {
     let id = run.id.clone();
+    let notifications = spec.error_handling.notifications.clone();
     if let Err(e) = drive_inner(&state, &run, spec, progress).await {
         tracing::error!(run = %id, "recording the run failed: {e}");
     }
     state.runs.finish(&id);
+    // What follows a run: its notifications, then the pipelines that depend on it.
+    if let Ok(Some(done)) = state.meta.run(&id) {
+        crate::notify::run_finished(&state, &done, &notifications).await;
+        crate::scheduler::on_run_finished(&state, &done);
+    }
 }
 
 async fn drive_inner(state: &AppState, run: &Run, spec: PipelineSpec, progress: Arc<RunProgress>) -> MetaResult<()> {
@@ -225,6 +236,7 @@ async fn drive_inner(state: &AppState, run: &Run, spec: PipelineSpec, progress: 
     move_run(state, id, RunStatus::Running, None, None)?;
     state.meta.apply(event(id, "info", "started", format!("started pipeline `{}`", run.pipeline_name), json!({})))?;
 
+    let tap = crate::lineage::attach_tap(state, run, &spec, &progress);
     let opts = RunOptions {
         run_id: Some(id.to_string()),
         progress: progress.clone(),
@@ -272,6 +284,9 @@ async fn drive_inner(state: &AppState, run: &Run, spec: PipelineSpec, progress: 
         ),
     };
     state.meta.apply(event(id, level, "finished", message, data))?;
+    if let Some(tap) = tap {
+        crate::lineage::store_insight(state, run, status, &tap)?;
+    }
     Ok(())
 }
 

@@ -69,6 +69,11 @@ pub enum MetaCommand {
     AppendRunEvent { event: RunEvent },
     AppendAudit { entry: AuditEntry },
     PutSetting { key: String, value: Json },
+    /// Records that a pipeline's schedule fired (or was passed over while paused) for the
+    /// instant `state.last_fired`; the scheduler never fires an instant at or before it.
+    PutScheduleState { state: ScheduleState },
+    /// Stores what a run's sink stage saw: its lineage, profile and schema changes.
+    PutRunInsight { insight: RunInsight },
 }
 
 /// A command with the version of its encoding.

@@ -75,6 +75,10 @@ struct Trees {
     /// `<at µs, 20 digits>/<id>` -> entry.
     audit: sled::Tree,
     settings: sled::Tree,
+    /// pipeline id -> [`ScheduleState`].
+    schedules: sled::Tree,
+    /// run id -> [`RunInsight`].
+    run_insights: sled::Tree,
 }
 
 fn micros(t: DateTime<Utc>) -> String {
@@ -102,6 +106,8 @@ impl MetaStore {
             run_events: tree("run_events")?,
             audit: tree("audit")?,
             settings: tree("settings")?,
+            schedules: tree("schedules")?,
+            run_insights: tree("run_insights")?,
         };
         Ok(MetaStore { db, t, write: Mutex::new(()), pipelines_cache: Mutex::new((0, None)) })
     }
@@ -258,6 +264,7 @@ impl MetaStore {
                     t.versions.remove(k?)?;
                 }
                 t.pipelines.remove(&id)?;
+                t.schedules.remove(&id)?;
                 // Runs stay: they are history, and analytics count them.
             }
             MetaCommand::CreateRun { run } => {
@@ -301,6 +308,11 @@ impl MetaStore {
             }
             MetaCommand::AppendAudit { entry } => self.put(&t.audit, &format!("{}/{}", micros(entry.at), entry.id), &entry)?,
             MetaCommand::PutSetting { key, value } => self.put(&t.settings, &key, &value)?,
+            MetaCommand::PutScheduleState { state } => self.put(&t.schedules, &state.pipeline_id.clone(), &state)?,
+            MetaCommand::PutRunInsight { insight } => {
+                self.need::<Run>(&t.runs, "run", &insight.run_id)?;
+                self.put(&t.run_insights, &insight.run_id.clone(), &insight)?
+            }
         }
         Ok(())
     }
@@ -455,6 +467,27 @@ impl MetaStore {
             }
         }
         Ok(out)
+    }
+
+    pub fn schedule_state(&self, pipeline_id: &str) -> MetaResult<Option<ScheduleState>> {
+        self.get(&self.t.schedules, pipeline_id)
+    }
+
+    pub fn run_insight(&self, run_id: &str) -> MetaResult<Option<RunInsight>> {
+        self.get(&self.t.run_insights, run_id)
+    }
+
+    /// The newest profile of a run of `pipeline_id` other than `except`.
+    pub fn last_profile(&self, pipeline_id: &str, except: &str) -> MetaResult<Option<(String, dagg_actors::profile::Profile)>> {
+        for r in self.runs_of(pipeline_id)?.into_iter().rev() {
+            if r.id == except {
+                continue;
+            }
+            if let Some(p) = self.run_insight(&r.id)?.and_then(|i| i.profile) {
+                return Ok(Some((r.id, p)));
+            }
+        }
+        Ok(None)
     }
 
     /// Every run, in no particular order.
@@ -636,6 +669,25 @@ mod tests {
         assert!(m.pipeline("p1").unwrap().is_none() && m.user("u1").unwrap().is_none());
         assert!(m.session("s1").unwrap().unwrap().revoked_at.is_some());
         assert_eq!(m.runs().unwrap().len(), 1, "runs stay as history");
+    }
+
+    #[test]
+    fn golden_orchestration_commands_of_version_1_still_apply() {
+        let text = include_str!("../../tests/golden/commands-v1-orchestration.jsonl");
+        let dir = tempfile::tempdir().unwrap();
+        let m = MetaStore::open(dir.path()).unwrap();
+        for (i, line) in text.lines().enumerate() {
+            m.apply_encoded(line.as_bytes()).unwrap_or_else(|e| panic!("line {}: {e}", i + 1));
+        }
+        let st = m.schedule_state("p1").unwrap().unwrap();
+        assert_eq!((st.outcome.as_str(), st.run_id.as_deref()), ("fired", Some("r1")));
+        let ins = m.run_insight("r1").unwrap().unwrap();
+        assert_eq!(ins.lineage[0].records_written, 2);
+        assert_eq!(ins.profile.as_ref().unwrap().fields[0].distinct, 2);
+        assert_eq!(m.last_profile("p1", "other").unwrap().unwrap().0, "r1");
+        // A pipeline's schedule state goes with it.
+        m.apply(MetaCommand::DeletePipeline { id: "p1".into() }).unwrap();
+        assert!(m.schedule_state("p1").unwrap().is_none());
     }
 
     #[test]

@@ -217,3 +217,37 @@ pub struct AuditEntry {
     #[schema(value_type = Object)]
     pub details: Json,
 }
+
+/// Where a pipeline's cron schedule stands (persisted so that a restart neither repeats a
+/// fired instant nor fires every missed one).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ScheduleState {
+    pub pipeline_id: String,
+    /// The latest scheduled instant dealt with: fired, or passed over while paused.
+    pub last_fired: DateTime<Utc>,
+    /// The run started for it (none when it was passed over, or when the scheduler only
+    /// armed the schedule).
+    #[serde(default)]
+    pub run_id: Option<String>,
+    /// `armed`, `fired`, `missed` (fired late, once, for instants passed while down),
+    /// `paused` (passed over) or `busy` (a run was still active).
+    pub outcome: String,
+    /// When the scheduler wrote this.
+    pub at: DateTime<Utc>,
+}
+
+/// What a run's sink stage saw.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunInsight {
+    pub run_id: String,
+    pub pipeline_id: String,
+    pub pipeline_version: u32,
+    /// One segment per checkpoint: source positions -> sink commit positions.
+    #[serde(default)]
+    pub lineage: Vec<dagg_actors::tap::LineageSegment>,
+    #[serde(default)]
+    pub profile: Option<dagg_actors::profile::Profile>,
+    /// Against the previous run's profile (absent on a first run).
+    #[serde(default)]
+    pub schema_changes: Option<dagg_actors::profile::SchemaChanges>,
+}

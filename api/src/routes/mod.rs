@@ -4,6 +4,7 @@ pub mod analytics;
 pub mod auth;
 pub mod connectors;
 pub mod monitoring;
+pub mod orchestration;
 pub mod pipelines;
 pub mod runs;
 pub mod system;
@@ -33,6 +34,7 @@ pub fn all() -> OpenApiRouter<AppState> {
         .merge(monitoring::routes())
         .merge(analytics::routes())
         .merge(system::routes())
+        .merge(orchestration::routes())
 }
 
 /// Now, by this caller.

@@ -211,6 +211,9 @@ pub struct DryRunRequest {
     /// Output records to show, 1 to 1000 (default 20).
     #[schema(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
+    /// Also give each output record's source position (`lineage`).
+    #[serde(default)]
+    pub lineage: bool,
 }
 
 /// A rejected record seen by a dry run.
@@ -239,6 +242,11 @@ pub struct DryRunOut {
     pub records_read: u64,
     pub records_out: u64,
     pub rejected_count: u64,
+    /// With `lineage: true`: where each output record came from (`output` indexes
+    /// `records`); null when the transformations are stateful (an output comes from many
+    /// inputs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lineage: Option<Option<Vec<crate::lineage::RecordLineage>>>,
 }
 
 fn load(state: &AppState, id: &str) -> ApiResult<Pipeline> {
@@ -335,6 +343,7 @@ fn detail(state: &AppState, p: &Pipeline) -> ApiResult<PipelineDetail> {
 
 fn create_from(state: &AppState, who: &Principal, mut doc: Json, comment: String) -> ApiResult<Pipeline> {
     let spec = validated(state, &doc)?;
+    crate::scheduler::check_dependencies(state, &spec, None)?;
     state.encrypt_secrets(&mut doc);
     let s = summary_of(&spec);
     let st = stamp(who);
@@ -356,6 +365,7 @@ fn create_from(state: &AppState, who: &Principal, mut doc: Json, comment: String
 
 fn new_version(state: &AppState, who: &Principal, p: &Pipeline, mut doc: Json, comment: String) -> ApiResult<Pipeline> {
     let spec = validated(state, &doc)?;
+    crate::scheduler::check_dependencies(state, &spec, Some(&p.id))?;
     state.encrypt_secrets(&mut doc);
     state.meta.apply(MetaCommand::UpdatePipeline { id: p.id.clone(), summary: summary_of(&spec), document: doc, stamp: stamp(who), comment })?;
     load(state, &p.id)
@@ -612,7 +622,15 @@ async fn dry_run(State(state): State<AppState>, _auth: Editor, ApiPath(id): ApiP
             RejectedOut { stage: d.stage.clone(), reason: d.reason.clone(), position: serde_json::to_value(&d.position).unwrap_or_default(), record, raw }
         })
         .collect();
-    Ok(axum::Json(DryRunOut { records_out: records.len() as u64, rejected_count: rejected.len() as u64, records, rejected, records_read: preview.records_read }))
+    let lineage = match req.lineage {
+        false => None,
+        true => Some(
+            crate::lineage::dry_run_lineage(&spec, &state.config.files_dir(), limit)
+                .await
+                .map_err(|message| ApiError::BadRequest { code: "dry_run_failed", message, details: Vec::new() })?,
+        ),
+    };
+    Ok(axum::Json(DryRunOut { records_out: records.len() as u64, rejected_count: rejected.len() as u64, records, rejected, records_read: preview.records_read, lineage }))
 }
 
 /// A pipeline's runs.

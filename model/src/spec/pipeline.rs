@@ -26,6 +26,7 @@ pub const TOP_LEVEL_KEYS: &[&str] = &[
     "depends_on",
     "parallelism",
     "checkpoint",
+    "schema_evolution",
 ];
 
 /// A validated pipeline.
@@ -46,6 +47,29 @@ pub struct PipelineSpec {
     /// Instances of each stateful stage (default 1).
     pub parallelism: u32,
     pub checkpoint: CheckpointConfig,
+    /// What a change in the delivered fields since the last run does.
+    #[serde(skip_serializing_if = "SchemaPolicy::is_default")]
+    pub schema_evolution: SchemaPolicy,
+}
+
+/// `schema_evolution`: what happens when the fields a run delivers differ from the last
+/// run's (a new field, a missing one, one whose type changed).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SchemaPolicy {
+    /// Accept the change and record it in the run's log (the default).
+    #[default]
+    Evolve,
+    /// Fail the run before anything is committed.
+    Strict,
+    /// Accept it without a word (the profile still shows it).
+    Ignore,
+}
+
+impl SchemaPolicy {
+    pub fn is_default(&self) -> bool {
+        *self == SchemaPolicy::Evolve
+    }
 }
 
 impl PipelineSpec {
@@ -259,6 +283,15 @@ pub fn parse_pipeline(doc: &Json) -> Result<PipelineSpec, SpecErrors> {
     }
     let parallelism = top.int("parallelism", 1, 1024, &mut errs).unwrap_or(1) as u32;
     let checkpoint = top.get("checkpoint").and_then(|v| parse_checkpoint(v, &mut errs)).unwrap_or_default();
+    let schema_evolution = match top.str("schema_evolution", &mut errs) {
+        None | Some("evolve") => SchemaPolicy::Evolve,
+        Some("strict") => SchemaPolicy::Strict,
+        Some("ignore") => SchemaPolicy::Ignore,
+        Some(other) => {
+            errs.push("schema_evolution", format!("unknown policy `{other}`; expected one of: evolve, strict, ignore"));
+            SchemaPolicy::Evolve
+        }
+    };
 
     match (name, source, destinations, schedule) {
         (Some(name), Some(source), Some(destinations), Some(schedule)) if errs.is_empty() => Ok(PipelineSpec {
@@ -273,6 +306,7 @@ pub fn parse_pipeline(doc: &Json) -> Result<PipelineSpec, SpecErrors> {
             depends_on,
             parallelism,
             checkpoint,
+            schema_evolution,
         }),
         _ => Err(errs),
     }
