@@ -4,7 +4,7 @@
 
 use std::sync::LazyLock;
 
-use prometheus::{HistogramVec, IntCounterVec, register_histogram_vec, register_int_counter_vec};
+use prometheus::{HistogramVec, IntCounterVec, IntGaugeVec, register_histogram_vec, register_int_counter_vec, register_int_gauge_vec};
 
 /// Records (and unparseable inputs) read by a pipeline's main source.
 pub static RECORDS_READ: LazyLock<IntCounterVec> = LazyLock::new(|| {
@@ -52,6 +52,11 @@ pub static CHECKPOINT_SECONDS: LazyLock<HistogramVec> = LazyLock::new(|| {
 pub static CHECKPOINT_BYTES: LazyLock<HistogramVec> = LazyLock::new(|| {
     register_histogram_vec!("dagg_checkpoint_size_bytes", "Size of a recorded checkpoint", &["pipeline"], vec![256.0, 1024.0, 4096.0, 65536.0, 1048576.0])
         .expect("metric registers once")
+});
+
+/// Messages a streaming source's broker holds that the pipeline has not read yet.
+pub static SOURCE_LAG: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    register_int_gauge_vec!("dagg_source_lag_messages", "Messages behind: held by the source's broker, not yet read", &["pipeline"]).expect("metric registers once")
 });
 
 /// Finished runs by status, and their durations.

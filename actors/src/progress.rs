@@ -2,12 +2,12 @@
 //! counters updated once per batch, the current status, and the cancel switch.
 
 use std::sync::{Arc, Mutex, OnceLock};
+
+use crate::tap::RunTap;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use dagg_model::RunStatus;
 use serde::Serialize;
-
-use crate::tap::RunTap;
 
 /// Live counters, status and cancel switch of one run.
 #[derive(Debug)]
@@ -23,6 +23,7 @@ pub struct RunProgress {
     pub checkpoints: AtomicU64,
     status: Mutex<RunStatus>,
     cancelled: AtomicBool,
+    stop: AtomicBool,
     /// Profile and lineage of the delivered records, when a watcher asked for them.
     tap: OnceLock<Arc<RunTap>>,
 }
@@ -39,6 +40,7 @@ impl Default for RunProgress {
             checkpoints: AtomicU64::new(0),
             status: Mutex::new(RunStatus::Pending),
             cancelled: AtomicBool::new(false),
+            stop: AtomicBool::new(false),
             tap: OnceLock::new(),
         }
     }
@@ -75,6 +77,17 @@ impl RunProgress {
 
     pub fn is_cancelled(&self) -> bool {
         self.cancelled.load(Ordering::Relaxed)
+    }
+
+    /// Asks the run to stop gracefully (SIGINT, SIGTERM): an unbounded source's run takes a
+    /// last checkpoint, commits its destinations and ends `success`; a bounded one stops at
+    /// its next batch without committing and keeps its checkpoint, so the next run resumes.
+    pub fn request_stop(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+
+    pub fn is_stop_requested(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
     }
 
     pub fn status(&self) -> RunStatus {

@@ -161,6 +161,9 @@ pub enum RunError {
     Crashed { stage: String, reason: String },
     #[error("cancelled")]
     Cancelled,
+    /// A bounded run asked to stop (a signal): nothing committed, its checkpoint kept.
+    #[error("stopped before the end of its input; the next run resumes from its last checkpoint")]
+    Stopped,
     /// The delivered fields changed and the pipeline's `schema_evolution` is `strict`.
     #[error("schema_evolution is strict and the fields changed since the last run: {0}")]
     SchemaChanged(String),
@@ -178,7 +181,7 @@ pub enum RunError {
 impl RunError {
     /// Whether trying again could help (a bad document or a cancel will not change).
     pub(crate) fn is_retryable(&self) -> bool {
-        !matches!(self, RunError::Build(_) | RunError::HighWater(_) | RunError::Cancelled | RunError::SchemaChanged(_))
+        !matches!(self, RunError::Build(_) | RunError::HighWater(_) | RunError::Cancelled | RunError::Stopped | RunError::SchemaChanged(_))
     }
 }
 
@@ -223,6 +226,11 @@ impl RunHandle {
             return snap;
         }
         self.progress.snapshot()
+    }
+
+    /// Stops the run gracefully (see [`RunProgress::request_stop`]).
+    pub fn stop(&self) {
+        self.progress.request_stop();
     }
 
     /// Stops the run; it ends `cancelled` and commits nothing.

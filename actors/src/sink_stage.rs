@@ -14,7 +14,7 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use chrono::{SecondsFormat, Utc};
-use dagg_connectors::SinkConnector;
+use dagg_connectors::{SinkConnector, SourceCommitter};
 use dagg_model::{Record, Value};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::mpsc;
@@ -59,6 +59,8 @@ pub(crate) struct Writer {
     pub run_id: String,
     pub digest: String,
     pub ckpts: Checkpoints,
+    /// Told about each completed checkpoint (acks to the source's broker).
+    pub committer: Option<Box<dyn SourceCommitter>>,
     /// An incremental source's identity: its final position is kept as the pipeline's
     /// high-water mark when the run finishes (see `high_water.rs`).
     pub high_water: Option<serde_json::Value>,
@@ -123,6 +125,7 @@ impl Writer {
             tokens.push(sink.pre_commit(b.id).await.map_err(at(stage))?);
         }
         let dead_letter = self.dead.pre_commit(b.id).await.map_err(at("error_handling.dead_letter"))?;
+        let acked = self.committer.as_ref().map(|_| b.source.clone());
         let mut counts = b.counts;
         counts.written = self.written;
         counts.dead_lettered = self.dead.count();
@@ -149,6 +152,12 @@ impl Writer {
         metrics::CHECKPOINT_SECONDS.with_label_values(&[self.pipeline.as_str()]).observe(started.elapsed().as_secs_f64());
         metrics::CHECKPOINT_BYTES.with_label_values(&[self.pipeline.as_str()]).observe(serde_json::to_vec(&cp).map(|v| v.len()).unwrap_or(0) as f64);
         tracing::debug!(checkpoint = b.id, ms = started.elapsed().as_millis() as u64, "checkpoint complete");
+        // Only now may the source's broker forget what this checkpoint covers.
+        if let (Some(c), Some(source)) = (&self.committer, acked)
+            && let Err(e) = c.checkpoint_completed(&source).await
+        {
+            tracing::warn!(checkpoint = b.id, "source: could not acknowledge the checkpoint (the next one will): {e}");
+        }
         Ok(())
     }
 

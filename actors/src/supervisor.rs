@@ -279,6 +279,10 @@ fn attempt_failed(myself: &ActorRef<SupervisorMsg>, state: &mut SupervisorState,
         let _ = state.ckpts.clear(&state.spec.name);
         return complete(myself, state, Err(RunError::Cancelled));
     }
+    if state.progress.is_stop_requested() {
+        // Asked to stop: no new attempt; the checkpoint stays for the next run.
+        return complete(myself, state, Err(e));
+    }
     if e.is_retryable() && state.attempt <= policy.max_retries {
         let delay = policy.delay(state.attempt);
         tracing::warn!(attempt = state.attempt, ?delay, "attempt failed, retrying from the last checkpoint: {e}");
@@ -393,9 +397,17 @@ async fn build(state: &SupervisorState, resume: Option<Checkpoint>, counts: Chec
         run_id: state.run_id.clone(),
         digest: state.digest.clone(),
         ckpts: state.ckpts.clone(),
+        committer: None,
         high_water: crate::high_water::identity(&spec.source),
     };
-    if resume.as_ref().is_some_and(|c| c.input_done) {
+    let source_spec = dagg_connectors::with_pipeline_defaults(&spec.source, &spec.name);
+    if let Some(cp) = resume.as_ref().filter(|c| c.input_done) {
+        // Crashed between the last checkpoint and the commit: the source's broker may not
+        // have heard that the last checkpoint completed.
+        match factory.source(&source_spec, base) {
+            Ok(source) => source_completed(source.committer(), cp).await,
+            Err(e) => tracing::warn!("source: cannot acknowledge the last checkpoint: {e}"),
+        }
         writer.finish().await?;
         return Ok(Built::Finished);
     }
@@ -458,12 +470,15 @@ async fn build(state: &SupervisorState, resume: Option<Checkpoint>, counts: Chec
         }
     };
 
-    let mut source = factory.source(&spec.source, base).map_err(at("source"))?;
+    let mut source = factory.source(&source_spec, base).map_err(at("source"))?;
     if let Some(cp) = &resume {
         source.seek(&cp.source).await.map_err(at("source"))?;
+        source_completed(source.committer(), cp).await;
     } else if let Some(mark) = crate::high_water::mark_for(&state.ckpts, spec)? {
         crate::high_water::seek(source.as_mut(), &mark).await?;
     }
+    writer.committer = source.committer();
+    let unbounded = source.unbounded();
     let capacity = state.opts.channel_capacity.max(1);
     let (tx, rx) = mpsc::channel(capacity);
     // Keyed instances: reading stage -> instance i -> merge -> write stage, each over its own
@@ -494,13 +509,23 @@ async fn build(state: &SupervisorState, resume: Option<Checkpoint>, counts: Chec
         out: Output::default(),
         counts,
         progress: state.progress.clone(),
-        next_checkpoint: resume.as_ref().map(|c| c.id + 1).unwrap_or(1),
+        next_checkpoint: resume.as_ref().map(|c| c.id + 1).unwrap_or(if unbounded { 0 } else { 1 }),
         trigger: Arc::new(AtomicBool::new(false)),
         every_batch: interval.is_zero(),
         batch_size: state.opts.batch_size,
         keyed,
     };
     Ok(Built::Ready { writer: Box::new(writer), feeder: Box::new(feeder), source, rx, loops })
+}
+
+/// Tells the source's broker (again) that the checkpoint a resumed run starts from had
+/// completed: the process that took it may have died before it could.
+async fn source_completed(committer: Option<Box<dyn dagg_connectors::SourceCommitter>>, cp: &Checkpoint) {
+    if let Some(c) = committer
+        && let Err(e) = c.checkpoint_completed(&cp.source).await
+    {
+        tracing::warn!(checkpoint = cp.id, "source: could not acknowledge the checkpoint resumed from: {e}");
+    }
 }
 
 /// The text of a task's panic (or why it did not finish).

@@ -65,11 +65,36 @@ impl Feeder {
     }
 
     async fn feed(&mut self, source: &mut dyn SourceConnector) -> Result<(), RunError> {
+        if self.next_checkpoint == 0 {
+            // Checkpoint 0, before reading (a new run of an unbounded source): the
+            // destinations' identities (sink ids, message-id prefixes) are recorded before
+            // any of them can commit, so a crash before checkpoint 1 resumes this run
+            // instead of starting a second one that would write the same records again.
+            self.barrier(source.checkpoint(), false).await?;
+        }
+        let unbounded = source.unbounded();
         loop {
             if self.progress.is_cancelled() {
                 return Err(RunError::Cancelled);
             }
+            if self.progress.is_stop_requested() {
+                if !unbounded {
+                    return Err(RunError::Stopped);
+                }
+                // The end of an unbounded input: a last checkpoint, then commit.
+                break;
+            }
             let Some(sb) = source.next_batch(self.batch_size).await.map_err(at("source"))? else { break };
+            if let Some(lag) = source.lag() {
+                metrics::SOURCE_LAG.with_label_values(&[self.pipeline.as_str()]).set(lag.min(i64::MAX as u64) as i64);
+            }
+            if sb.batch.records.is_empty() && sb.bad.is_empty() {
+                // An idle stream: nothing to do but take a checkpoint when one is due.
+                if self.trigger.swap(false, Ordering::Relaxed) {
+                    self.barrier(source.checkpoint(), false).await?;
+                }
+                continue;
+            }
             let n = (sb.batch.records.len() + sb.bad.len()) as u64;
             self.counts.read += n;
             self.progress.read.fetch_add(n, Ordering::Relaxed);

@@ -18,6 +18,7 @@ pub mod openapi;
 pub mod routes;
 pub mod runner;
 pub mod scheduler;
+pub mod triggers;
 pub mod telemetry;
 
 use std::ops::Deref;
@@ -269,8 +270,11 @@ pub async fn serve(listener: tokio::net::TcpListener, state: AppState, shutdown:
     let app = app(state.clone());
     // Cron schedules fire from here (only where the leader check says so).
     let ticker = tokio::spawn(scheduler::Scheduler::new(state.clone()).run(Duration::from_secs(1)));
+    // Event triggers (NATS subjects, Kafka topics): a listener per event-scheduled pipeline.
+    let triggers = tokio::spawn(triggers::Triggers::new(state.clone()).run(Duration::from_secs(2)));
     let r = axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>()).with_graceful_shutdown(shutdown).await;
     ticker.abort();
+    triggers.abort();
     state.runs.cancel_all();
     let _ = state.meta.flush();
     r

@@ -17,6 +17,17 @@
 //!   consumer slows the reader and memory stays flat.
 //! - A fatal error (the rest of the input cannot be read) comes after every record before
 //!   it has been returned. Calling `next_batch` again retries from the last checkpoint.
+//! - An *unbounded* source ([`SourceConnector::unbounded`]: a message stream) never returns
+//!   `Ok(None)`; the run goes on until it is stopped. Such a source returns from
+//!   `next_batch` at least every second or so, with an empty batch when nothing arrived, so
+//!   that checkpoints and a stop are taken while the stream is idle.
+//! - A broker that keeps messages until they are acknowledged (JetStream, Kafka consumer
+//!   groups, RabbitMQ) hears about them only through [`SourceCommitter`]: the runtime calls
+//!   it with a checkpoint's source position once that checkpoint has **completed** (every
+//!   destination pre-committed, the checkpoint recorded durably), never earlier, and again
+//!   after a restart for the checkpoint it resumes from. So an acknowledged message is
+//!   always covered by a recorded checkpoint, and a crash before the ack only means the
+//!   broker offers again what the checkpoint already says to skip.
 //!
 //! # The sink contract
 //! - [`SinkConnector::write`] takes records and returns the ones the sink refuses (with the
@@ -33,7 +44,9 @@ use dagg_model::spec::connector::{ConnectorConfig, ConnectorSpec, Role};
 use dagg_model::{Batch, Position, Record, Value};
 
 pub mod file;
+pub mod kafka;
 pub mod mysql;
+pub mod nats;
 pub mod postgres;
 pub mod rest;
 pub mod secrets;
@@ -131,6 +144,35 @@ pub trait SourceConnector: Send {
     /// Continue from a value [`SourceConnector::checkpoint`] returned earlier, possibly in
     /// another process.
     async fn seek(&mut self, checkpoint: &serde_json::Value) -> Result<(), ConnectorError>;
+
+    /// Whether this source is a stream without an end (see the module docs).
+    fn unbounded(&self) -> bool {
+        false
+    }
+
+    /// Messages the broker holds that this source has not read yet, when it knows (the
+    /// runtime publishes it as the `dagg_source_lag_messages` metric after each batch).
+    fn lag(&self) -> Option<u64> {
+        None
+    }
+
+    /// The handle through which the runtime reports completed checkpoints, for a source
+    /// whose broker wants acknowledgements (None: nothing to tell). The runtime calls it
+    /// from the writing side while this source keeps reading.
+    fn committer(&self) -> Option<Box<dyn SourceCommitter>> {
+        None
+    }
+}
+
+/// Told when a checkpoint has completed (see the module docs): acknowledges to the broker
+/// everything up to that checkpoint's source position.
+#[async_trait::async_trait]
+pub trait SourceCommitter: Send + Sync {
+    /// `checkpoint` is the value [`SourceConnector::checkpoint`] returned for the completed
+    /// checkpoint. Positions only grow between calls, except after a restart, when the
+    /// runtime repeats the checkpoint it resumed from. An error is reported (the next
+    /// checkpoint's call covers what this one did not acknowledge).
+    async fn checkpoint_completed(&self, checkpoint: &serde_json::Value) -> Result<(), ConnectorError>;
 }
 
 /// A destination of records. See the module docs for the contract.
@@ -173,6 +215,8 @@ pub fn open_source(spec: &ConnectorSpec, base_dir: &Path) -> Result<Box<dyn Sour
         ConnectorConfig::RestApi(c) => Ok(Box::new(rest::RestSource::open(c)?)),
         ConnectorConfig::Postgres(c) => postgres::source(c, base_dir),
         ConnectorConfig::Mysql(c) => mysql::source(c, base_dir),
+        ConnectorConfig::Nats(c) => nats::source(c),
+        ConnectorConfig::Kafka(c) => kafka::source(c),
     }
 }
 
@@ -184,7 +228,28 @@ pub fn open_sink(spec: &ConnectorSpec, base_dir: &Path) -> Result<Box<dyn SinkCo
         ConnectorConfig::RestApi(c) => Ok(Box::new(rest::RestSink::open(c)?)),
         ConnectorConfig::Postgres(c) => postgres::sink(c, base_dir),
         ConnectorConfig::Mysql(c) => mysql::sink(c, base_dir),
+        ConnectorConfig::Nats(c) => nats::sink(c),
+        ConnectorConfig::Kafka(c) => kafka::sink(c),
     }
+}
+
+/// Fills in the defaults that come from the pipeline rather than the connector's own
+/// config: a JetStream source's durable consumer and a Kafka source's consumer group are
+/// named after the pipeline.
+pub fn with_pipeline_defaults(spec: &ConnectorSpec, pipeline: &str) -> ConnectorSpec {
+    let mut spec = spec.clone();
+    if let ConnectorConfig::Nats(c) = &mut spec.config
+        && c.stream.is_some()
+        && c.durable.is_none()
+    {
+        c.durable = Some(nats::durable_name(pipeline));
+    }
+    if let ConnectorConfig::Kafka(c) = &mut spec.config
+        && c.group_id.is_none()
+    {
+        c.group_id = Some(pipeline.to_string());
+    }
+    spec
 }
 
 /// Checks that a connector can work, without reading or writing records: a database
@@ -203,6 +268,8 @@ pub async fn test_connection_as(spec: &ConnectorSpec, base_dir: &Path, role: Rol
         ConnectorConfig::RestApi(c) => rest::test_connection(c, role).await,
         ConnectorConfig::Postgres(c) => postgres::test_connection(c, base_dir).await,
         ConnectorConfig::Mysql(c) => mysql::test_connection(c, base_dir).await,
+        ConnectorConfig::Nats(c) => nats::test_connection(c, role).await,
+        ConnectorConfig::Kafka(c) => kafka::test_connection(c).await,
     }
 }
 

@@ -26,7 +26,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Runs a bounded pipeline to its end on this machine and prints a summary.
+    /// Runs a pipeline on this machine and prints a summary: a bounded one to its end, one
+    /// reading a message stream (`nats` …) until SIGINT or SIGTERM, which stop it gracefully.
     ///
     /// Exits 0 when the run ends `success` or `warning`, 1 when it ends `failed`, 2 when the
     /// document is invalid.
@@ -125,7 +126,7 @@ async fn run(file: &Path, json: bool, opts: RunOptions) -> ExitCode {
         Ok(x) => x,
         Err(code) => return code,
     };
-    let summary = run_pipeline(&spec, &base, opts).await;
+    let summary = run_until_signal(&spec, &base, opts).await;
     if json {
         println!("{}", serde_json::to_string(&summary).expect("a summary serializes"));
     } else {
@@ -135,6 +136,32 @@ async fn run(file: &Path, json: bool, opts: RunOptions) -> ExitCode {
         RunStatus::Success | RunStatus::Warning => ExitCode::SUCCESS,
         _ => ExitCode::from(1),
     }
+}
+
+/// Runs the pipeline; the first SIGINT or SIGTERM asks it to stop gracefully (an unbounded
+/// source: a last checkpoint, destinations committed, `success`; a bounded one: stop and
+/// keep the checkpoint for the next run), a second one exits at once (the checkpoint stays).
+async fn run_until_signal(spec: &PipelineSpec, base: &Path, opts: RunOptions) -> dagg_actors::RunSummary {
+    let progress = opts.progress.clone();
+    let listener = tokio::spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else { return };
+        for n in 0.. {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+            if n > 0 {
+                eprintln!("second signal: exiting now; the next run resumes from the last checkpoint");
+                std::process::exit(130);
+            }
+            eprintln!("stopping: taking a last checkpoint (send the signal again to exit at once)");
+            progress.request_stop();
+        }
+    });
+    let summary = run_pipeline(spec, base, opts).await;
+    listener.abort();
+    summary
 }
 
 fn validate(file: &Path, json: bool) -> ExitCode {

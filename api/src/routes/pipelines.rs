@@ -331,6 +331,7 @@ fn summary_of(spec: &PipelineSpec) -> crate::meta::PipelineSummary {
         schedule_type: match spec.schedule {
             Schedule::Manual => "manual".into(),
             Schedule::Cron { .. } => "cron".into(),
+            Schedule::Event { .. } => "event".into(),
         },
     }
 }

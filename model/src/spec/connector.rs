@@ -64,6 +64,10 @@ pub enum ConnectorConfig {
     Postgres(DatabaseConfig),
     /// `mysql` (MySQL and MariaDB).
     Mysql(DatabaseConfig),
+    /// `nats` (core NATS and JetStream).
+    Nats(crate::spec::streaming::NatsConfig),
+    /// `kafka`.
+    Kafka(crate::spec::streaming::KafkaConfig),
 }
 
 impl ConnectorConfig {
@@ -72,15 +76,17 @@ impl ConnectorConfig {
             ConnectorConfig::File(c) => c.name.as_deref(),
             ConnectorConfig::RestApi(c) => c.name.as_deref(),
             ConnectorConfig::Postgres(c) | ConnectorConfig::Mysql(c) => c.name.as_deref(),
+            ConnectorConfig::Nats(c) => c.name.as_deref(),
+            ConnectorConfig::Kafka(c) => c.name.as_deref(),
         }
     }
 }
 
 /// The `connector_type` names dagg implements, as users write them.
-pub const IMPLEMENTED: &[&str] = &["file", "rest_api", "REST API", "postgresql", "mysql"];
+pub const IMPLEMENTED: &[&str] = &["file", "rest_api", "REST API", "postgresql", "mysql", "nats", "kafka"];
 
 /// Names the spec or the guide define that this build does not implement yet.
-const PLANNED: &[&str] = &["kafka", "nats", "aws_s3", "rabbitmq"];
+const PLANNED: &[&str] = &["aws_s3", "rabbitmq"];
 
 /// What a secret shows instead of its value.
 pub const MASK: &str = "********";
@@ -673,6 +679,16 @@ pub fn parse_connector(v: &Json, path: &str, role: Role, errs: &mut SpecErrors) 
             check_database(&c, Engine::Mysql, &cpath, role, errs)?;
             ConnectorConfig::Mysql(c)
         }
+        "nats" => {
+            let c: crate::spec::streaming::NatsConfig = parse_json(config, &cpath, errs)?;
+            crate::spec::streaming::check_nats(&c, &cpath, role, errs)?;
+            ConnectorConfig::Nats(c)
+        }
+        "kafka" => {
+            let c: crate::spec::streaming::KafkaConfig = parse_json(config, &cpath, errs)?;
+            crate::spec::streaming::check_kafka(&c, &cpath, role, errs)?;
+            ConnectorConfig::Kafka(c)
+        }
         other if PLANNED.contains(&other) => {
             errs.push(
                 obj.at("connector_type"),
@@ -1034,7 +1050,7 @@ mod tests {
     fn unknown_and_planned_types_say_so() {
         let (_, errs) = parse(json!({"connector_type": "Snowflake", "config": {}}), Role::Sink);
         assert!(errs.0[0].message.contains("unknown connector_type `Snowflake`"), "{errs}");
-        let (_, errs) = parse(json!({"connector_type": "kafka", "config": {}}), Role::Sink);
+        let (_, errs) = parse(json!({"connector_type": "rabbitmq", "config": {}}), Role::Sink);
         assert!(errs.0[0].message.contains("not implemented"), "{errs}");
     }
 

@@ -6,3 +6,4 @@ pub mod reader;
 pub mod condition;
 pub mod transform;
 pub mod pipeline;
+pub mod streaming;

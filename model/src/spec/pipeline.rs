@@ -93,6 +93,13 @@ pub enum Schedule {
         #[serde(skip)]
         schedule: Box<cron::Schedule>,
     },
+    /// A run per event: a message on a NATS subject or a Kafka topic. The event's fields
+    /// are the run's parameters: `${event.field}` in the document's connector configs is
+    /// replaced by the field's value for that run.
+    Event {
+        /// What to listen to: a `nats` or `kafka` source config.
+        trigger: Box<ConnectorSpec>,
+    },
 }
 
 fn ser_tz<S: serde::Serializer>(tz: &chrono_tz::Tz, s: S) -> Result<S::Ok, S::Error> {
@@ -375,8 +382,13 @@ fn parse_schedule(v: &Json, errs: &mut SpecErrors) -> Option<Schedule> {
         "event" => {
             let o = Obj::open(v, "schedule", &["type", "connector_type", "config"], errs)?;
             let ct = o.req_str("connector_type", errs)?;
-            errs.push("schedule.connector_type", format!("event triggers on `{ct}` are not implemented in this build of dagg; use `manual` or `cron`"));
-            None
+            if !matches!(ct, "nats" | "kafka") {
+                errs.push("schedule.connector_type", format!("event triggers listen to `nats` or `kafka`, not `{ct}`"));
+                return None;
+            }
+            let doc = serde_json::json!({"connector_type": ct, "config": o.get("config").cloned().unwrap_or(Json::Null)});
+            let trigger = parse_connector(&doc, "schedule", Role::Source, errs)?;
+            Some(Schedule::Event { trigger: Box::new(trigger) })
         }
         other => {
             errs.push("schedule.type", format!("unknown schedule type `{other}`; expected one of: manual, cron, event"));

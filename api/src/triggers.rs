@@ -1,0 +1,251 @@
+//! Event triggers: pipelines whose `schedule` is `{"type": "event", "connector_type": "nats"
+//! | "kafka", "config": {...}}` get a run per event.
+//!
+//! [`Triggers::run`] keeps one listener per event-scheduled pipeline (and version): it reads
+//! the trigger with the connector's own source (a core NATS subscription, a JetStream durable
+//! consumer named `<pipeline>-trigger`, a Kafka consumer group `<pipeline>-trigger`). Each
+//! message is one event; its fields are the run's parameters: every `${event.field}` in the
+//! stored document's strings is replaced by the field's value (a string that is only
+//! `${event.field}` takes the value with its type), the document is validated again, and a
+//! run starts with trigger `event`. The run's log starts with a `trigger` entry that holds
+//! the event, and `triggered_by` names where it came from. Runs of one pipeline follow each
+//! other: an event that arrives while a run is active waits for its end. A broker that
+//! acknowledges (JetStream, Kafka) hears of an event once its run was recorded.
+//!
+//! Like cron schedules, listeners run only where the leader check says so; a paused
+//! pipeline's events are passed over (acknowledged, no run).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use chrono::Utc;
+use dagg_model::spec::connector::ConnectorSpec;
+use dagg_model::spec::pipeline::Schedule;
+use serde_json::{Value as Json, json};
+use tokio::task::JoinHandle;
+
+use crate::AppState;
+use crate::error::ApiError;
+use crate::meta::{MetaCommand, RunEvent};
+
+/// The listeners of every event-scheduled pipeline.
+pub struct Triggers {
+    state: AppState,
+    listeners: HashMap<String, (u32, JoinHandle<()>)>,
+}
+
+impl Triggers {
+    pub fn new(state: AppState) -> Triggers {
+        Triggers { state, listeners: HashMap::new() }
+    }
+
+    /// Every `period`, starts listeners for new or changed event pipelines and stops those
+    /// of pipelines that are gone or no longer event-scheduled.
+    pub async fn run(mut self, period: Duration) {
+        loop {
+            self.sync();
+            tokio::time::sleep(period).await;
+        }
+    }
+
+    fn sync(&mut self) {
+        let wanted: HashMap<String, u32> = match self.state.meta.pipelines() {
+            Ok(ps) if self.state.scheduler.is_leader() => ps.iter().filter(|p| p.schedule_type == "event").map(|p| (p.id.clone(), p.version)).collect(),
+            Ok(_) => HashMap::new(),
+            Err(e) => {
+                tracing::warn!("event triggers: cannot list pipelines: {e}");
+                return;
+            }
+        };
+        self.listeners.retain(|id, (version, task)| {
+            let keep = wanted.get(id) == Some(version) && !task.is_finished();
+            if !keep {
+                task.abort();
+            }
+            keep
+        });
+        for (id, version) in wanted {
+            if self.listeners.contains_key(&id) {
+                continue;
+            }
+            let task = tokio::spawn(listen(self.state.clone(), id.clone(), version));
+            self.listeners.insert(id, (version, task));
+        }
+    }
+}
+
+impl Drop for Triggers {
+    fn drop(&mut self) {
+        for (_, task) in self.listeners.values() {
+            task.abort();
+        }
+    }
+}
+
+/// Listens for one pipeline's events until aborted; a broker that fails is tried again with
+/// a growing delay (1 s doubling to 30 s).
+async fn listen(state: AppState, pipeline_id: String, version: u32) {
+    let mut delay = Duration::from_secs(1);
+    loop {
+        match listen_once(&state, &pipeline_id, version).await {
+            Ok(()) => return,
+            Err(e) => {
+                tracing::warn!(pipeline = %pipeline_id, "event trigger: {e}; listening again in {} s", delay.as_secs());
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(30));
+            }
+        }
+    }
+}
+
+async fn listen_once(state: &AppState, pipeline_id: &str, version: u32) -> Result<(), String> {
+    let Some(doc) = state.meta.version(pipeline_id, version).map_err(|e| e.to_string())?.map(|v| v.document) else { return Ok(()) };
+    let spec = crate::routes::pipelines::validate(state, &doc).map_err(|_| "the stored pipeline document is invalid".to_string())?;
+    let Schedule::Event { trigger } = &spec.schedule else { return Ok(()) };
+    let trigger = dagg_connectors::with_pipeline_defaults(trigger, &format!("{}-trigger", spec.name));
+    let origin = origin(&trigger);
+    let mut source = dagg_connectors::open_source(&trigger, &state.config.files_dir()).map_err(|e| e.to_string())?;
+    let committer = source.committer();
+    loop {
+        let batch = source.next_batch(100).await.map_err(|e| e.to_string())?.ok_or("the trigger's source ended")?;
+        for bad in &batch.bad {
+            tracing::warn!(pipeline = %pipeline_id, "event trigger: an event that is not a JSON object was passed over: {}", bad.reason);
+        }
+        for record in batch.batch.records {
+            let event = serde_json::to_value(&record).unwrap_or(Json::Null);
+            start_run(state, pipeline_id, version, &doc, &event, &origin).await;
+        }
+        if let Some(c) = &committer
+            && let Err(e) = c.checkpoint_completed(&source.checkpoint()).await
+        {
+            tracing::warn!(pipeline = %pipeline_id, "event trigger: acknowledging events: {e}");
+        }
+    }
+}
+
+/// Starts (once the previous run of the pipeline ended) the run of one event.
+async fn start_run(state: &AppState, pipeline_id: &str, version: u32, doc: &Json, event: &Json, origin: &str) {
+    let Ok(Some(pipeline)) = state.meta.pipeline(pipeline_id) else { return };
+    if pipeline.paused || pipeline.version != version {
+        tracing::info!(pipeline = %pipeline_id, "event passed over: the pipeline is paused or changed");
+        return;
+    }
+    let doc = match with_event(doc, event) {
+        Ok(d) => d,
+        Err(missing) => {
+            tracing::warn!(pipeline = %pipeline_id, "event passed over: the document uses `${{event.{missing}}}` and the event {event} has no such field");
+            return;
+        }
+    };
+    let spec = match crate::routes::pipelines::validate(state, &doc) {
+        Ok(s) => s,
+        Err(d) => {
+            tracing::warn!(pipeline = %pipeline_id, "event passed over: with the event's values the document is invalid: {d:?}");
+            return;
+        }
+    };
+    let by = format!("event ({origin})");
+    loop {
+        match crate::runner::start_with(state, &pipeline, spec.clone(), &by, "event") {
+            Ok(run) => {
+                let entry = RunEvent {
+                    run_id: run.id.clone(),
+                    seq: 0,
+                    at: Utc::now(),
+                    level: "info".into(),
+                    kind: "trigger".into(),
+                    message: format!("started by an event on {origin}: {event}"),
+                    data: json!({"source": origin, "event": event}),
+                };
+                if let Err(e) = state.meta.apply(MetaCommand::AppendRunEvent { event: entry }) {
+                    tracing::warn!(run = %run.id, "recording the event of a run: {e}");
+                }
+                return;
+            }
+            // One run per pipeline at a time: wait for the active one.
+            Err(ApiError::Conflict(_)) => tokio::time::sleep(Duration::from_millis(200)).await,
+            Err(e) => {
+                tracing::warn!(pipeline = %pipeline_id, "event trigger: cannot start a run: {e}");
+                return;
+            }
+        }
+    }
+}
+
+/// Where events come from, for people: `nats subject `a.b``, `kafka topic `t``.
+fn origin(trigger: &ConnectorSpec) -> String {
+    use dagg_model::spec::connector::ConnectorConfig;
+    match &trigger.config {
+        ConnectorConfig::Nats(c) => match (&c.stream, &c.subject) {
+            (Some(s), Some(sub)) => format!("nats stream `{s}` subject `{sub}`"),
+            (Some(s), None) => format!("nats stream `{s}`"),
+            (None, sub) => format!("nats subject `{}`", sub.as_deref().unwrap_or("")),
+        },
+        ConnectorConfig::Kafka(c) => format!("kafka topic `{}`", c.topic),
+        _ => trigger.connector_type.clone(),
+    }
+}
+
+/// The document with `${event.field}` replaced by the event's values everywhere but in its
+/// `schedule`; `Err(field)` when the event lacks a field the document uses.
+pub fn with_event(doc: &Json, event: &Json) -> Result<Json, String> {
+    fn walk(v: &Json, event: &Json) -> Result<Json, String> {
+        Ok(match v {
+            Json::String(s) => substitute(s, event)?,
+            Json::Array(a) => Json::Array(a.iter().map(|x| walk(x, event)).collect::<Result<_, _>>()?),
+            Json::Object(m) => Json::Object(m.iter().map(|(k, x)| Ok((k.clone(), if k == "schedule" { x.clone() } else { walk(x, event)? }))).collect::<Result<_, String>>()?),
+            other => other.clone(),
+        })
+    }
+    walk(doc, event)
+}
+
+fn lookup<'a>(event: &'a Json, path: &str) -> Option<&'a Json> {
+    path.split('.').try_fold(event, |v, k| v.get(k))
+}
+
+fn substitute(s: &str, event: &Json) -> Result<Json, String> {
+    const OPEN: &str = "${event.";
+    if !s.contains(OPEN) {
+        return Ok(Json::String(s.to_string()));
+    }
+    // The whole string is one reference: keep the value's type.
+    if let Some(path) = s.strip_prefix(OPEN).and_then(|r| r.strip_suffix('}'))
+        && !path.contains('}')
+    {
+        return lookup(event, path).cloned().ok_or_else(|| path.to_string());
+    }
+    let mut out = String::new();
+    let mut rest = s;
+    while let Some(i) = rest.find(OPEN) {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + OPEN.len()..];
+        let Some(end) = after.find('}') else {
+            out.push_str(&rest[i..]);
+            rest = "";
+            break;
+        };
+        let path = &after[..end];
+        match lookup(event, path).ok_or_else(|| path.to_string())? {
+            Json::String(v) => out.push_str(v),
+            other => out.push_str(&other.to_string()),
+        }
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(Json::String(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_fields_fill_the_document_but_not_its_schedule() {
+        let doc = json!({"source": {"config": {"path": "in/${event.file}", "n": "${event.n}"}}, "schedule": {"config": {"subject": "${event.file}"}}});
+        let out = with_event(&doc, &json!({"file": "a.jsonl", "n": 3})).unwrap();
+        assert_eq!(out, json!({"source": {"config": {"path": "in/a.jsonl", "n": 3}}, "schedule": {"config": {"subject": "${event.file}"}}}));
+        assert_eq!(with_event(&doc, &json!({"n": 1})).unwrap_err(), "file");
+        assert_eq!(with_event(&json!("${event.a.b}-x"), &json!({"a": {"b": 7}})).unwrap(), json!("7-x"));
+    }
+}
