@@ -131,6 +131,7 @@ impl From<MetaError> for ApiError {
             MetaError::NotFound { kind, id } => ApiError::not_found(kind, &id),
             MetaError::Conflict(m) => ApiError::Conflict(m),
             e @ MetaError::IllegalTransition { .. } => ApiError::Conflict(e.to_string()),
+            MetaError::Unavailable(m) => ApiError::Unavailable(m),
             e => ApiError::Internal(e.to_string()),
         }
     }

@@ -8,6 +8,7 @@
 //! is added. Metadata lives in [`meta::MetaStore`], changed only through its commands.
 
 pub mod auth;
+pub mod cluster;
 pub mod error;
 pub mod lineage;
 pub mod list;
@@ -70,6 +71,10 @@ pub struct ApiConfig {
     /// (the connectors decrypt with the same key when they open). Without any key,
     /// secrets are stored in the clear (and still masked in every response).
     pub master_key: Option<String>,
+    /// A directory every node of a cluster can read and write (a shared volume): run state
+    /// and checkpoints go under `<shared-dir>/runtime/` so that a run moved to another node
+    /// resumes from its last checkpoint. None: `<data-dir>/runtime/`.
+    pub shared_dir: Option<PathBuf>,
 }
 
 impl ApiConfig {
@@ -87,7 +92,13 @@ impl ApiConfig {
             restrict_file_paths: true,
             progress_interval: Duration::from_secs(1),
             master_key: None,
+            shared_dir: None,
         }
+    }
+
+    /// Where runs keep their state and checkpoints (one folder per pipeline below).
+    pub fn runtime_dir(&self) -> PathBuf {
+        self.shared_dir.as_ref().unwrap_or(&self.data_dir).join("runtime")
     }
 
     /// Where relative paths of API-created pipelines resolve.
@@ -101,7 +112,8 @@ pub struct Inner {
     pub config: ApiConfig,
     /// Encrypts secrets before they are stored.
     pub master_key: Option<MasterKey>,
-    pub meta: MetaStore,
+    /// Reads are local; `apply` goes through Raft in a cluster.
+    pub meta: cluster::Meta,
     pub jwt: JwtKeys,
     pub limiter: LoginLimiter,
     pub runs: RunManager,
@@ -157,10 +169,23 @@ impl AppState {
     /// Opens the store, creates the first admin and the JWT secret when missing, and marks
     /// runs left unfinished by a previous process as ended.
     pub fn open(config: ApiConfig) -> Result<(AppState, Bootstrap), StartError> {
-        for d in [config.data_dir.clone(), config.files_dir(), config.data_dir.join("runtime")] {
+        Self::create_dirs(&config)?;
+        let meta = cluster::Meta::local(MetaStore::open(&config.data_dir.join("meta"))?);
+        Self::open_with(config, meta)
+    }
+
+    /// The folders under the data directory (and the shared one).
+    pub fn create_dirs(config: &ApiConfig) -> Result<(), StartError> {
+        for d in [config.data_dir.clone(), config.files_dir(), config.runtime_dir()] {
             std::fs::create_dir_all(&d).map_err(|source| StartError::Dir { path: d.clone(), source })?;
         }
-        let meta = MetaStore::open(&config.data_dir.join("meta"))?;
+        Ok(())
+    }
+
+    /// [`AppState::open`] on a store already opened (in a cluster: replicated, with this
+    /// node caught up). In a cluster, runs left unfinished are not ended here: the leader
+    /// places them again (see [`cluster::placement`]).
+    pub fn open_with(config: ApiConfig, meta: cluster::Meta) -> Result<(AppState, Bootstrap), StartError> {
         let mut boot = Bootstrap::default();
         let secret = match &config.jwt_secret {
             Some(s) if !s.is_empty() => s.clone(),
@@ -211,7 +236,9 @@ impl AppState {
         let limiter = LoginLimiter::new(config.login_max_failures, config.login_window);
         let runs = RunManager::new();
         let state = AppState(Arc::new(Inner { config, master_key, meta, jwt, limiter, runs, started: Instant::now(), scheduler: scheduler::SchedulerHooks::default() }));
-        runner::end_orphaned_runs(&state)?;
+        if state.meta.node().is_none() {
+            runner::end_orphaned_runs(&state)?;
+        }
         state.meta.flush()?;
         Ok((state, boot))
     }
@@ -219,7 +246,7 @@ impl AppState {
 
 /// The whole API: every resource's routes, the documentation, and the layers.
 pub fn app(state: AppState) -> Router {
-    let (api, doc) = routes::all().split_for_parts();
+    let (api, doc) = routes::all().merge(cluster::routes()).split_for_parts();
     let doc = openapi::finish(doc);
     let api = api.route_layer(axum::middleware::from_fn(telemetry::track));
     let cors = cors_layer(&state.config.cors_origins);

@@ -25,7 +25,8 @@ use crate::runner::LiveEvent;
         (name = "transformations", description = "Saved transformation rules and previews"),
         (name = "monitoring", description = "Statistics, alerts, performance and health from the run history"),
         (name = "analytics", description = "Aggregates and time series of the run history"),
-        (name = "system", description = "Health, metrics, audit log, settings")
+        (name = "system", description = "Health, metrics, audit log, settings"),
+        (name = "cluster", description = "The cluster's members, leader and term; joining it")
     )
 )]
 pub struct Base;

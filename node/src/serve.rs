@@ -1,21 +1,63 @@
-//! `dagg serve`: the admin API (and, later, the UI) on one address, with metadata, files and
-//! run state under the data directory.
+//! `dagg serve`: one node of a dagg cluster — the admin API (and the UI), the metadata
+//! replicated through Raft, and the runs the leader places on this node.
+//!
+//! Without peers it is a cluster of one (still Raft, initialized alone, fast). With
+//! `--peers` it bootstraps a static cluster (the lowest id initializes the membership once
+//! every listed node answers; a restarted node has a log and never bootstraps again); with
+//! `--join URL` it asks a running member to add it. Every option also comes from the
+//! environment variable named, and from the `--config` file (YAML, JSON or TOML, the
+//! options' long names as keys); a flag or variable wins over the file.
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use dagg_api::cluster::{Meta, MetaMachine, placement};
+use dagg_api::meta::MetaStore;
 use dagg_api::{ApiConfig, AppState};
+use dagg_cluster::{ClusterConfig, ClusterNode, PeerNode};
+use serde::Deserialize;
+
+const DEFAULT_API_ADDR: &str = "127.0.0.1:8001";
+const DEFAULT_PEER_ADDR: &str = "127.0.0.1:9001";
 
 /// Options of `dagg serve`; each also comes from the environment variable named.
 #[derive(clap::Args, Debug)]
 pub struct ServeArgs {
-    /// Address the API listens on.
-    #[arg(long, env = "DAGG_API_ADDR", default_value = "127.0.0.1:8001")]
-    pub api_addr: SocketAddr,
-    /// Where metadata (`meta/`), uploaded files (`files/`, where relative paths of API-made
-    /// pipelines resolve) and run state (`runtime/`) live. Default: `$DAGG_HOME`, else `./.dagg`.
+    /// A YAML, JSON or TOML file with any of these options (their long names as keys, e.g.
+    /// `node-id: 2`, `peers: "1=a:9001,2=b:9001"`); flags and variables win over it.
+    #[arg(long, env = "DAGG_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Address the API listens on [default: 127.0.0.1:8001].
+    #[arg(long, env = "DAGG_API_ADDR")]
+    pub api_addr: Option<SocketAddr>,
+    /// This node's id in the cluster (1 or more, unique) [default: 1].
+    #[arg(long, env = "DAGG_NODE_ID", value_parser = clap::value_parser!(u64).range(1..))]
+    pub node_id: Option<u64>,
+    /// Address the peer listener (Raft RPC between nodes) binds [default: 127.0.0.1:9001].
+    #[arg(long, env = "DAGG_PEER_ADDR")]
+    pub peer_addr: Option<String>,
+    /// `host:port` other nodes reach this node's peer listener at [default: the peer address].
+    #[arg(long, env = "DAGG_ADVERTISE_ADDR")]
+    pub advertise_addr: Option<String>,
+    /// A static cluster: every member's id and peer address, this node included
+    /// (`1=host:port,2=host:port,3=host:port`).
+    #[arg(long, env = "DAGG_PEERS")]
+    pub peers: Option<String>,
+    /// The API URL of a running member to join (`http://host:8001`). With
+    /// `DAGG_CLUSTER_TOKEN` set on both, no admin credentials are needed.
+    #[arg(long, env = "DAGG_JOIN")]
+    pub join: Option<String>,
+    /// A directory every node reads and writes (a shared volume): run state and checkpoints
+    /// live there, so a run moved off a lost node resumes from its last checkpoint.
+    #[arg(long, env = "DAGG_SHARED_DIR")]
+    pub shared_dir: Option<PathBuf>,
+    /// Where metadata (`meta/`), the Raft log (`raft/`), uploaded files (`files/`, where
+    /// relative paths of API-made pipelines resolve) and run state (`runtime/`) live.
+    /// Default: `$DAGG_HOME`, else `./.dagg`.
     #[arg(long, env = "DAGG_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
     /// Origins allowed to call the API from a browser (comma-separated; `*` for any). None:
@@ -40,15 +82,139 @@ pub struct ServeArgs {
     pub allow_any_file_path: bool,
 }
 
+/// The `--config` file: the same options by their long names.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct FileConfig {
+    #[serde(alias = "node_id")]
+    node_id: Option<u64>,
+    #[serde(alias = "api_addr")]
+    api_addr: Option<SocketAddr>,
+    #[serde(alias = "peer_addr")]
+    peer_addr: Option<String>,
+    #[serde(alias = "advertise_addr")]
+    advertise_addr: Option<String>,
+    peers: Option<PeersValue>,
+    join: Option<String>,
+    #[serde(alias = "shared_dir")]
+    shared_dir: Option<PathBuf>,
+    #[serde(alias = "data_dir")]
+    data_dir: Option<PathBuf>,
+}
+
+/// `peers` in a file: the flag's text, or a map of id to address.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum PeersValue {
+    Text(String),
+    Map(BTreeMap<u64, String>),
+}
+
+fn read_config_file(path: &Path) -> Result<FileConfig, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read the config file {}: {e}", path.display()))?;
+    let is_toml = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("toml"));
+    let r = if is_toml { toml::from_str(&text).map_err(|e| e.to_string()) } else { serde_norway::from_str(&text).map_err(|e| e.to_string()) };
+    r.map_err(|e| format!("the config file {}: {e}", path.display()))
+}
+
+/// `1=host:port,2=host:port` -> ids and addresses.
+pub fn parse_peers(text: &str) -> Result<BTreeMap<u64, String>, String> {
+    let mut out = BTreeMap::new();
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (id, addr) = part.split_once('=').ok_or_else(|| format!("peers: `{part}` is not id=host:port"))?;
+        let id: u64 = id.trim().parse().map_err(|_| format!("peers: `{id}` in `{part}` is not a node id (a number from 1)"))?;
+        if id == 0 {
+            return Err(format!("peers: `{part}`: node ids start at 1"));
+        }
+        check_host_port(addr.trim()).map_err(|e| format!("peers: `{part}`: {e}"))?;
+        if out.insert(id, addr.trim().to_string()).is_some() {
+            return Err(format!("peers: node {id} is listed twice"));
+        }
+    }
+    if out.is_empty() {
+        return Err("peers: no node listed".into());
+    }
+    Ok(out)
+}
+
+fn check_host_port(a: &str) -> Result<(), String> {
+    match a.rsplit_once(':') {
+        Some((h, p)) if !h.is_empty() && p.parse::<u16>().is_ok() => Ok(()),
+        _ => Err(format!("`{a}` is not host:port")),
+    }
+}
+
+/// The options after the file, the flags and the defaults are merged.
+#[derive(Debug)]
+pub struct Settings {
+    pub node_id: u64,
+    pub api_addr: SocketAddr,
+    pub peer_addr: String,
+    /// Whether the peer address was chosen (not the default).
+    pub peer_addr_given: bool,
+    pub advertise_addr: Option<String>,
+    pub peers: Option<BTreeMap<u64, String>>,
+    pub join: Option<String>,
+    pub shared_dir: Option<PathBuf>,
+    pub data_dir: PathBuf,
+}
+
 impl ServeArgs {
-    fn data_dir(&self) -> PathBuf {
-        self.data_dir.clone().or_else(|| std::env::var_os("DAGG_HOME").filter(|v| !v.is_empty()).map(PathBuf::from)).unwrap_or_else(|| PathBuf::from(".dagg"))
+    /// Merges the flags (and variables) over the config file over the defaults.
+    pub fn settings(&self) -> Result<Settings, String> {
+        let file = match &self.config {
+            Some(p) => read_config_file(p)?,
+            None => FileConfig::default(),
+        };
+        let node_id = self.node_id.or(file.node_id).unwrap_or(1);
+        if node_id == 0 {
+            return Err("node-id: node ids start at 1".into());
+        }
+        let peer_given = self.peer_addr.clone().or(file.peer_addr);
+        let peers = match (&self.peers, file.peers) {
+            (Some(t), _) => Some(parse_peers(t)?),
+            (None, Some(PeersValue::Text(t))) => Some(parse_peers(&t)?),
+            (None, Some(PeersValue::Map(m))) => Some(parse_peers(&m.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(","))?),
+            (None, None) => None,
+        };
+        if let Some(p) = &peers
+            && !p.contains_key(&node_id)
+        {
+            return Err(format!("peers: this node's id {node_id} is not in the list ({})", p.keys().map(u64::to_string).collect::<Vec<_>>().join(", ")));
+        }
+        let join = self.join.clone().or(file.join).filter(|j| !j.trim().is_empty());
+        if peers.is_some() && join.is_some() {
+            return Err("give either --peers (a static cluster) or --join (a running one), not both".into());
+        }
+        let advertise_addr = self.advertise_addr.clone().or(file.advertise_addr);
+        if let Some(a) = &advertise_addr {
+            check_host_port(a).map_err(|e| format!("advertise-addr: {e}"))?;
+        }
+        let peer_addr = peer_given.clone().unwrap_or_else(|| DEFAULT_PEER_ADDR.to_string());
+        check_host_port(&peer_addr).map_err(|e| format!("peer-addr: {e}"))?;
+        let data_dir = self
+            .data_dir
+            .clone()
+            .or(file.data_dir)
+            .or_else(|| std::env::var_os("DAGG_HOME").filter(|v| !v.is_empty()).map(PathBuf::from))
+            .unwrap_or_else(|| PathBuf::from(".dagg"));
+        Ok(Settings {
+            node_id,
+            api_addr: self.api_addr.or(file.api_addr).unwrap_or_else(|| DEFAULT_API_ADDR.parse().expect("the default parses")),
+            peer_addr,
+            peer_addr_given: peer_given.is_some(),
+            advertise_addr,
+            peers,
+            join,
+            shared_dir: self.shared_dir.clone().or(file.shared_dir),
+            data_dir,
+        })
     }
 
     /// The API's configuration. Secrets come from the environment only, never the command
     /// line (where `ps` would show them): `DAGG_ADMIN_PASSWORD`, `DAGG_JWT_SECRET`.
-    pub fn config(&self) -> ApiConfig {
-        let mut c = ApiConfig::new(self.data_dir());
+    pub fn config(&self, s: &Settings) -> ApiConfig {
+        let mut c = ApiConfig::new(s.data_dir.clone());
         c.cors_origins = self.cors_origins.iter().map(|o| o.trim().to_string()).filter(|o| !o.is_empty()).collect();
         c.body_limit = self.body_limit;
         c.access_ttl = Duration::from_secs(self.access_token_ttl);
@@ -57,46 +223,157 @@ impl ServeArgs {
         c.restrict_file_paths = !self.allow_any_file_path;
         c.admin_password = std::env::var("DAGG_ADMIN_PASSWORD").ok().filter(|p| !p.is_empty());
         c.jwt_secret = std::env::var("DAGG_JWT_SECRET").ok().filter(|p| !p.is_empty());
+        c.shared_dir = s.shared_dir.clone();
         c
     }
 }
 
-/// Runs the API until Ctrl-C or SIGTERM.
+fn fail(msg: impl std::fmt::Display) -> ExitCode {
+    eprintln!("error: {msg}");
+    ExitCode::from(1)
+}
+
+/// `host:port` with the host replaced when it is unspecified (0.0.0.0, ::).
+fn reachable(addr: SocketAddr, host_hint: &str) -> String {
+    if addr.ip().is_unspecified() { format!("{host_hint}:{}", addr.port()) } else { addr.to_string() }
+}
+
+fn host_of(hp: &str) -> &str {
+    hp.rsplit_once(':').map(|(h, _)| h).unwrap_or(hp)
+}
+
+/// Runs the node until Ctrl-C or SIGTERM.
 pub async fn serve(args: ServeArgs) -> ExitCode {
-    let config = args.config();
-    let data_dir = config.data_dir.clone();
-    let (state, boot) = match tokio::task::spawn_blocking(move || AppState::open(config)).await {
-        Ok(Ok(x)) => x,
-        Ok(Err(e)) => {
-            eprintln!("error: cannot open the data directory {}: {e}", data_dir.display());
-            return ExitCode::from(1);
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(1);
-        }
+    let s = match args.settings() {
+        Ok(s) => s,
+        Err(e) => return fail(e),
     };
+    let config = args.config(&s);
+    let data_dir = config.data_dir.clone();
+    if let Err(e) = AppState::create_dirs(&config) {
+        return fail(format!("cannot open the data directory {}: {e}", data_dir.display()));
+    }
+    let api_listener = match tokio::net::TcpListener::bind(s.api_addr).await {
+        Ok(l) => l,
+        Err(e) => return fail(format!("cannot listen on {}: {e}", s.api_addr)),
+    };
+    let api_local = api_listener.local_addr().unwrap_or(s.api_addr);
+    let alone = s.peers.is_none() && s.join.is_none();
+    let peer_listener = match tokio::net::TcpListener::bind(&s.peer_addr).await {
+        Ok(l) => Some(l),
+        // A node alone on the default address (a second `dagg serve` on one machine) still
+        // works; it just cannot be joined.
+        Err(e) if alone && !s.peer_addr_given => {
+            tracing::warn!("cannot listen on the peer address {}: {e}; this one-node cluster cannot be joined (set --peer-addr)", s.peer_addr);
+            None
+        }
+        Err(e) => return fail(format!("cannot listen on the peer address {}: {e}", s.peer_addr)),
+    };
+    let peer_local = peer_listener.as_ref().and_then(|l| l.local_addr().ok());
+    let advertise = match (&s.advertise_addr, peer_local) {
+        (Some(a), _) => a.clone(),
+        (None, Some(l)) if !l.ip().is_unspecified() => l.to_string(),
+        (None, Some(l)) if alone => reachable(l, "127.0.0.1"),
+        (None, Some(l)) => return fail(format!("the peer address {l} is not one other nodes can reach: set --advertise-addr (DAGG_ADVERTISE_ADDR)")),
+        (None, None) => s.peer_addr.clone(),
+    };
+    let api_advertise = reachable(api_local, host_of(&advertise));
+    let bind_ip: Option<IpAddr> = peer_local.map(|l| l.ip()).filter(|ip| !ip.is_unspecified());
+
+    // The store is the state machine: restored from the Raft snapshot and log below.
+    let meta_dir = data_dir.join("meta");
+    let store = match tokio::task::spawn_blocking(move || MetaStore::open(&meta_dir)).await {
+        Ok(Ok(m)) => Arc::new(m),
+        Ok(Err(e)) => return fail(format!("cannot open the metadata in {}: {e}", data_dir.display())),
+        Err(e) => return fail(e),
+    };
+    let placement_changed = Arc::new(tokio::sync::Notify::new());
+    let machine = Arc::new(MetaMachine { store: store.clone(), placement_changed: placement_changed.clone() });
+    let mut cc = ClusterConfig::new(s.node_id, data_dir.join("raft"), PeerNode { peer_addr: advertise.clone(), api_addr: api_advertise.clone() });
+    cc.bind_ip = bind_ip;
+    let node = match ClusterNode::start(cc, machine).await {
+        Ok(n) => n,
+        Err(e) => return fail(format!("cannot start the cluster node: {e}")),
+    };
+    let peer_server = peer_listener.map(|l| {
+        let router = dagg_cluster::server::router(node.clone());
+        tokio::spawn(async move { axum::serve(l, router).await })
+    });
+    if let Some(peers) = s.peers.clone() {
+        eprintln!("node {} (peer {advertise}): bootstrapping with {} peers", s.node_id, peers.len());
+        tokio::spawn(node.clone().bootstrap(peers));
+    } else if let Some(url) = s.join.clone() {
+        eprintln!("node {} (peer {advertise}): joining through {url}", s.node_id);
+        tokio::spawn(node.clone().join(url, std::env::var("DAGG_CLUSTER_TOKEN").ok().filter(|t| !t.is_empty())));
+    } else if let Err(e) = node.initialize_alone().await {
+        return fail(format!("cannot initialize the one-node cluster: {e}"));
+    }
+    if let Err(e) = wait_until_ready(&node, &store).await {
+        return fail(e);
+    }
+
+    let meta = Meta::replicated(store, node.clone(), placement_changed);
+    let (state, boot) = match tokio::task::spawn_blocking(move || AppState::open_with(config, meta)).await {
+        Ok(Ok(x)) => x,
+        Ok(Err(e)) => return fail(format!("cannot open the data directory {}: {e}", data_dir.display())),
+        Err(e) => return fail(e),
+    };
+    {
+        let n = node.clone();
+        state.scheduler.set_leader_check(Arc::new(move || n.is_leader()));
+    }
     if let Some(pw) = &boot.generated_admin_password {
         eprintln!("created user `admin` with the generated password: {pw}");
         eprintln!("(shown once; set DAGG_ADMIN_PASSWORD before the first start to choose it)");
     } else if boot.created_admin {
         eprintln!("created user `admin` with the password from DAGG_ADMIN_PASSWORD");
     }
-    let listener = match tokio::net::TcpListener::bind(args.api_addr).await {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("error: cannot listen on {}: {e}", args.api_addr);
-            return ExitCode::from(1);
-        }
-    };
-    let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_else(|_| args.api_addr.to_string());
-    eprintln!("dagg API listening on http://{addr} (docs at http://{addr}/docs, data in {})", data_dir.display());
-    match dagg_api::serve(listener, state, shutdown_signal()).await {
+    let placer = tokio::spawn(placement::run_placement(state.clone()));
+    let runner = tokio::spawn(placement::run_assigned_here(state.clone()));
+    let addr = api_local.to_string();
+    eprintln!("dagg API listening on http://{addr} (docs at http://{addr}/docs, data in {}; node {}, peer {advertise})", data_dir.display(), s.node_id);
+    let r = dagg_api::serve(api_listener, state, shutdown_signal()).await;
+    placer.abort();
+    runner.abort();
+    node.shutdown().await;
+    if let Some(p) = peer_server {
+        p.abort();
+    }
+    match r {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: the server stopped: {e}");
-            ExitCode::from(1)
+        Err(e) => fail(format!("the server stopped: {e}")),
+    }
+}
+
+/// Waits until this node belongs to a cluster with a leader, and — on a follower — until
+/// the leader has written the first admin and the token secret (the leader writes them
+/// when it opens the API).
+async fn wait_until_ready(node: &Arc<ClusterNode>, store: &Arc<MetaStore>) -> Result<(), String> {
+    let started = Instant::now();
+    let mut told = Instant::now();
+    loop {
+        let member = node.members().contains_key(&node.id);
+        if member && let Some(leader) = node.leader() {
+            if leader == node.id {
+                // Everything committed before this term is applied before the leader reads.
+                if node.raft.ensure_linearizable().await.is_ok() {
+                    return Ok(());
+                }
+            } else if store.user_count() > 0 && store.setting("_jwt_secret").ok().flatten().is_some() {
+                return Ok(());
+            }
         }
+        if told.elapsed() > Duration::from_secs(5) {
+            told = Instant::now();
+            eprintln!(
+                "node {}: waiting for the cluster ({} s): member {member}, leader {:?}, state {}",
+                node.id,
+                started.elapsed().as_secs(),
+                node.leader(),
+                node.state_name()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -120,4 +397,20 @@ async fn shutdown_signal() {
         () = term => {},
     }
     eprintln!("stopping: cancelling active runs");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peers_parse_and_bad_ones_say_why() {
+        let p = parse_peers("1=a:9001, 2=b:9001,3=10.0.0.3:9001").unwrap();
+        assert_eq!(p.len(), 3);
+        assert_eq!(p[&3], "10.0.0.3:9001");
+        assert!(parse_peers("1=a").unwrap_err().contains("host:port"));
+        assert!(parse_peers("x=a:1").unwrap_err().contains("not a node id"));
+        assert!(parse_peers("0=a:1").unwrap_err().contains("start at 1"));
+        assert!(parse_peers("1=a:1,1=b:1").unwrap_err().contains("twice"));
+    }
 }

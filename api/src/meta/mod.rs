@@ -11,6 +11,7 @@
 
 pub mod codec;
 mod command;
+mod replication;
 mod types;
 
 use std::path::Path;
@@ -37,6 +38,9 @@ pub enum MetaError {
     Storage(#[from] sled::Error),
     #[error("metadata value: {0}")]
     Decode(String),
+    /// The cluster could not commit the change (no leader, or no quorum reachable).
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 pub type MetaResult<T> = Result<T, MetaError>;

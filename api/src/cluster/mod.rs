@@ -1,0 +1,293 @@
+//! The API in a cluster: the metadata store behind Raft, `GET /cluster`, `POST
+//! /cluster/join`, and where runs are placed ([`placement`]).
+//!
+//! [`Meta`] is what handlers hold as `state.meta`: reads go to the local [`MetaStore`]
+//! (through `Deref`), and [`Meta::apply`] keeps the signature every route uses. Without a
+//! cluster it writes to the local store. In a cluster it submits the command through Raft
+//! (a follower forwards it to the leader) and returns once this node's store has applied
+//! it, so a handler reads its own write; the handler's worker thread blocks meanwhile
+//! (`block_in_place`), which needs the multi-thread runtime `dagg serve` runs on. A write
+//! that cannot be committed — no leader, or this node cut off from the quorum — fails after
+//! the write timeout with [`MetaError::Unavailable`] (503), never hangs.
+
+pub mod placement;
+
+use std::future::Future;
+use std::ops::Deref;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::HeaderMap;
+use dagg_cluster::{ClusterNode, JoinRequest, Machine, PeerNode};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value as Json, json};
+use tokio::sync::Notify;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::AppState;
+use crate::auth::{Admin, Viewer};
+use crate::error::{ApiError, ApiResult};
+use crate::meta::{CommandEnvelope, MetaCommand, MetaError, MetaResult, MetaStore};
+
+/// The metadata as handlers see it: local reads, writes through Raft in a cluster.
+pub struct Meta {
+    store: Arc<MetaStore>,
+    node: Option<Arc<ClusterNode>>,
+    handle: Option<tokio::runtime::Handle>,
+    /// Woken after every applied command that changes run placement.
+    pub placement_changed: Arc<Notify>,
+}
+
+impl Deref for Meta {
+    type Target = MetaStore;
+    fn deref(&self) -> &MetaStore {
+        &self.store
+    }
+}
+
+impl Meta {
+    /// A store on this node alone, written directly.
+    pub fn local(store: MetaStore) -> Meta {
+        Meta { store: Arc::new(store), node: None, handle: None, placement_changed: Arc::new(Notify::new()) }
+    }
+
+    /// A store replicated by `node` (whose state machine is `store`, see [`MetaMachine`]).
+    pub fn replicated(store: Arc<MetaStore>, node: Arc<ClusterNode>, placement_changed: Arc<Notify>) -> Meta {
+        Meta { store, node: Some(node), handle: tokio::runtime::Handle::try_current().ok(), placement_changed }
+    }
+
+    /// The Raft member, in a cluster.
+    pub fn node(&self) -> Option<&Arc<ClusterNode>> {
+        self.node.as_ref()
+    }
+
+    pub fn store(&self) -> &Arc<MetaStore> {
+        &self.store
+    }
+
+    /// Applies one command: locally, or committed through the cluster and applied here.
+    pub fn apply(&self, cmd: MetaCommand) -> MetaResult<()> {
+        let Some(node) = &self.node else { return self.store.apply(cmd) };
+        let env = serde_json::to_value(CommandEnvelope::new(cmd)).map_err(|e| MetaError::Decode(e.to_string()))?;
+        let node = node.clone();
+        let answer = self.block_on(async move { node.write(env).await })?.map_err(|e| MetaError::Unavailable(e.to_string()))?;
+        answer_to_result(&answer)
+    }
+
+    fn block_on<F: Future + Send>(&self, f: F) -> MetaResult<F::Output>
+    where
+        F::Output: Send,
+    {
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread => {
+                Err(MetaError::Unavailable("a cluster write needs the multi-thread runtime".into()))
+            }
+            Ok(h) => Ok(tokio::task::block_in_place(|| h.block_on(f))),
+            Err(_) => match &self.handle {
+                Some(h) => Ok(h.block_on(f)),
+                None => Err(MetaError::Unavailable("a cluster write outside the runtime".into())),
+            },
+        }
+    }
+}
+
+/// What applying a command answered, as it travels in the Raft log's responses.
+fn result_to_answer(r: &MetaResult<()>) -> Json {
+    match r {
+        Ok(()) => json!({"ok": true}),
+        Err(MetaError::NotFound { kind, id }) => json!({"error": "not_found", "kind": kind, "id": id}),
+        Err(MetaError::Conflict(m)) => json!({"error": "conflict", "message": m}),
+        Err(MetaError::IllegalTransition { from, to }) => json!({"error": "illegal_transition", "from": from, "to": to}),
+        Err(e) => json!({"error": "storage", "message": e.to_string()}),
+    }
+}
+
+fn answer_to_result(a: &Json) -> MetaResult<()> {
+    let text = |k: &str| a.get(k).and_then(Json::as_str).unwrap_or_default().to_string();
+    match a.get("error").and_then(Json::as_str) {
+        None => Ok(()),
+        Some("not_found") => {
+            const KINDS: &[&str] = &["user", "session", "api key", "connector", "transformation", "pipeline", "run", "version"];
+            let kind = KINDS.iter().find(|k| **k == text("kind")).copied().unwrap_or("item");
+            Err(MetaError::NotFound { kind, id: text("id") })
+        }
+        Some("conflict") => Err(MetaError::Conflict(text("message"))),
+        Some("illegal_transition") => match (serde_json::from_value(a["from"].clone()), serde_json::from_value(a["to"].clone())) {
+            (Ok(from), Ok(to)) => Err(MetaError::IllegalTransition { from, to }),
+            _ => Err(MetaError::Conflict(format!("a run cannot go from `{}` to `{}`", a["from"], a["to"]))),
+        },
+        Some(_) => Err(MetaError::Decode(text("message"))),
+    }
+}
+
+/// The metadata store as the Raft state machine.
+pub struct MetaMachine {
+    pub store: Arc<MetaStore>,
+    pub placement_changed: Arc<Notify>,
+}
+
+impl Machine for MetaMachine {
+    fn apply(&self, command: &Json) -> Json {
+        let env: CommandEnvelope = match CommandEnvelope::decode(command.to_string().as_bytes()) {
+            Ok(e) => e,
+            Err(e) => return json!({"error": "decode", "message": e}),
+        };
+        let placement = match &env.command {
+            MetaCommand::PutSetting { key, .. } => key.starts_with(placement::ASSIGN_PREFIX),
+            MetaCommand::CreateRun { .. } | MetaCommand::UpdateRun { .. } => true,
+            _ => false,
+        };
+        let r = self.store.apply(env.command);
+        if placement {
+            self.placement_changed.notify_waiters();
+        }
+        result_to_answer(&r)
+    }
+
+    fn dump(&self) -> Result<Json, String> {
+        self.store.dump().map_err(|e| e.to_string())
+    }
+
+    fn restore(&self, dump: Option<&Json>) -> Result<(), String> {
+        self.store.restore(dump).map_err(|e| e.to_string())
+    }
+}
+
+/// The cluster as `GET /cluster` shows it.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ClusterStatus {
+    /// The node that answered.
+    pub node_id: u64,
+    /// The leader's id; none during an election or when this node is cut off.
+    pub leader_id: Option<u64>,
+    /// The Raft term this node is in.
+    pub term: u64,
+    /// This node's role: `leader`, `follower`, `candidate`, `learner`, or `standalone`
+    /// (no cluster: `dagg serve` embedded without Raft, as in tests).
+    pub state: String,
+    /// Where `up` comes from: `leader` (the leader's heartbeats) or `local` (the leader could
+    /// not be asked; only this node is known to be up).
+    pub view: String,
+    pub members: Vec<ClusterMember>,
+}
+
+/// One member of the cluster.
+#[derive(Debug, Serialize, Deserialize, ToSchema, PartialEq)]
+pub struct ClusterMember {
+    pub id: u64,
+    /// `host:port` of its peer listener (Raft RPC).
+    pub peer_addr: String,
+    /// `host:port` of its admin API.
+    pub api_addr: String,
+    /// A voter; false: a learner still catching up.
+    pub voter: bool,
+    /// It answered the leader's heartbeats within the last 2 s.
+    pub up: bool,
+    /// Milliseconds since it last answered the leader.
+    pub last_seen_ms: Option<u64>,
+    /// Runs placed on it that have not ended.
+    pub runs: u64,
+}
+
+/// What `POST /cluster/join` takes: the node asking to be added.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JoinBody {
+    /// Its id (1 or more, unique in the cluster).
+    pub node_id: u64,
+    /// `host:port` others reach its peer listener at.
+    pub peer_addr: String,
+    /// `host:port` of its admin API.
+    pub api_addr: String,
+}
+
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(cluster_status)).routes(routes!(join))
+}
+
+/// The cluster: this node, the leader, the term, and every member with its addresses,
+/// whether it is up (from the leader's heartbeats) and how many runs it has.
+#[utoipa::path(get, path = "/cluster", tag = "cluster", security(("bearer" = ["viewer"])),
+    responses((status = 200, description = "The cluster as this node sees it", body = ClusterStatus)))]
+async fn cluster_status(State(state): State<AppState>, _auth: Viewer) -> ApiResult<axum::Json<ClusterStatus>> {
+    Ok(axum::Json(status(&state).await?))
+}
+
+/// The status `GET /cluster` answers.
+pub async fn status(state: &AppState) -> ApiResult<ClusterStatus> {
+    let load = placement::load(&state.meta)?;
+    let runs_on = |id: u64| load.get(&id).copied().unwrap_or(0);
+    let Some(node) = state.meta.node() else {
+        return Ok(ClusterStatus {
+            node_id: 1,
+            leader_id: Some(1),
+            term: 0,
+            state: "standalone".into(),
+            view: "local".into(),
+            members: vec![ClusterMember { id: 1, peer_addr: String::new(), api_addr: String::new(), voter: true, up: true, last_seen_ms: Some(0), runs: runs_on(1) }],
+        });
+    };
+    let (view, members) = match node.leader_members_view().await {
+        Ok(v) => (
+            "leader",
+            v.members
+                .into_iter()
+                .map(|m| ClusterMember { id: m.id, runs: runs_on(m.id), peer_addr: m.peer_addr, api_addr: m.api_addr, voter: m.voter, up: m.up, last_seen_ms: m.last_seen_ms })
+                .collect(),
+        ),
+        Err(e) => {
+            tracing::debug!("the leader's view of the members: {e}");
+            let voters = node.voters();
+            let members = node
+                .members()
+                .into_iter()
+                .map(|(id, n)| ClusterMember {
+                    id,
+                    runs: runs_on(id),
+                    peer_addr: n.peer_addr,
+                    api_addr: n.api_addr,
+                    voter: voters.contains(&id),
+                    up: id == node.id,
+                    last_seen_ms: (id == node.id).then_some(0),
+                })
+                .collect();
+            ("local", members)
+        }
+    };
+    // The leader and term of the view, so that they agree with its members.
+    Ok(ClusterStatus { node_id: node.id, leader_id: node.leader(), term: node.term(), state: node.state_name().into(), view: view.into(), members })
+}
+
+/// Adds a node to the cluster: as a learner until it has caught up, then as a voter.
+/// `dagg serve --join URL` calls this. Needs an admin, or the cluster token
+/// (`DAGG_CLUSTER_TOKEN` on both nodes) in `X-Dagg-Cluster-Token`.
+#[utoipa::path(post, path = "/cluster/join", tag = "cluster", security(("bearer" = ["admin"])), request_body = JoinBody,
+    responses((status = 200, description = "The node is a voter", body = ClusterStatus), (status = 400, description = "A bad request", body = crate::error::ErrorBody),
+        (status = 409, description = "The change was refused (no cluster here, the id is taken, or it did not commit)", body = crate::error::ErrorBody)))]
+async fn join(State(state): State<AppState>, headers: HeaderMap, admin: Result<Admin, ApiError>, body: axum::body::Bytes) -> ApiResult<axum::Json<ClusterStatus>> {
+    let token_ok = match (std::env::var("DAGG_CLUSTER_TOKEN").ok().filter(|t| !t.is_empty()), headers.get("x-dagg-cluster-token").and_then(|v| v.to_str().ok())) {
+        (Some(want), Some(got)) => crate::auth::sha256_hex(&want) == crate::auth::sha256_hex(got),
+        _ => false,
+    };
+    if !token_ok {
+        admin?;
+    }
+    // The body after the caller: a caller without the right gets 401/403 whatever it sent.
+    let body: JoinBody = crate::error::parse_json_body(&body)?;
+    let Some(node) = state.meta.node() else {
+        return Err(ApiError::Conflict("this server runs without a cluster (embedded, not `dagg serve`)".into()));
+    };
+    if body.node_id == 0 {
+        return Err(ApiError::field("node_id", "node ids start at 1"));
+    }
+    for (field, v) in [("peer_addr", &body.peer_addr), ("api_addr", &body.api_addr)] {
+        if v.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok()).is_none() {
+            return Err(ApiError::field(field, format!("`{v}` is not host:port")));
+        }
+    }
+    let req = JoinRequest { node_id: body.node_id, node: PeerNode { peer_addr: body.peer_addr, api_addr: body.api_addr } };
+    node.add_member(req).await.map_err(ApiError::Conflict)?;
+    Ok(axum::Json(status(&state).await?))
+}

@@ -1,0 +1,192 @@
+//! Where runs execute in a cluster.
+//!
+//! A run's node is part of the replicated metadata: the setting
+//! `_cluster/run/<run id>` holds an [`Assignment`]. Only the leader writes it: it places
+//! every run that has not ended and has no live node on the live member with the fewest
+//! unfinished runs (ties: the lowest id), and moves the runs of a member that has not
+//! answered its heartbeats for [`DOWN_AFTER`]. Every node starts the runs assigned to it
+//! that it is not running yet ([`run_assigned_here`]); a moved run restores from the last
+//! completed checkpoint, which is why the checkpoint store must be shared
+//! (`--shared-dir`).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::AppState;
+use crate::cluster::Meta;
+use crate::meta::{MetaCommand, MetaResult, RunEvent};
+
+/// Settings under this prefix are run assignments.
+pub const ASSIGN_PREFIX: &str = "_cluster/run/";
+
+/// A member that has not answered for this long (beyond the liveness window) loses its runs.
+pub const DOWN_AFTER: Duration = Duration::from_secs(1);
+
+/// Where a run executes.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Assignment {
+    pub node: u64,
+    pub at: DateTime<Utc>,
+    /// 1 when first placed, one more every time it moves.
+    pub attempt: u32,
+}
+
+/// Every run's assignment, by run id.
+pub fn assignments(meta: &Meta) -> MetaResult<BTreeMap<String, Assignment>> {
+    let mut out = BTreeMap::new();
+    for (k, v) in meta.settings_with_prefix(ASSIGN_PREFIX)? {
+        if let Ok(a) = serde_json::from_value::<Assignment>(v) {
+            out.insert(k[ASSIGN_PREFIX.len()..].to_string(), a);
+        }
+    }
+    Ok(out)
+}
+
+pub fn assignment(meta: &Meta, run_id: &str) -> MetaResult<Option<Assignment>> {
+    Ok(meta.setting(&format!("{ASSIGN_PREFIX}{run_id}"))?.and_then(|v| serde_json::from_value(v).ok()))
+}
+
+/// Unfinished runs per node.
+pub fn load(meta: &Meta) -> MetaResult<BTreeMap<u64, u64>> {
+    let mut out = BTreeMap::new();
+    for (run_id, a) in assignments(meta)? {
+        if let Some(r) = meta.run(&run_id)?
+            && !r.status.is_terminal()
+        {
+            *out.entry(a.node).or_insert(0) += 1;
+        }
+    }
+    Ok(out)
+}
+
+/// Whether runs started on this node wait for the leader to place them (a cluster of more
+/// than one member) rather than start here at once.
+pub fn placed_by_leader(state: &AppState) -> bool {
+    state.meta.node().is_some_and(|n| n.members().len() > 1)
+}
+
+/// Records that a run starts on this node (in a cluster of one, runs start where they are
+/// asked for); nothing without a cluster.
+pub fn assign_here(state: &AppState, run_id: &str) -> MetaResult<()> {
+    let Some(node) = state.meta.node() else { return Ok(()) };
+    let a = Assignment { node: node.id, at: Utc::now(), attempt: 1 };
+    state.meta.apply(MetaCommand::PutSetting { key: format!("{ASSIGN_PREFIX}{run_id}"), value: serde_json::to_value(&a).unwrap_or_default() })
+}
+
+/// The leader's placement loop (runs on every node, acts only on the leader).
+pub async fn run_placement(state: AppState) {
+    let Some(node) = state.meta.node().cloned() else { return };
+    let mut leader_since: Option<Instant> = None;
+    let mut down_since: HashMap<u64, Instant> = HashMap::new();
+    loop {
+        tokio::select! {
+            () = state.meta.placement_changed.notified() => {}
+            () = tokio::time::sleep(Duration::from_millis(500)) => {}
+        }
+        if !node.is_leader() {
+            leader_since = None;
+            continue;
+        }
+        // A new leader learns who is up from its first heartbeats.
+        if leader_since.get_or_insert_with(Instant::now).elapsed() < dagg_cluster::LIVENESS_WINDOW && node.members().len() > 1 {
+            continue;
+        }
+        let live: HashSet<u64> = node.live_members().into_iter().collect();
+        let members = node.members();
+        for id in members.keys() {
+            if live.contains(id) {
+                down_since.remove(id);
+            } else {
+                down_since.entry(*id).or_insert_with(Instant::now);
+            }
+        }
+        if let Err(e) = place_once(&state, &live, &members.keys().copied().collect(), &down_since) {
+            tracing::warn!("placing runs: {e}");
+        }
+    }
+}
+
+fn place_once(state: &AppState, live: &HashSet<u64>, members: &HashSet<u64>, down_since: &HashMap<u64, Instant>) -> MetaResult<()> {
+    if live.is_empty() {
+        return Ok(());
+    }
+    let assigned = assignments(&state.meta)?;
+    let mut runs: Vec<_> = state.meta.runs()?.into_iter().filter(|r| !r.status.is_terminal()).collect();
+    runs.sort_by_key(|r| r.created_at);
+    let mut load: BTreeMap<u64, u64> = live.iter().map(|id| (*id, 0)).collect();
+    for r in &runs {
+        if let Some(a) = assigned.get(&r.id)
+            && let Some(n) = load.get_mut(&a.node)
+        {
+            *n += 1;
+        }
+    }
+    for r in runs {
+        let current = assigned.get(&r.id);
+        let (attempt, from) = match current {
+            Some(a) if live.contains(&a.node) => continue,
+            // Down, but not for long enough yet.
+            Some(a) if members.contains(&a.node) && down_since.get(&a.node).is_none_or(|t| t.elapsed() < DOWN_AFTER) => continue,
+            Some(a) => (a.attempt + 1, Some(a.node)),
+            None => (1, None),
+        };
+        let Some((&to, _)) = load.iter().min_by_key(|(id, n)| (**n, **id)) else { return Ok(()) };
+        let a = Assignment { node: to, at: Utc::now(), attempt };
+        state.meta.apply(MetaCommand::PutSetting { key: format!("{ASSIGN_PREFIX}{}", r.id), value: serde_json::to_value(&a).unwrap_or_default() })?;
+        *load.entry(to).or_insert(0) += 1;
+        let message = match from {
+            Some(f) => format!("node {f} is down: moved to node {to} (attempt {attempt})"),
+            None => format!("placed on node {to}"),
+        };
+        let kind = if from.is_some() { "moved" } else { "placed" };
+        state.meta.apply(MetaCommand::AppendRunEvent {
+            event: RunEvent { run_id: r.id.clone(), seq: 0, at: Utc::now(), level: if from.is_some() { "warning" } else { "info" }.into(), kind: kind.into(), message, data: json!({"node": to, "from": from, "attempt": attempt}) },
+        })?;
+        tracing::info!(run = %r.id, node = to, ?from, "run placed");
+    }
+    Ok(())
+}
+
+/// Starts the runs assigned to this node that it is not running (runs on every node).
+pub async fn run_assigned_here(state: AppState) {
+    let Some(node) = state.meta.node().cloned() else { return };
+    let mut started: HashSet<(String, u32)> = HashSet::new();
+    loop {
+        tokio::select! {
+            () = state.meta.placement_changed.notified() => {}
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+        // A run cancelled (or ended) elsewhere in the cluster while it runs here: stop it.
+        for run_id in state.runs.active_ids() {
+            if let Ok(Some(r)) = state.meta.run(&run_id)
+                && r.status.is_terminal()
+            {
+                state.runs.cancel(&run_id);
+            }
+        }
+        let mine = match assignments(&state.meta) {
+            Ok(a) => a.into_iter().filter(|(_, a)| a.node == node.id).collect::<Vec<_>>(),
+            Err(e) => {
+                tracing::warn!("reading run assignments: {e}");
+                continue;
+            }
+        };
+        for (run_id, a) in mine {
+            if started.contains(&(run_id.clone(), a.attempt)) || state.runs.progress(&run_id).is_some() {
+                continue;
+            }
+            let Ok(Some(run)) = state.meta.run(&run_id) else { continue };
+            if run.status.is_terminal() {
+                continue;
+            }
+            started.insert((run_id.clone(), a.attempt));
+            if let Err(e) = crate::runner::run_placed(&state, run) {
+                tracing::error!(run = %run_id, "starting a placed run: {e}");
+            }
+        }
+    }
+}

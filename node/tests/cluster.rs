@@ -1,0 +1,284 @@
+//! The cluster on loopback: three `dagg serve` processes with `--peers`, a TCP proxy the
+//! test controls between their peer ports (see `cluster_support`).
+
+mod cluster_support;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use cluster_support::*;
+use serde_json::{Value, json};
+
+/// Every running node's `GET /cluster`.
+fn statuses(c: &Cluster, token: &str) -> Vec<(u64, Value)> {
+    c.nodes.iter().filter(|n| n.is_running()).map(|n| (n.id, http(&n.api, "GET", "/cluster", Some(token), None).1)).collect()
+}
+
+/// The members without the instant they were last seen (which moves between two calls).
+fn members_of(v: &Value) -> Vec<Value> {
+    v["members"].as_array().map(|a| a.iter().map(|m| json!([m["id"], m["peer_addr"], m["api_addr"], m["voter"], m["up"], m["runs"]])).collect()).unwrap_or_default()
+}
+
+/// The leader all running nodes agree on, with the same term and members up.
+fn agreed_leader(c: &Cluster, token: &str, want_up: usize) -> Option<(u64, u64)> {
+    let s = statuses(c, token);
+    let first = &s.first()?.1;
+    let leader = first["leader_id"].as_u64()?;
+    let term = first["term"].as_u64()?;
+    for (_, v) in &s {
+        if v["leader_id"].as_u64() != Some(leader) || v["term"].as_u64() != Some(term) || v["view"] != "leader" {
+            return None;
+        }
+        let up = v["members"].as_array()?.iter().filter(|m| m["up"] == true).count();
+        if up != want_up || members_of(v) != members_of(first) {
+            return None;
+        }
+    }
+    Some((leader, term))
+}
+
+fn setting(api: &str, token: &str, key: &str) -> Option<Value> {
+    let (st, v) = http(api, "GET", "/settings", Some(token), None);
+    if st != 200 {
+        return None;
+    }
+    v.get(key).cloned()
+}
+
+fn put_setting(api: &str, token: &str, key: &str, value: Value) -> (u16, Value) {
+    http(api, "PUT", "/settings", Some(token), Some(&json!({ key: value })))
+}
+
+fn start_three(shared: bool) -> (Cluster, String) {
+    let mut c = Cluster::new(3, shared);
+    c.start_all();
+    let token = login(&c.nodes[0].api);
+    (c, token)
+}
+
+#[test]
+fn three_nodes_elect_one_leader_agree_and_replicate_a_write_made_on_a_follower() {
+    let (c, token) = start_three(false);
+    let (leader, term) = wait_for(Duration::from_secs(15), "every node to agree on the leader", || agreed_leader(&c, &token, 3));
+    assert!((1..=3).contains(&leader) && term >= 1);
+    let s = statuses(&c, &token);
+    for (id, v) in &s {
+        assert_eq!(v["node_id"].as_u64(), Some(*id), "{v}");
+        let members = v["members"].as_array().unwrap();
+        assert_eq!(members.len(), 3, "{v}");
+        for m in members {
+            let mid = m["id"].as_u64().unwrap();
+            let node = &c.nodes[mid as usize - 1];
+            assert_eq!(m["peer_addr"], node.advertise.as_str(), "{v}");
+            assert_eq!(m["api_addr"], node.api.as_str(), "{v}");
+            assert_eq!(m["voter"], true);
+            assert_eq!(m["runs"], 0);
+        }
+        let state = v["state"].as_str().unwrap();
+        assert_eq!(state == "leader", *id == leader, "{v}");
+    }
+
+    // A write on a follower: committed through the leader, visible on every node at once
+    // on the follower that took it, and shortly on the others.
+    let follower = c.nodes.iter().find(|n| n.id != leader).unwrap();
+    let (st, body) = put_setting(&follower.api, &token, "written-on-follower", json!(follower.id));
+    assert_eq!(st, 200, "{body}");
+    assert_eq!(setting(&follower.api, &token, "written-on-follower"), Some(json!(follower.id)));
+    for n in &c.nodes {
+        wait_for(Duration::from_secs(5), "the write on every node", || (setting(&n.api, &token, "written-on-follower") == Some(json!(follower.id))).then_some(()));
+    }
+    // A token issued by one node works on every node (the secret is replicated), and a
+    // login on a follower (a session written through the leader) works too.
+    let t2 = login(&follower.api);
+    for n in &c.nodes {
+        assert_eq!(http(&n.api, "GET", "/cluster", Some(&t2), None).0, 200);
+    }
+    // Viewer may read `/cluster`; without a token it is 401.
+    assert_eq!(http(&c.nodes[0].api, "GET", "/cluster", None, None).0, 401);
+}
+
+#[test]
+fn killing_the_leader_elects_another_within_5s_and_the_restarted_node_catches_up() {
+    let (mut c, token) = start_three(false);
+    let (leader, term) = wait_for(Duration::from_secs(15), "a leader", || agreed_leader(&c, &token, 3));
+    let li = leader as usize - 1;
+    c.nodes[li].kill();
+    let killed = Instant::now();
+    let (new_leader, new_term) = wait_for(Duration::from_secs(5), "a new leader within 5 s of the SIGKILL", || {
+        let s = statuses(&c, &token);
+        let l = s[0].1["leader_id"].as_u64()?;
+        let t = s[0].1["term"].as_u64()?;
+        (l != leader && t > term && s.iter().all(|(_, v)| v["leader_id"].as_u64() == Some(l))).then_some((l, t))
+    });
+    let took = killed.elapsed();
+    eprintln!("new leader {new_leader} in term {new_term} {took:?} after the SIGKILL");
+    // Writes work again, on the new leader and on the other survivor.
+    for n in c.nodes.iter().filter(|n| n.is_running()) {
+        let (st, body) = put_setting(&n.api, &token, &format!("after-kill-{}", n.id), json!(true));
+        assert_eq!(st, 200, "{body}");
+    }
+    // The leader sees the killed node as down.
+    let down = wait_for(Duration::from_secs(5), "the killed node shown down", || {
+        let v = http(&c.nodes[new_leader as usize - 1].api, "GET", "/cluster", Some(&token), None).1;
+        v["members"].as_array()?.iter().find(|m| m["id"] == leader && m["up"] == false).cloned()
+    });
+    assert_eq!(down["id"], leader);
+
+    // The killed node restarts on its data and catches up.
+    c.nodes[li].start();
+    let api = c.nodes[li].api.clone();
+    for n in c.nodes.iter().filter(|n| n.id != leader) {
+        let key = format!("after-kill-{}", n.id);
+        wait_for(Duration::from_secs(10), "the restarted node to catch up", || (setting(&api, &token, &key) == Some(json!(true))).then_some(()));
+    }
+    wait_for(Duration::from_secs(10), "all three up again", || agreed_leader(&c, &token, 3));
+    // It takes writes again.
+    assert_eq!(put_setting(&api, &token, "after-restart", json!(1)).0, 200);
+}
+
+#[test]
+fn a_cut_off_node_cannot_commit_catches_up_when_healed_and_no_term_has_two_leaders() {
+    let (c, token) = start_three(false);
+    let (leader, _) = wait_for(Duration::from_secs(15), "a leader", || agreed_leader(&c, &token, 3));
+    // Every leader any node claims to be, by term.
+    let mut claims: BTreeMap<u64, std::collections::BTreeSet<u64>> = BTreeMap::new();
+    let mut sample = |c: &Cluster| {
+        for (id, v) in statuses(c, &token) {
+            if v["state"] == "leader"
+                && let Some(t) = v["term"].as_u64()
+            {
+                claims.entry(t).or_default().insert(id);
+            }
+        }
+    };
+    sample(&c);
+
+    // Cut the leader off: the others elect a new one; the old one cannot commit.
+    let cut = leader as usize - 1;
+    c.proxies.cut(cut);
+    let others: Vec<usize> = (0..3).filter(|i| *i != cut).collect();
+    let new_leader = wait_for(Duration::from_secs(10), "a new leader on the majority side", || {
+        sample(&c);
+        let v = http(&c.nodes[others[0]].api, "GET", "/cluster", Some(&token), None).1;
+        let l = v["leader_id"].as_u64()?;
+        (l != leader && v["view"] == "leader").then_some(l)
+    });
+    let t0 = Instant::now();
+    let (st, body) = put_setting(&c.nodes[cut].api, &token, "on-the-cut-node", json!(1));
+    let took = t0.elapsed();
+    assert_eq!(st, 503, "a write on the cut-off node: {body}");
+    assert_eq!(body["error"]["code"], "unavailable", "{body}");
+    assert!(took < Duration::from_secs(12), "the write failed only after {took:?}");
+    sample(&c);
+    // The majority commits.
+    let (st, body) = put_setting(&c.nodes[others[1]].api, &token, "on-the-majority", json!(2));
+    assert_eq!(st, 200, "{body}");
+    sample(&c);
+    // The cut node still serves reads, from its own (stale) copy.
+    assert_eq!(setting(&c.nodes[cut].api, &token, "on-the-majority"), None);
+
+    // Healed: the node catches up, follows the new leader, and takes writes again.
+    c.proxies.heal();
+    wait_for(Duration::from_secs(10), "the healed node to catch up", || {
+        sample(&c);
+        (setting(&c.nodes[cut].api, &token, "on-the-majority") == Some(json!(2))).then_some(())
+    });
+    wait_for(Duration::from_secs(10), "all three to agree again", || {
+        sample(&c);
+        agreed_leader(&c, &token, 3)
+    });
+    assert_eq!(setting(&c.nodes[cut].api, &token, "on-the-cut-node"), None, "the uncommitted write must not appear");
+    assert_eq!(put_setting(&c.nodes[cut].api, &token, "after-heal", json!(3)).0, 200);
+    sample(&c);
+    assert!(new_leader != leader);
+    for (term, ids) in &claims {
+        assert_eq!(ids.len(), 1, "term {term} had leaders {ids:?}");
+    }
+}
+
+#[test]
+fn a_node_joins_a_running_cluster_as_a_voter() {
+    let mut c = Cluster::new(2, false);
+    c.nodes[0].alone = true;
+    c.nodes[0].start();
+    let token = login(&c.nodes[0].api);
+    assert_eq!(put_setting(&c.nodes[0].api, &token, "before-join", json!("x")).0, 200);
+    c.nodes[1].join = Some(format!("http://{}", c.nodes[0].api));
+    c.nodes[1].start();
+    let (leader, _) = wait_for(Duration::from_secs(15), "both nodes to agree", || agreed_leader(&c, &token, 2));
+    assert_eq!(leader, 1);
+    let v = http(&c.nodes[1].api, "GET", "/cluster", Some(&token), None).1;
+    assert!(v["members"].as_array().unwrap().iter().all(|m| m["voter"] == true), "{v}");
+    // It has what was written before it joined, and its writes reach the leader.
+    assert_eq!(setting(&c.nodes[1].api, &token, "before-join"), Some(json!("x")));
+    assert_eq!(put_setting(&c.nodes[1].api, &token, "after-join", json!("y")).0, 200);
+    wait_for(Duration::from_secs(5), "the joined node's write on the first", || (setting(&c.nodes[0].api, &token, "after-join") == Some(json!("y"))).then_some(()));
+    // A restart of the joined node neither joins again nor loses anything.
+    c.nodes[1].kill();
+    c.nodes[1].start();
+    wait_for(Duration::from_secs(15), "both nodes to agree after the restart", || agreed_leader(&c, &token, 2));
+    assert_eq!(setting(&c.nodes[1].api, &token, "after-join"), Some(json!("y")));
+}
+
+/// Ids in a JSONL file; panics on a torn line.
+fn ids_in(path: &std::path::Path) -> Vec<u64> {
+    use std::io::BufRead;
+    let f = std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    std::io::BufReader::new(f).lines().map(|l| serde_json::from_str::<Value>(&l.unwrap()).expect("whole JSON lines")["id"].as_u64().expect("an id")).collect()
+}
+
+#[test]
+fn a_run_on_a_killed_node_finishes_on_another_with_every_record_exactly_once() {
+    use std::io::Write;
+    const N: u64 = 1_500_000;
+    let (mut c, token) = start_three(true);
+    wait_for(Duration::from_secs(15), "a leader", || agreed_leader(&c, &token, 3));
+    let data = c.root.path().join("shared").join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    {
+        let mut w = std::io::BufWriter::new(std::fs::File::create(data.join("in.jsonl")).unwrap());
+        for i in 1..=N {
+            writeln!(w, r#"{{"id":{i},"name":"item number {i}","qty":{}}}"#, i % 7).unwrap();
+        }
+    }
+    let out = data.join("out.jsonl");
+    let doc = json!({
+        "name": "moves-with-its-node",
+        "source": {"connector_type": "file", "config": {"path": data.join("in.jsonl"), "format": "jsonl"}},
+        "transformations": [{"type": "field_mapping", "field_name": "name", "operation": "title_case"}],
+        "destination": {"connector_type": "file", "config": {"path": out, "format": "jsonl"}},
+        "checkpoint": {"interval_seconds": 0.2}
+    });
+    let api = c.nodes[1].api.clone();
+    let (st, p) = http(&api, "POST", "/pipelines", Some(&token), Some(&doc));
+    assert_eq!(st, 201, "{p}");
+    let pid = p["id"].as_str().unwrap().to_string();
+    let (st, r) = http(&api, "POST", &format!("/pipelines/{pid}/execute"), Some(&token), None);
+    assert_eq!(st, 202, "{r}");
+    let run_id = r["id"].as_str().unwrap().to_string();
+    // A second execute while it is active anywhere is refused.
+    assert_eq!(http(&c.nodes[2].api, "POST", &format!("/pipelines/{pid}/execute"), Some(&token), None).0, 409);
+
+    // The node the leader placed it on, once it has written a checkpoint's worth.
+    let runner = wait_for(Duration::from_secs(20), "the run placed and writing", || {
+        let v = http(&api, "GET", "/cluster", Some(&token), None).1;
+        let m = v["members"].as_array()?.iter().find(|m| m["runs"] == 1)?["id"].as_u64()?;
+        // The file sink writes `.out.jsonl.dagg-tmp` until the run ends.
+        (std::fs::metadata(data.join(".out.jsonl.dagg-tmp")).map(|m| m.len()).unwrap_or(0) > 0).then_some(m)
+    });
+    c.nodes[runner as usize - 1].kill();
+    let alive = c.nodes.iter().find(|n| n.is_running()).unwrap().api.clone();
+    let done = wait_for(Duration::from_secs(120), "the run to finish on another node", || {
+        let (st, v) = http(&alive, "GET", &format!("/runs/{pid_run}", pid_run = run_id), Some(&token), None);
+        (st == 200 && v["status"].as_str().is_some_and(|s| !matches!(s, "pending" | "running" | "retrying"))).then_some(v)
+    });
+    assert_eq!(done["status"], "success", "{done}\n{}", c.logs());
+    let (_, events) = http(&alive, "GET", &format!("/runs/{run_id}/logs"), Some(&token), None);
+    assert!(events.to_string().contains(&format!("node {runner} is down: moved to node")), "the run was not moved: {events}");
+    let mut got = ids_in(&out);
+    assert_eq!(got.len() as u64, N, "records in the output (duplicates or losses)");
+    got.sort_unstable();
+    got.dedup();
+    assert_eq!(got.len() as u64, N, "distinct records");
+    assert_eq!((got[0], got[got.len() - 1]), (1, N));
+}
