@@ -89,6 +89,11 @@ impl RunManager {
         self.live.lock().unwrap_or_else(|e| e.into_inner()).get(run_id).map(|l| l.progress.clone())
     }
 
+    /// The ids of the runs active on this node.
+    pub fn active_ids(&self) -> Vec<String> {
+        self.live.lock().unwrap_or_else(|e| e.into_inner()).keys().cloned().collect()
+    }
+
     pub fn active_count(&self) -> usize {
         self.live.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
@@ -167,6 +172,11 @@ pub fn start(state: &AppState, pipeline: &Pipeline, spec: PipelineSpec, by: &str
 
 /// [`start`] with the run's trigger: `manual`, `schedule`, `dependency`, `event`.
 pub fn start_with(state: &AppState, pipeline: &Pipeline, spec: PipelineSpec, by: &str, trigger: &str) -> ApiResult<Run> {
+    // In a cluster the run may be anywhere: one active run per pipeline, cluster-wide.
+    let placed = crate::cluster::placement::placed_by_leader(state);
+    if placed && let Some(r) = state.meta.runs_of(&pipeline.id)?.into_iter().find(|r| !r.status.is_terminal()) {
+        return Err(ApiError::Conflict(format!("pipeline `{}` is already running (run `{}`); cancel it or wait for it to end", pipeline.id, r.id)));
+    }
     let progress = Arc::new(RunProgress::default());
     let run_id = uuid::Uuid::new_v4().to_string();
     {
@@ -208,7 +218,17 @@ pub fn start_with(state: &AppState, pipeline: &Pipeline, spec: PipelineSpec, by:
         counts: run.counts,
         error: None,
     });
-    tokio::spawn(drive(state.clone(), run.clone(), spec, progress));
+    if placed {
+        // The leader places it on a live node, which runs it (`cluster::placement`).
+        drop(spec);
+        state.runs.finish(&run_id);
+    } else {
+        if let Err(e) = crate::cluster::placement::assign_here(state, &run_id) {
+            state.runs.finish(&run_id);
+            return Err(e.into());
+        }
+        tokio::spawn(drive(state.clone(), run.clone(), spec, progress));
+    }
     Ok(run)
 }
 
@@ -241,7 +261,7 @@ async fn drive_inner(state: &AppState, run: &Run, spec: PipelineSpec, progress: 
     let opts = RunOptions {
         run_id: Some(id.to_string()),
         progress: progress.clone(),
-        data_dir: Some(state.config.data_dir.join("runtime").join(&run.pipeline_id)),
+        data_dir: Some(state.config.runtime_dir().join(&run.pipeline_id)),
         ..RunOptions::default()
     };
     let base = state.config.files_dir();
@@ -352,5 +372,28 @@ pub fn end_orphaned_runs(state: &AppState) -> MetaResult<()> {
         state.meta.apply(MetaCommand::UpdateRun { id: r.id.clone(), status, at: Utc::now(), counts: None, error: error.clone() })?;
         state.meta.apply(event(&r.id, "error", "finished", format!("{status}: the server stopped during the run"), json!({"status": status.as_str()})))?;
     }
+    Ok(())
+}
+
+/// Starts, on this node, a run the cluster's leader placed here (a new run, or one moved
+/// from a lost node: it resumes from the last completed checkpoint in the shared runtime
+/// folder). Does nothing when the run is already active here.
+pub fn run_placed(state: &AppState, run: Run) -> ApiResult<()> {
+    let doc = state
+        .meta
+        .version(&run.pipeline_id, run.pipeline_version)?
+        .map(|v| v.document)
+        .ok_or_else(|| ApiError::NotFound(format!("pipeline `{}` has no version {}", run.pipeline_id, run.pipeline_version)))?;
+    let spec = crate::routes::pipelines::validate(state, &doc).map_err(|d| ApiError::validation("the stored pipeline document is invalid", d))?;
+    let progress = Arc::new(RunProgress::default());
+    {
+        let mut live = state.runs.live.lock().unwrap_or_else(|e| e.into_inner());
+        if live.contains_key(&run.id) {
+            return Ok(());
+        }
+        live.insert(run.id.clone(), LiveRun { pipeline_id: run.pipeline_id.clone(), progress: progress.clone() });
+        ACTIVE_RUNS.inc();
+    }
+    tokio::spawn(drive(state.clone(), run, spec, progress));
     Ok(())
 }
