@@ -6,7 +6,9 @@
 //! adds a version and a reader for the old one; golden files of every version are read back
 //! in tests (`actors/tests/golden/`).
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, LazyLock, Mutex, Weak};
 
 use serde::{Deserialize, Serialize};
 
@@ -85,24 +87,25 @@ pub struct HighWater {
 /// The node's state store.
 #[derive(Clone)]
 pub struct Store {
-    db: sled::Db,
+    db: Arc<sled::Db>,
 }
 
+/// The stores open in this process, by folder: a run that opens a store another part of the
+/// process still holds (the stages of the previous run of the same pipeline, stopping) shares
+/// it instead of failing on sled's file lock. The last holder's drop closes it.
+static OPEN: LazyLock<Mutex<HashMap<PathBuf, Weak<sled::Db>>>> = LazyLock::new(Mutex::default);
+
 impl Store {
-    /// Opens (creating) the store in `dir`.
+    /// Opens (creating) the store in `dir`, or shares it when this process has it open.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
         let path = dir.to_path_buf();
-        // A run of the same pipeline that just ended in this process may still be letting go
-        // of the lock: give it a moment before saying the state is in use.
-        let started = std::time::Instant::now();
-        let db = loop {
-            match sled::Config::new().path(&path).flush_every_ms(None).open() {
-                Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") && started.elapsed() < std::time::Duration::from_secs(3) => {
-                    std::thread::sleep(std::time::Duration::from_millis(20));
-                }
-                other => break other.map_err(|source| StoreError::Open { path: path.clone(), source })?,
-            }
-        };
+        let key = std::fs::canonicalize(&path).unwrap_or_else(|_| path.clone());
+        let mut open = OPEN.lock().unwrap_or_else(|e| e.into_inner());
+        open.retain(|_, w| w.strong_count() > 0);
+        if let Some(db) = open.get(&key).and_then(Weak::upgrade) {
+            return Ok(Store { db });
+        }
+        let db = sled::Config::new().path(&path).flush_every_ms(None).open().map_err(|source| StoreError::Open { path: path.clone(), source })?;
         match db.get(META_FORMAT)? {
             Some(v) => {
                 let found = u32::from_be_bytes(v.as_ref().try_into().unwrap_or([0, 0, 0, 0]));
@@ -115,6 +118,10 @@ impl Store {
                 db.flush()?;
             }
         }
+        let db = Arc::new(db);
+        // Keyed by the folder as opened when it did not exist before (canonicalize needs it).
+        let key = std::fs::canonicalize(&path).unwrap_or(key);
+        open.insert(key, Arc::downgrade(&db));
         Ok(Store { db })
     }
 
