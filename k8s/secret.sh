@@ -1,7 +1,6 @@
 #!/bin/sh
 # Prints the Secret the plain manifests expect (dagg-secrets), with a fresh random master key
-# (base64 of 32 bytes), admin password, token-signing secret and cluster join token. Run it
-# once per cluster:
+# (base64 of 32 bytes), admin password and cluster join token. Run it once per cluster:
 #
 #   k8s/secret.sh | kubectl apply -n dagg -f -
 #
@@ -12,7 +11,6 @@ set -eu
 rand() { head -c "$1" /dev/urandom | base64 | tr -d '\n'; }
 master_key=$(rand 32)
 admin_password=${DAGG_ADMIN_PASSWORD:-$(rand 18 | tr '+/' '-_')}
-jwt_secret=$(rand 36 | tr '+/' '-_')
 cluster_token=$(rand 36 | tr '+/' '-_')
 b64() { printf '%s' "$1" | base64 | tr -d '\n'; }
 cat <<YAML
@@ -27,6 +25,5 @@ type: Opaque
 data:
   master-key: $(b64 "$master_key")
   admin-password: $(b64 "$admin_password")
-  jwt-secret: $(b64 "$jwt_secret")
   cluster-token: $(b64 "$cluster_token")
 YAML

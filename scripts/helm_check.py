@@ -283,7 +283,7 @@ def check_cluster(objs: list[dict[str, Any]], namespace: str, replicas: int, sho
     # Secrets: every key the pods read is in a Secret of the rendering (or an existing one).
     secrets = {s["metadata"]["name"]: s for s in by_kind(objs, "Secret")}
     env = env_of(c)
-    for var, key in [("DAGG_MASTER_KEY", "master-key"), ("DAGG_ADMIN_PASSWORD", "admin-password"), ("DAGG_JWT_SECRET", "jwt-secret")]:
+    for var, key in [("DAGG_MASTER_KEY", "master-key"), ("DAGG_ADMIN_PASSWORD", "admin-password")]:
         ref = env[var]["valueFrom"]["secretKeyRef"]
         ensure(ref["key"] == key, f"{var} reads the key {key}")
         if ref["name"] in secrets:
@@ -479,7 +479,6 @@ def _secrets() -> None:
     s = one(objs, "Secret")
     check_master_key_text(secret_value(s, "master-key"), "generated")
     ensure(len(secret_value(s, "admin-password")) >= 16, "generated admin password length")
-    ensure(len(secret_value(s, "jwt-secret")) >= 32, "generated JWT secret length")
     ensure(len(secret_value(s, "cluster-token")) >= 32, "generated cluster token length")
     ensure(s["metadata"].get("annotations", {}).get("helm.sh/resource-policy") == "keep", "the Secret is kept on uninstall by default")
     again = one(objects_of(render(None)), "Secret")
@@ -490,7 +489,6 @@ def _secrets() -> None:
     ensure(secret_value(s, "master-key") == v["auth"]["masterKey"], "the given master key")
     check_master_key_text(secret_value(s, "master-key"), "given")
     ensure(secret_value(s, "admin-password") == v["auth"]["adminPassword"], "the given admin password")
-    ensure(secret_value(s, "jwt-secret") == v["auth"]["jwtSecret"], "the given JWT secret")
     ensure(secret_value(s, "cluster-token") == v["auth"]["clusterToken"], "the given cluster token")
     ensure("annotations" not in s["metadata"], "keepOnUninstall: false drops the keep policy")
     ensure(len(re.findall(r"lookup \"v1\" \"Secret\"", (CHART / "templates" / "secret.yaml").read_text())) == 1, "the Secret template reads the existing Secret back (lookup)")
@@ -604,7 +602,7 @@ def _k8s_valid() -> None:
     secret = yaml.safe_load(out)
     validate_object(secret, "k8s/secret.sh")
     check_master_key_text(secret_value(secret, "master-key"), "k8s/secret.sh")
-    ensure(len(secret_value(secret, "admin-password")) >= 16 and len(secret_value(secret, "jwt-secret")) >= 32, "k8s/secret.sh secret lengths")
+    ensure(len(secret_value(secret, "admin-password")) >= 16 and len(secret_value(secret, "cluster-token")) >= 32, "k8s/secret.sh secret lengths")
     second = yaml.safe_load(subprocess.run(["sh", str(K8S / "secret.sh")], capture_output=True, text=True, check=True, timeout=10).stdout)
     ensure(second["data"]["master-key"] != secret["data"]["master-key"], "k8s/secret.sh makes a fresh key each time")
 
