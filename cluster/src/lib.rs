@@ -69,7 +69,7 @@ impl ClusterConfig {
             bind_ip: None,
             write_timeout: Duration::from_secs(5),
             heartbeat: Duration::from_millis(200),
-            election_timeout: (Duration::from_millis(1000), Duration::from_millis(2000)),
+            election_timeout: (Duration::from_millis(800), Duration::from_millis(1600)),
             snapshot_every: 5000,
         }
     }
