@@ -107,7 +107,24 @@ struct FileConfig {
 #[serde(untagged)]
 enum PeersValue {
     Text(String),
-    Map(BTreeMap<u64, String>),
+    Map(BTreeMap<PeerKey, String>),
+}
+
+/// A node id as a map key: a number (YAML) or text (TOML keys are text).
+#[derive(Debug, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(untagged)]
+enum PeerKey {
+    Number(u64),
+    Text(String),
+}
+
+impl std::fmt::Display for PeerKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PeerKey::Number(n) => write!(f, "{n}"),
+            PeerKey::Text(t) => f.write_str(t),
+        }
+    }
 }
 
 fn read_config_file(path: &Path) -> Result<FileConfig, String> {
@@ -402,6 +419,41 @@ async fn shutdown_signal() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        serve: ServeArgs,
+    }
+
+    fn settings_of(args: &[&str]) -> Result<Settings, String> {
+        use clap::Parser;
+        Cli::try_parse_from(std::iter::once("serve").chain(args.iter().copied())).map_err(|e| e.to_string())?.serve.settings()
+    }
+
+    #[test]
+    fn the_config_file_gives_options_and_flags_win_over_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let yaml = dir.path().join("dagg.yaml");
+        std::fs::write(&yaml, "node-id: 2\npeers: \"1=a:9001,2=b:9001\"\npeer-addr: 0.0.0.0:9001\nadvertise-addr: b:9001\nshared_dir: /shared\n").unwrap();
+        let s = settings_of(&["--config", yaml.to_str().unwrap()]).unwrap();
+        assert_eq!((s.node_id, s.peers.as_ref().unwrap().len(), s.advertise_addr.as_deref()), (2, 2, Some("b:9001")));
+        assert_eq!(s.shared_dir.as_deref(), Some(std::path::Path::new("/shared")));
+        let s = settings_of(&["--config", yaml.to_str().unwrap(), "--node-id", "1"]).unwrap();
+        assert_eq!(s.node_id, 1);
+        let toml = dir.path().join("dagg.toml");
+        std::fs::write(&toml, "node-id = 3\n[peers]\n1 = \"a:9001\"\n3 = \"c:9001\"\n").unwrap();
+        let s = settings_of(&["--config", toml.to_str().unwrap()]).unwrap();
+        assert_eq!((s.node_id, s.peers.unwrap()[&3].as_str()), (3, "c:9001"));
+        // Mistakes say what and where.
+        std::fs::write(&yaml, "node-idd: 2\n").unwrap();
+        let e = settings_of(&["--config", yaml.to_str().unwrap()]).unwrap_err();
+        assert!(e.contains("dagg.yaml") && e.contains("node-idd"), "{e}");
+        let e = settings_of(&["--peers", "2=b:9001"]).unwrap_err();
+        assert!(e.contains("this node's id 1 is not in the list"), "{e}");
+        let e = settings_of(&["--peers", "1=a:9001", "--join", "http://x:8001"]).unwrap_err();
+        assert!(e.contains("not both"), "{e}");
+    }
 
     #[test]
     fn peers_parse_and_bad_ones_say_why() {
