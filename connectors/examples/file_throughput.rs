@@ -23,6 +23,10 @@ fn spec(path: &str) -> ConnectorSpec {
             format: FileFormat::Jsonl,
             compression: None,
             delimiter: None,
+            record_element: None,
+            root_element: None,
+            max_records: None,
+            max_file_size: None,
         }),
     }
 }

@@ -224,7 +224,7 @@ pub fn open_source(spec: &ConnectorSpec, base_dir: &Path) -> Result<Box<dyn Sour
 /// parent folders; nothing is visible at the destination before the first commit.
 pub fn open_sink(spec: &ConnectorSpec, base_dir: &Path) -> Result<Box<dyn SinkConnector>, ConnectorError> {
     match &spec.config {
-        ConnectorConfig::File(c) => Ok(Box::new(file::FileSink::open(c, base_dir)?)),
+        ConnectorConfig::File(c) => file::open_sink(c, base_dir),
         ConnectorConfig::RestApi(c) => Ok(Box::new(rest::RestSink::open(c)?)),
         ConnectorConfig::Postgres(c) => postgres::sink(c, base_dir),
         ConnectorConfig::Mysql(c) => mysql::sink(c, base_dir),

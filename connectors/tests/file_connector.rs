@@ -19,6 +19,10 @@ fn spec_with(path: &str, format: FileFormat, compression: Option<Compression>) -
             format,
             compression,
             delimiter: None,
+            record_element: None,
+            root_element: None,
+            max_records: None,
+            max_file_size: None,
         }),
     }
 }

@@ -1,5 +1,6 @@
 //! `connector_type: file` — local files as a source (one file, or a glob of files read in
-//! sorted order) and as a sink, in `json` (one array), `jsonl` or `csv`, plain or gzip.
+//! sorted order) and as a sink, in `json` (one array), `jsonl`, `csv` or `xml`, plain or
+//! gzip, and `parquet` (see [`xml`] and [`parquet`] for their mappings).
 //!
 //! # Positions and checkpoints
 //! A record's [`Position`](dagg_model::Position) is `unit` = the index of its file in the
@@ -22,15 +23,39 @@ mod csv;
 mod input;
 mod json;
 mod jsonl;
+mod parquet;
+mod rolling;
 mod sink;
 mod source;
+mod xml;
 
 use std::path::{Path, PathBuf};
 
 use dagg_model::spec::connector::{Compression, FileConfig};
 
+pub use parquet::ParquetSink;
+pub use rolling::RollingSink;
 pub use sink::FileSink;
 pub use source::FileSource;
+
+/// The sink for a `file` destination: rolling parts with `max_records`/`max_file_size` (see
+/// [`rolling`]); Parquet stages its records (see [`parquet`]); every other format writes the
+/// file itself.
+pub fn open_sink(config: &FileConfig, base_dir: &Path) -> Result<Box<dyn crate::SinkConnector>, ConnectorError> {
+    if config.max_records.is_some() || config.max_file_size.is_some() {
+        return Ok(Box::new(RollingSink::open(config, base_dir)?));
+    }
+    Ok(match config.format {
+        dagg_model::spec::connector::FileFormat::Parquet => Box::new(ParquetSink::open(config, base_dir)?),
+        _ => Box::new(FileSink::open(config, base_dir)?),
+    })
+}
+
+/// A config for tests to fill in.
+#[cfg(test)]
+pub(crate) fn tests_config() -> FileConfig {
+    FileConfig { name: None, path: String::new(), format: dagg_model::spec::connector::FileFormat::Jsonl, compression: None, delimiter: None, record_element: None, root_element: None, max_records: None, max_file_size: None }
+}
 
 use crate::ConnectorError;
 
@@ -72,7 +97,8 @@ impl FileSource {
             })
             .collect();
         let gzip = config.effective_compression() == Compression::Gzip;
-        Ok(FileSource::new(files, units, config.format, gzip, config.delimiter_byte()))
+        let record_element = config.record_element.as_deref().unwrap_or(xml::DEFAULT_RECORD);
+        Ok(FileSource::new(files, units, config.format, gzip, config.delimiter_byte(), record_element))
     }
 }
 

@@ -23,6 +23,7 @@ use dagg_model::{Record, Str, Value};
 use flate2::write::GzEncoder;
 
 use super::csv::{write_cell, write_text};
+use super::xml;
 use crate::{ConnectorError, SinkConnector};
 
 /// Serialized bytes wait in memory until there are this many.
@@ -64,6 +65,9 @@ pub struct FileSink {
     format: FileFormat,
     gzip: bool,
     delimiter: u8,
+    /// XML: the record and root elements.
+    record_element: String,
+    root_element: String,
     /// The uncommitted segment, when writing has started since the last commit.
     out: Option<Out>,
     buf: Vec<u8>,
@@ -103,6 +107,8 @@ impl FileSink {
             format: config.format,
             gzip: config.effective_compression() == Compression::Gzip,
             delimiter: config.delimiter_byte(),
+            record_element: config.record_element.clone().unwrap_or_else(|| xml::DEFAULT_RECORD.into()),
+            root_element: config.root_element.clone().unwrap_or_else(|| xml::DEFAULT_ROOT.into()),
             out: None,
             buf: Vec::with_capacity(FLUSH_AT + (64 << 10)),
             committed: None,
@@ -145,6 +151,9 @@ impl FileSink {
             Some(if gzip { Out::Gzip(GzEncoder::new(file, flate2::Compression::default())) } else { Out::Plain(file) });
         if self.format == FileFormat::Json && self.committed.is_none() {
             self.buf.push(b'[');
+        }
+        if self.format == FileFormat::Xml && self.committed.is_none() {
+            self.buf.extend_from_slice(xml::header(&self.root_element).as_bytes());
         }
         Ok(())
     }
@@ -248,6 +257,12 @@ impl SinkConnector for FileSink {
                         refused.push((i, reason));
                     }
                 }
+                FileFormat::Xml => {
+                    if let Err(reason) = xml::write_record(&mut self.buf, &self.record_element, r) {
+                        refused.push((i, reason));
+                    }
+                }
+                FileFormat::Parquet => unreachable!("a Parquet destination is a `ParquetSink`"),
             }
             if self.buf.len() >= FLUSH_AT {
                 self.flush_buf()?;
@@ -266,10 +281,11 @@ impl SinkConnector for FileSink {
         }
         self.flush_buf()?;
         let out = self.out.take().expect("a segment is open");
-        let trailer: &'static [u8] = match self.format {
-            FileFormat::Json if self.elements == 0 => b"]\n",
-            FileFormat::Json => b"\n]\n",
-            FileFormat::Jsonl | FileFormat::Csv => b"",
+        let trailer: Vec<u8> = match self.format {
+            FileFormat::Json if self.elements == 0 => b"]\n".to_vec(),
+            FileFormat::Json => b"\n]\n".to_vec(),
+            FileFormat::Xml => xml::trailer(&self.root_element).into_bytes(),
+            FileFormat::Jsonl | FileFormat::Csv | FileFormat::Parquet => Vec::new(),
         };
         let (target, tmp, gzip) = (self.target.clone(), self.tmp.clone(), self.gzip);
         let done = blocking(move || -> io::Result<u64> {
@@ -279,12 +295,12 @@ impl SinkConnector for FileSink {
             } else if gzip {
                 // Its own member, so the next segment can cut it off whole.
                 let mut g = GzEncoder::new(Vec::new(), flate2::Compression::default());
-                g.write_all(trailer)?;
+                g.write_all(&trailer)?;
                 let member = g.finish()?;
                 file.write_all(&member)?;
                 member.len() as u64
             } else {
-                file.write_all(trailer)?;
+                file.write_all(&trailer)?;
                 trailer.len() as u64
             };
             file.sync_all()?;
@@ -414,7 +430,7 @@ mod tests {
     use super::*;
 
     fn sink(dir: &Path, path: &str, format: FileFormat) -> FileSink {
-        let config = FileConfig { name: None, path: path.into(), format, compression: None, delimiter: None };
+        let config = FileConfig { path: path.into(), format, ..crate::file::tests_config() };
         FileSink::open(&config, dir).unwrap()
     }
 
@@ -441,7 +457,7 @@ mod tests {
 
     #[tokio::test]
     async fn recover_cuts_back_to_the_checkpoint_in_every_format() {
-        for (path, format) in [("a.jsonl", FileFormat::Jsonl), ("a.json", FileFormat::Json), ("a.csv", FileFormat::Csv), ("a.json.gz", FileFormat::Json), ("a.jsonl.gz", FileFormat::Jsonl)] {
+        for (path, format) in [("a.jsonl", FileFormat::Jsonl), ("a.json", FileFormat::Json), ("a.csv", FileFormat::Csv), ("a.json.gz", FileFormat::Json), ("a.jsonl.gz", FileFormat::Jsonl), ("a.xml", FileFormat::Xml), ("a.xml.gz", FileFormat::Xml)] {
             let dir = tempfile::tempdir().unwrap();
             let mut s = sink(dir.path(), path, format);
             s.write(&[rec(r#"{"a":1}"#), rec(r#"{"a":2}"#)]).await.unwrap();
@@ -457,7 +473,7 @@ mod tests {
             s.write(&[rec(r#"{"a":3}"#)]).await.unwrap();
             s.commit().await.unwrap();
             let mut src = crate::file::FileSource::open(
-                &FileConfig { name: None, path: path.into(), format, compression: None, delimiter: None },
+                &FileConfig { path: path.into(), format, ..crate::file::tests_config() },
                 dir.path(),
             )
             .unwrap();

@@ -15,7 +15,7 @@ use serde_json::json;
 use tokio::sync::mpsc;
 
 use super::input::{BUF_SIZE, Input};
-use super::{csv, json, jsonl};
+use super::{csv, json, jsonl, parquet, xml};
 use crate::{BadInput, ConnectorError, SourceBatch, SourceConnector};
 
 /// Chunks the reader may have ready ahead of the consumer.
@@ -153,6 +153,8 @@ pub struct FileSource {
     format: FileFormat,
     gzip: bool,
     delimiter: u8,
+    /// XML: the element of one record.
+    record_element: Arc<str>,
     /// Right after everything returned so far.
     cursor: Cursor,
     rx: Option<mpsc::Receiver<Result<Chunk, ConnectorError>>>,
@@ -167,6 +169,7 @@ impl FileSource {
         format: FileFormat,
         gzip: bool,
         delimiter: u8,
+        record_element: &str,
     ) -> FileSource {
         FileSource {
             files: Arc::new(files),
@@ -174,6 +177,7 @@ impl FileSource {
             format,
             gzip,
             delimiter,
+            record_element: Arc::from(record_element),
             cursor: Cursor::start(0),
             rx: None,
             pending: None,
@@ -194,6 +198,7 @@ impl FileSource {
             format: self.format,
             gzip: self.gzip,
             delimiter: self.delimiter,
+            record_element: self.record_element.clone(),
             buf_size: BUF_SIZE,
         };
         let from = self.cursor;
@@ -280,7 +285,8 @@ impl SourceConnector for FileSource {
             None => Value::Null,
         };
         m.push_unchecked("file", file);
-        m.push_unchecked("line", Value::Int(pos.seq as i64));
+        let what = if self.format == FileFormat::Parquet { "row" } else { "line" };
+        m.push_unchecked(what, Value::Int(pos.seq as i64));
         Value::Object(m)
     }
 
@@ -336,6 +342,7 @@ pub(crate) struct Reader {
     pub format: FileFormat,
     pub gzip: bool,
     pub delimiter: u8,
+    pub record_element: Arc<str>,
     pub buf_size: usize,
 }
 
@@ -345,11 +352,19 @@ impl Reader {
             for unit in from.unit as usize..self.files.len() {
                 let at = if unit == from.unit as usize { from } else { Cursor::start(unit) };
                 tracing::debug!(file = %self.files[unit].display(), offset = at.offset, "reading");
+                if self.format == FileFormat::Parquet {
+                    // Parquet reads its footer first: the file itself, not a stream.
+                    parquet::read(&self.files[unit], at, &mut out)?;
+                    out.set_end(Cursor::start(unit + 1));
+                    continue;
+                }
                 let mut input = Input::open(&self.files[unit], self.gzip, self.buf_size)?;
                 match self.format {
                     FileFormat::Jsonl => jsonl::read(&mut input, at, &mut out)?,
                     FileFormat::Json => json::read(&mut input, at, &mut out)?,
                     FileFormat::Csv => csv::read(&mut input, at, self.delimiter, &mut out)?,
+                    FileFormat::Xml => xml::read(&mut input, at, &self.record_element, &mut out)?,
+                    FileFormat::Parquet => unreachable!("read above"),
                 }
                 out.set_end(Cursor::start(unit + 1));
             }
@@ -395,8 +410,17 @@ pub(crate) mod testing {
         buf_size: usize,
         from: Cursor,
     ) -> Collected {
+        read_all_impl(path, format, gzip, buf_size, from, xml::DEFAULT_RECORD)
+    }
+
+    /// [`read_all`] of an XML file with its record element.
+    pub fn read_all_with(path: &std::path::Path, format: FileFormat, record_element: &str, from: Cursor) -> Collected {
+        read_all_impl(path, format, false, 64, from, record_element)
+    }
+
+    fn read_all_impl(path: &std::path::Path, format: FileFormat, gzip: bool, buf_size: usize, from: Cursor, record_element: &str) -> Collected {
         let (tx, mut rx) = mpsc::channel(1 << 16);
-        let reader = Reader { files: Arc::new(vec![path.to_path_buf()]), format, gzip, delimiter: b',', buf_size };
+        let reader = Reader { files: Arc::new(vec![path.to_path_buf()]), format, gzip, delimiter: b',', record_element: Arc::from(record_element), buf_size };
         let out = Emitter { tx, size: 7, cur: Chunk::with_capacity(7) };
         std::thread::spawn(move || reader.run(from, out)).join().unwrap();
         let mut c = Collected::default();

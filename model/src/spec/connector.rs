@@ -184,6 +184,10 @@ pub enum FileFormat {
     Jsonl,
     /// A header row, then one record per row; every value is a string.
     Csv,
+    /// One element per record (`record_element`), attributes and child elements as fields.
+    Xml,
+    /// Apache Parquet (Snappy or uncompressed).
+    Parquet,
 }
 
 /// Compression of a file.
@@ -204,7 +208,7 @@ pub struct FileConfig {
     /// The file. Relative paths resolve against the folder of the pipeline file. For a
     /// source, a glob (`data/*.jsonl`) reads every match in name order.
     pub path: String,
-    /// `json` (one array), `jsonl`, or `csv`.
+    /// `json` (one array), `jsonl`, `csv`, `xml` or `parquet`.
     pub format: FileFormat,
     /// `none` or `gzip`; when absent, a path ending in `.gz` means gzip.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -212,6 +216,20 @@ pub struct FileConfig {
     /// CSV only: the cell separator, one character (default `,`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delimiter: Option<char>,
+    /// XML only: the element that holds one record (default `record`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record_element: Option<String>,
+    /// XML destination only: the document's root element (default `records`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root_element: Option<String>,
+    /// Destination only: roll to a new part (`out-00001.jsonl`, `out-00002.jsonl`, …) after
+    /// this many records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_records: Option<u64>,
+    /// Destination only: roll to a new part after this many bytes (before compression; not
+    /// for `parquet`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_file_size: Option<u64>,
 }
 
 impl FileConfig {
@@ -723,7 +741,40 @@ fn check_file(c: &FileConfig, path: &str, role: Role, errs: &mut SpecErrors) -> 
             errs.push(format!("{path}.delimiter"), "`delimiter` applies only to format `csv`");
         }
     }
+    for (key, value) in [("record_element", &c.record_element), ("root_element", &c.root_element)] {
+        let Some(name) = value else { continue };
+        if c.format != FileFormat::Xml {
+            errs.push(format!("{path}.{key}"), format!("`{key}` applies only to format `xml`"));
+        } else if !is_xml_name(name) {
+            errs.push(format!("{path}.{key}"), format!("`{name}` is not an XML element name (letters, digits, `_`, `-`, `.`; not starting with a digit)"));
+        }
+    }
+    if c.root_element.is_some() && role == Role::Source {
+        errs.push(format!("{path}.root_element"), "`root_element` applies only to a destination (a source finds its records by `record_element`)");
+    }
+    for (key, value) in [("max_records", c.max_records), ("max_file_size", c.max_file_size)] {
+        if value.is_none() {
+            continue;
+        }
+        if role == Role::Source {
+            errs.push(format!("{path}.{key}"), format!("`{key}` applies only to a destination (it rolls the output into parts)"));
+        } else if value == Some(0) {
+            errs.push(format!("{path}.{key}"), "must be at least 1");
+        }
+    }
+    if c.max_file_size.is_some() && c.format == FileFormat::Parquet {
+        errs.push(format!("{path}.max_file_size"), "a Parquet file's size is known only once written: roll Parquet by `max_records`");
+    }
+    if c.format == FileFormat::Parquet && c.effective_compression() == Compression::Gzip {
+        errs.push(format!("{path}.compression"), "a Parquet file compresses its own pages: use compression `none` (and no `.gz` name)");
+    }
     (errs.len() == before).then_some(())
+}
+
+/// Whether `name` can be an XML element name.
+fn is_xml_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(|c| c.is_alphabetic() || c == '_') && chars.all(|c| c.is_alphanumeric() || matches!(c, '_' | '-' | '.' | ':'))
 }
 
 

@@ -1,0 +1,389 @@
+//! XML, streamed with quick-xml: every element named `record_element` (default `record`),
+//! wherever it stands, is one record; nothing else is kept in memory.
+//!
+//! # The record mapping
+//! - The record element's attributes and child elements are its fields, in document order.
+//! - A child element with only text is a string (the text exactly, entities resolved; an
+//!   empty element is `""`); `nil="true"` on an element makes it null.
+//! - A child element with attributes or child elements of its own is an object, by the same
+//!   rules (its own non-blank text, if any, under `_text`).
+//! - A name seen twice in one element makes an array of the values, in order.
+//! - Every value is a string, as in CSV: use `cast` for numbers, booleans and dates.
+//!
+//! The sink writes the reverse (see [`write_record`]): `<?xml …?>`, the `root_element`
+//! (default `records`), one `record_element` per record with a child element per field —
+//! objects nested, arrays as repeated elements, null as `nil="true"`, numbers and booleans
+//! as their text. A field name that is not an XML name refuses the record.
+//!
+//! # Positions and checkpoints
+//! A record's `seq` is the line its start tag ends on; the cursor after it is the byte
+//! offset right after its end tag and the line there. A resume seeks to that offset and reads
+//! on: the end tags of the elements around the records are then unmatched, which the reader
+//! allows.
+
+use std::io::{self, BufRead, Read};
+
+use dagg_model::{Map, Position, Record, Value};
+use quick_xml::Reader as XmlReader;
+use quick_xml::XmlVersion;
+use quick_xml::events::{BytesStart, Event};
+
+use super::input::Input;
+use super::source::{Cursor, Emitter, Stop, start_at};
+use crate::ConnectorError;
+
+/// The record element when `record_element` is not set.
+pub(crate) const DEFAULT_RECORD: &str = "record";
+/// The sink's root element when `root_element` is not set.
+pub(crate) const DEFAULT_ROOT: &str = "records";
+
+/// [`Input`] as a `BufRead` that counts the lines it consumes.
+struct Lines<'a> {
+    input: &'a mut Input,
+    line: u64,
+}
+
+impl Read for Lines<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let data = self.fill_buf()?;
+        let n = data.len().min(buf.len());
+        buf[..n].copy_from_slice(&data[..n]);
+        self.consume(n);
+        Ok(n)
+    }
+}
+
+impl BufRead for Lines<'_> {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        while self.input.data().is_empty() && !self.input.eof() {
+            self.input.fill().map_err(|e| io::Error::other(e.to_string()))?;
+        }
+        Ok(self.input.data())
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.line += memchr::memchr_iter(b'\n', &self.input.data()[..n]).count() as u64;
+        self.input.consume(n);
+    }
+}
+
+/// An element being read inside a record.
+struct Frame {
+    name: String,
+    fields: Map,
+    text: String,
+    nil: bool,
+}
+
+impl Frame {
+    fn open(e: &BytesStart<'_>) -> Result<Frame, String> {
+        let name = e.name().as_ref().to_string();
+        let mut fields = Map::new();
+        let mut nil = false;
+        for a in e.attributes() {
+            let a = a.map_err(|e| format!("a bad attribute in <{name}>: {e}"))?;
+            let key = a.key.as_ref().to_string();
+            let value = a.normalized_value(XmlVersion::Implicit1_0).map_err(|e| format!("attribute `{key}` of <{name}>: {e}"))?;
+            if key == "nil" || key.ends_with(":nil") {
+                nil = value == "true";
+                continue;
+            }
+            add_field(&mut fields, key, Value::from(value.as_ref()));
+        }
+        Ok(Frame { name, fields, text: String::new(), nil })
+    }
+
+    /// The element's value once its end tag is read.
+    fn close(self) -> (String, Value) {
+        let value = if self.nil {
+            Value::Null
+        } else if self.fields.is_empty() {
+            Value::from(self.text)
+        } else {
+            let mut fields = self.fields;
+            if !self.text.trim().is_empty() {
+                add_field(&mut fields, "_text".to_string(), Value::from(self.text));
+            }
+            Value::Object(fields)
+        };
+        (self.name, value)
+    }
+}
+
+/// Adds a field; a second value under the same name makes an array.
+fn add_field(fields: &mut Map, key: String, value: Value) {
+    match fields.get_mut(&key) {
+        None => fields.push_unchecked(key, value),
+        Some(Value::Array(items)) if items.first().is_some_and(|_| true) => items.push(value),
+        Some(existing) => {
+            let first = std::mem::replace(existing, Value::Null);
+            *existing = Value::Array(vec![first, value]);
+        }
+    }
+}
+
+pub(crate) fn read(input: &mut Input, at: Cursor, record_element: &str, out: &mut Emitter) -> Result<(), Stop> {
+    start_at(input, at)?;
+    let path = input.path().to_string();
+    let unit = at.unit;
+    let mut xml = XmlReader::from_reader(Lines { input, line: at.line });
+    {
+        let c = xml.config_mut();
+        c.check_end_names = false;
+        c.allow_unmatched_ends = true;
+        c.expand_empty_elements = false;
+    }
+    let mut buf = Vec::with_capacity(4096);
+    // The open elements of the record being read (empty outside records).
+    let mut stack: Vec<Frame> = Vec::new();
+    let mut start_line = 0;
+    loop {
+        buf.clear();
+        let event = xml.read_event_into(&mut buf);
+        let line = xml.get_ref().line;
+        let fail = |reason: String| Stop::Failed(ConnectorError::Decode { path: path.clone(), line, reason });
+        let event = event.map_err(|e| fail(e.to_string()))?;
+        match event {
+            Event::Start(e) => {
+                if !stack.is_empty() || e.name().as_ref() == record_element {
+                    if stack.is_empty() {
+                        start_line = line;
+                    }
+                    stack.push(Frame::open(&e).map_err(fail)?);
+                }
+            }
+            Event::Empty(e) => {
+                let frame = Frame::open(&e).map_err(fail)?;
+                match stack.last_mut() {
+                    Some(parent) => {
+                        let (name, value) = frame.close();
+                        add_field(&mut parent.fields, name, value);
+                    }
+                    None if e.name().as_ref() == record_element => {
+                        let end = Cursor { unit, offset: xml.get_ref().input.offset(), line, elements: 0 };
+                        out.record(frame.fields, Position { unit, seq: line }, end)?;
+                    }
+                    None => {}
+                }
+            }
+            Event::End(_) => {
+                let Some(frame) = stack.pop() else { continue };
+                let (name, value) = frame.close();
+                match stack.last_mut() {
+                    Some(parent) => add_field(&mut parent.fields, name, value),
+                    None => {
+                        let record: Record = match value {
+                            Value::Object(m) => m,
+                            Value::Null => Map::new(),
+                            // Only text: a record with no fields (the text is not a field).
+                            _ => Map::new(),
+                        };
+                        let end = Cursor { unit, offset: xml.get_ref().input.offset(), line, elements: 0 };
+                        out.record(record, Position { unit, seq: start_line }, end)?;
+                    }
+                }
+            }
+            Event::Text(t) => {
+                if let Some(top) = stack.last_mut() {
+                    top.text.push_str(&t.xml10_content());
+                }
+            }
+            Event::CData(t) => {
+                if let Some(top) = stack.last_mut() {
+                    top.text.push_str(&t.xml10_content());
+                }
+            }
+            Event::GeneralRef(r) => {
+                if let Some(top) = stack.last_mut() {
+                    let resolved = match r.resolve_char_ref().map_err(|e| fail(e.to_string()))? {
+                        Some(c) => c.to_string(),
+                        None => {
+                            let name = r.xml10_content();
+                            quick_xml::escape::resolve_predefined_entity(&name)
+                                .map(str::to_string)
+                                .ok_or_else(|| fail(format!("unknown entity `&{name};` (only the five predefined ones and character references are read)")))?
+                        }
+                    };
+                    top.text.push_str(&resolved);
+                }
+            }
+            Event::Eof => {
+                if let Some(f) = stack.first() {
+                    return Err(fail(format!("the file ends inside <{}> (the record that started on line {start_line})", f.name)));
+                }
+                return Ok(());
+            }
+            Event::Comment(_) | Event::Decl(_) | Event::PI(_) | Event::DocType(_) => {}
+        }
+    }
+}
+
+/// Whether `name` can be an XML element name (letters, digits, `_`, `-`, `.`; not starting
+/// with a digit, `-` or `.`; no `xml` prefix in any case).
+pub(crate) fn is_xml_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    let Some(first) = chars.next() else { return false };
+    (first.is_alphabetic() || first == '_')
+        && chars.all(|c| c.is_alphanumeric() || matches!(c, '_' | '-' | '.'))
+        && !name.get(..3).is_some_and(|p| p.eq_ignore_ascii_case("xml"))
+}
+
+/// The document's start: declaration and root element.
+pub(crate) fn header(root: &str) -> String {
+    format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<{root}>\n")
+}
+
+/// The document's end.
+pub(crate) fn trailer(root: &str) -> String {
+    format!("</{root}>\n")
+}
+
+/// Appends one record as `<record>…</record>\n`, or says why it cannot be written.
+pub(crate) fn write_record(buf: &mut Vec<u8>, record_element: &str, r: &Record) -> Result<(), String> {
+    if let Some(k) = first_bad_name(r) {
+        return Err(format!("field `{k}` is not an XML element name, so it cannot be written as XML"));
+    }
+    buf.push(b'<');
+    buf.extend_from_slice(record_element.as_bytes());
+    buf.push(b'>');
+    for (k, v) in r.iter() {
+        write_field(buf, k, v);
+    }
+    buf.extend_from_slice(b"</");
+    buf.extend_from_slice(record_element.as_bytes());
+    buf.extend_from_slice(b">\n");
+    Ok(())
+}
+
+fn first_bad_name(m: &Map) -> Option<String> {
+    for (k, v) in m.iter() {
+        if !is_xml_name(k) {
+            return Some(k.to_string());
+        }
+        let nested = match v {
+            Value::Object(o) => first_bad_name(o),
+            Value::Array(items) => items.iter().find_map(|i| if let Value::Object(o) = i { first_bad_name(o) } else { None }),
+            _ => None,
+        };
+        if nested.is_some() {
+            return nested;
+        }
+    }
+    None
+}
+
+fn write_field(buf: &mut Vec<u8>, name: &str, v: &Value) {
+    match v {
+        Value::Array(items) => {
+            for item in items {
+                match item {
+                    // An array inside an array has no element form: its JSON text.
+                    Value::Array(_) => write_text_element(buf, name, &serde_json::to_string(item).expect("a value serializes")),
+                    other => write_field(buf, name, other),
+                }
+            }
+        }
+        Value::Null => {
+            buf.push(b'<');
+            buf.extend_from_slice(name.as_bytes());
+            buf.extend_from_slice(b" nil=\"true\"/>");
+        }
+        Value::Object(m) => {
+            buf.push(b'<');
+            buf.extend_from_slice(name.as_bytes());
+            buf.push(b'>');
+            for (k, v) in m.iter() {
+                write_field(buf, k, v);
+            }
+            buf.extend_from_slice(b"</");
+            buf.extend_from_slice(name.as_bytes());
+            buf.push(b'>');
+        }
+        other => write_text_element(buf, name, &other.to_text()),
+    }
+}
+
+fn write_text_element(buf: &mut Vec<u8>, name: &str, text: &str) {
+    buf.push(b'<');
+    buf.extend_from_slice(name.as_bytes());
+    buf.push(b'>');
+    buf.extend_from_slice(quick_xml::escape::partial_escape(text).as_bytes());
+    buf.extend_from_slice(b"</");
+    buf.extend_from_slice(name.as_bytes());
+    buf.push(b'>');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::file::source::testing::read_all_with;
+    use dagg_model::spec::connector::FileFormat;
+
+    fn rec(s: &str) -> Record {
+        serde_json::from_str(s).unwrap()
+    }
+
+    #[test]
+    fn records_attributes_children_repeats_nil_and_entities_map_as_documented() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.xml");
+        std::fs::write(
+            &p,
+            "<?xml version=\"1.0\"?>\n<!-- orders -->\n<export><meta>ignored</meta>\n<orders>\n\
+             <order id=\"1\"><customer>Ann &amp; Bob</customer><tag>a</tag><tag>b</tag><note/></order>\n\
+             <order id=\"2\"><customer nil=\"true\"/><address city=\"Paris\"><street>1 rue A</street></address><price><![CDATA[<9.50>]]></price></order>\n\
+             <order id=\"3\"/>\n</orders></export>\n",
+        )
+        .unwrap();
+        let c = read_all_with(&p, FileFormat::Xml, "order", Cursor::start(0));
+        assert_eq!(c.error, None);
+        let got: Vec<String> = c.records.iter().map(|(_, r, _)| serde_json::to_string(r).unwrap()).collect();
+        assert_eq!(
+            got,
+            [
+                r#"{"id":"1","customer":"Ann & Bob","tag":["a","b"],"note":""}"#,
+                r#"{"id":"2","customer":null,"address":{"city":"Paris","street":"1 rue A"},"price":"<9.50>"}"#,
+                r#"{"id":"3"}"#,
+            ]
+        );
+        assert_eq!(c.records.iter().map(|(p, _, _)| p.seq).collect::<Vec<_>>(), [5, 6, 7], "each record's line");
+
+        // Resuming right after the first record reads exactly the rest.
+        let after_first = c.records[0].2;
+        let rest = read_all_with(&p, FileFormat::Xml, "order", after_first);
+        assert_eq!(rest.error, None);
+        assert_eq!(rest.records.len(), 2);
+        assert_eq!(rest.records[0].1.get("id"), Some(&Value::from("2")));
+        assert_eq!(rest.records[0].0.seq, 6);
+    }
+
+    #[test]
+    fn a_broken_document_fails_with_its_line_after_the_records_before() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.xml");
+        std::fs::write(&p, "<r>\n<record><a>1</a></record>\n<record><a>2</a>\n").unwrap();
+        let c = read_all_with(&p, FileFormat::Xml, "record", Cursor::start(0));
+        assert_eq!(c.records.len(), 1);
+        let e = c.error.unwrap();
+        assert!(e.contains("ends inside <record>") && e.contains("line 3"), "{e}");
+    }
+
+    #[test]
+    fn written_records_read_back() {
+        let mut buf = header("rows").into_bytes();
+        let records = [rec(r#"{"id":"1","name":"<A & B>","tags":["x","y"],"addr":{"city":"Lyon"},"gone":null,"n":"3"}"#), rec(r#"{"id":"2","empty":""}"#)];
+        for r in &records {
+            write_record(&mut buf, "row", r).unwrap();
+        }
+        buf.extend_from_slice(trailer("rows").as_bytes());
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("o.xml");
+        std::fs::write(&p, &buf).unwrap();
+        let c = read_all_with(&p, FileFormat::Xml, "row", Cursor::start(0));
+        assert_eq!(c.error, None);
+        let got: Vec<Record> = c.records.into_iter().map(|(_, r, _)| r).collect();
+        assert_eq!(got, records);
+        let err = write_record(&mut Vec::new(), "row", &rec(r#"{"a b":1}"#)).unwrap_err();
+        assert!(err.contains("`a b` is not an XML element name"), "{err}");
+    }
+}
