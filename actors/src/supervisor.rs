@@ -90,6 +90,14 @@ pub struct SupervisorState {
     ckpts: Checkpoints,
     progress: Arc<RunProgress>,
     attempt: u32,
+    /// Failed attempts in a row (what the retry policy counts). For an unbounded source an
+    /// attempt that completed a checkpoint starts the count again: a stream that runs for
+    /// weeks gets `max_retries` per outage, not per lifetime.
+    retries: u32,
+    /// The current attempt's source has no end.
+    unbounded: bool,
+    /// The checkpoint the current attempt started from.
+    start_checkpoint: u64,
     /// The current attempt's stages, and which have reported their end.
     transform: Option<ActorRef<TransformMsg>>,
     sink: Option<ActorRef<SinkMsg>>,
@@ -123,6 +131,9 @@ impl Actor for PipelineSupervisor {
             digest: args.digest,
             ckpts: args.ckpts,
             attempt: 0,
+            retries: 0,
+            unbounded: false,
+            start_checkpoint: 0,
             transform: None,
             sink: None,
             loops: Vec::new(),
@@ -283,8 +294,12 @@ fn attempt_failed(myself: &ActorRef<SupervisorMsg>, state: &mut SupervisorState,
         // Asked to stop: no new attempt; the checkpoint stays for the next run.
         return complete(myself, state, Err(e));
     }
-    if e.is_retryable() && state.attempt <= policy.max_retries {
-        let delay = policy.delay(state.attempt);
+    if state.unbounded && state.progress.checkpoints.load(Ordering::Relaxed) > state.start_checkpoint {
+        state.retries = 0;
+    }
+    state.retries += 1;
+    if e.is_retryable() && state.retries <= policy.max_retries {
+        let delay = policy.delay(state.retries);
         tracing::warn!(attempt = state.attempt, ?delay, "attempt failed, retrying from the last checkpoint: {e}");
         eprintln!("note: attempt {} failed ({e}); retrying in {:.1} s from the last checkpoint", state.attempt, delay.as_secs_f64());
         state.progress.set_status(RunStatus::Retrying);
@@ -313,10 +328,12 @@ async fn start_attempt(myself: &ActorRef<SupervisorMsg>, state: &mut SupervisorS
     state.progress.attempts.store(state.attempt, Ordering::Relaxed);
     let counts = resume.as_ref().map(|c| c.counts.clone()).unwrap_or_default();
     state.progress.restore(&counts);
-    state.progress.checkpoints.store(resume.as_ref().map(|c| c.id).unwrap_or(0), Ordering::Relaxed);
+    state.start_checkpoint = resume.as_ref().map(|c| c.id).unwrap_or(0);
+    state.progress.checkpoints.store(state.start_checkpoint, Ordering::Relaxed);
     match build(state, resume, counts).await {
         Ok(Built::Finished) => complete(myself, state, Ok(())),
         Ok(Built::Ready { writer, feeder, source, rx, loops }) => {
+            state.unbounded = source.unbounded();
             let attempt = state.attempt;
             let sink = Actor::spawn_linked(None, SinkStage, SinkArgs { writer: *writer, rx, supervisor: myself.clone(), attempt }, myself.get_cell()).await;
             let sink = match sink {
