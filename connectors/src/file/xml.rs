@@ -114,7 +114,8 @@ impl Frame {
 fn add_field(fields: &mut Map, key: String, value: Value) {
     match fields.get_mut(&key) {
         None => fields.push_unchecked(key, value),
-        Some(Value::Array(items)) if items.first().is_some_and(|_| true) => items.push(value),
+        // Only a repeated element makes an array here.
+        Some(Value::Array(items)) => items.push(value),
         Some(existing) => {
             let first = std::mem::replace(existing, Value::Null);
             *existing = Value::Array(vec![first, value]);
@@ -243,16 +244,22 @@ pub(crate) fn write_record(buf: &mut Vec<u8>, record_element: &str, r: &Record) 
     if let Some(k) = first_bad_name(r) {
         return Err(format!("field `{k}` is not an XML element name, so it cannot be written as XML"));
     }
+    write_element(buf, record_element, r);
+    buf.push(b'\n');
+    Ok(())
+}
+
+/// `<name>` with a child element per field, `</name>`.
+fn write_element(buf: &mut Vec<u8>, name: &str, fields: &Map) {
     buf.push(b'<');
-    buf.extend_from_slice(record_element.as_bytes());
+    buf.extend_from_slice(name.as_bytes());
     buf.push(b'>');
-    for (k, v) in r.iter() {
+    for (k, v) in fields.iter() {
         write_field(buf, k, v);
     }
     buf.extend_from_slice(b"</");
-    buf.extend_from_slice(record_element.as_bytes());
-    buf.extend_from_slice(b">\n");
-    Ok(())
+    buf.extend_from_slice(name.as_bytes());
+    buf.push(b'>');
 }
 
 fn first_bad_name(m: &Map) -> Option<String> {
@@ -288,17 +295,7 @@ fn write_field(buf: &mut Vec<u8>, name: &str, v: &Value) {
             buf.extend_from_slice(name.as_bytes());
             buf.extend_from_slice(b" nil=\"true\"/>");
         }
-        Value::Object(m) => {
-            buf.push(b'<');
-            buf.extend_from_slice(name.as_bytes());
-            buf.push(b'>');
-            for (k, v) in m.iter() {
-                write_field(buf, k, v);
-            }
-            buf.extend_from_slice(b"</");
-            buf.extend_from_slice(name.as_bytes());
-            buf.push(b'>');
-        }
+        Value::Object(m) => write_element(buf, name, m),
         other => write_text_element(buf, name, &other.to_text()),
     }
 }
