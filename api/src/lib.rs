@@ -302,7 +302,12 @@ pub async fn serve(listener: tokio::net::TcpListener, state: AppState, shutdown:
     let r = axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>()).with_graceful_shutdown(shutdown).await;
     ticker.abort();
     triggers.abort();
-    state.runs.cancel_all();
+    // In a cluster of several nodes a stopping node's runs are not cancelled: they stay
+    // placed here and resume from their last checkpoint when it is back, or on another
+    // node if it stays away (a rolling restart loses nothing).
+    if state.meta.node().is_none_or(|n| n.members().len() <= 1) {
+        state.runs.cancel_all();
+    }
     let _ = state.meta.flush();
     r
 }

@@ -227,6 +227,77 @@ fn ids_in(path: &std::path::Path) -> Vec<u64> {
     std::io::BufReader::new(f).lines().map(|l| serde_json::from_str::<Value>(&l.unwrap()).expect("whole JSON lines")["id"].as_u64().expect("an id")).collect()
 }
 
+/// Writes `n` records to `<shared>/data/in.jsonl`, creates a pipeline copying them to
+/// `out.jsonl` there, and executes it: (data folder, pipeline id, run id).
+fn start_long_run(c: &Cluster, token: &str, n: u64) -> (std::path::PathBuf, String, String) {
+    use std::io::Write;
+    let data = c.root.path().join("shared").join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    {
+        let mut w = std::io::BufWriter::new(std::fs::File::create(data.join("in.jsonl")).unwrap());
+        for i in 1..=n {
+            writeln!(w, r#"{{"id":{i},"name":"item number {i}","qty":{}}}"#, i % 7).unwrap();
+        }
+    }
+    let doc = json!({
+        "name": "moves-with-its-node",
+        "source": {"connector_type": "file", "config": {"path": data.join("in.jsonl"), "format": "jsonl"}},
+        "transformations": [{"type": "field_mapping", "field_name": "name", "operation": "title_case"}],
+        "destination": {"connector_type": "file", "config": {"path": data.join("out.jsonl"), "format": "jsonl"}},
+        "checkpoint": {"interval_seconds": 0.2}
+    });
+    let api = &c.nodes[1].api;
+    let (st, p) = http(api, "POST", "/pipelines", Some(token), Some(&doc));
+    assert_eq!(st, 201, "{p}");
+    let pid = p["id"].as_str().unwrap().to_string();
+    let (st, r) = http(api, "POST", &format!("/pipelines/{pid}/execute"), Some(token), None);
+    assert_eq!(st, 202, "{r}");
+    (data, pid, r["id"].as_str().unwrap().to_string())
+}
+
+fn wait_run_end(api: &str, token: &str, run_id: &str, limit: Duration) -> Value {
+    wait_for(limit, "the run to end", || {
+        let (st, v) = http(api, "GET", &format!("/runs/{run_id}"), Some(token), None);
+        (st == 200 && v["status"].as_str().is_some_and(|s| !matches!(s, "pending" | "running" | "retrying"))).then_some(v)
+    })
+}
+
+fn assert_exactly_once(out: &std::path::Path, n: u64) {
+    let mut got = ids_in(out);
+    assert_eq!(got.len() as u64, n, "records in the output (duplicates or losses)");
+    got.sort_unstable();
+    got.dedup();
+    assert_eq!(got.len() as u64, n, "distinct records");
+    assert_eq!((got[0], got[got.len() - 1]), (1, n));
+}
+
+#[test]
+fn a_rolling_restart_of_all_three_nodes_during_a_run_loses_nothing() {
+    const N: u64 = 1_500_000;
+    let (mut c, token) = start_three(true);
+    wait_for(Duration::from_secs(15), "a leader", || agreed_leader(&c, &token, 3));
+    let (data, _pid, run_id) = start_long_run(&c, &token, N);
+    let runner = wait_for(Duration::from_secs(20), "the run placed and writing", || {
+        let v = http(&c.nodes[0].api, "GET", "/cluster", Some(&token), None).1;
+        let m = v["members"].as_array()?.iter().find(|m| m["runs"] == 1)?["id"].as_u64()?;
+        (std::fs::metadata(data.join(".out.jsonl.dagg-tmp")).map(|m| m.len()).unwrap_or(0) > 0).then_some(m)
+    });
+    // The node running it first, then the others.
+    let first = runner as usize - 1;
+    for i in std::iter::once(first).chain((0..3).filter(|i| *i != first)) {
+        c.nodes[i].stop();
+        c.nodes[i].start();
+        wait_for(Duration::from_secs(20), "all three up after a restart", || agreed_leader(&c, &token, 3));
+    }
+    let done = wait_run_end(&c.nodes[0].api, &token, &run_id, Duration::from_secs(120));
+    assert_eq!(done["status"], "success", "{done}\n{}", c.logs());
+    // It was interrupted and resumed (from its checkpoint, here or elsewhere).
+    let (_, logs) = http(&c.nodes[0].api, "GET", &format!("/runs/{run_id}/logs?page_size=500"), Some(&token), None);
+    let started = logs["items"].as_array().map(|a| a.iter().filter(|e| e["kind"] == "started").count()).unwrap_or(0);
+    assert!(started >= 2, "the run was not interrupted by the restarts: {logs}");
+    assert_exactly_once(&data.join("out.jsonl"), N);
+}
+
 #[test]
 fn a_run_on_a_killed_node_finishes_on_another_with_every_record_exactly_once() {
     use std::io::Write;
