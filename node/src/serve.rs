@@ -325,7 +325,9 @@ pub async fn serve(args: ServeArgs) -> ExitCode {
     } else if let Err(e) = node.initialize_alone().await {
         return fail(format!("cannot initialize the one-node cluster: {e}"));
     }
-    if let Err(e) = wait_until_ready(&node, &store).await {
+    // A token secret from the environment is every node's own: nothing to wait for.
+    let secret_configured = std::env::var("DAGG_JWT_SECRET").is_ok_and(|v| !v.is_empty());
+    if let Err(e) = wait_until_ready(&node, &store, secret_configured).await {
         return fail(e);
     }
 
@@ -363,9 +365,9 @@ pub async fn serve(args: ServeArgs) -> ExitCode {
 }
 
 /// Waits until this node belongs to a cluster with a leader, and — on a follower — until
-/// the leader has written the first admin and the token secret (the leader writes them
-/// when it opens the API).
-async fn wait_until_ready(node: &Arc<ClusterNode>, store: &Arc<MetaStore>) -> Result<(), String> {
+/// the leader has written the first admin and (unless `DAGG_JWT_SECRET` gives every node the
+/// same one) the token secret (the leader writes them when it opens the API).
+async fn wait_until_ready(node: &Arc<ClusterNode>, store: &Arc<MetaStore>, secret_configured: bool) -> Result<(), String> {
     let started = Instant::now();
     let mut told = Instant::now();
     loop {
@@ -376,7 +378,7 @@ async fn wait_until_ready(node: &Arc<ClusterNode>, store: &Arc<MetaStore>) -> Re
                 if node.raft.ensure_linearizable().await.is_ok() {
                     return Ok(());
                 }
-            } else if store.user_count() > 0 && store.setting("_jwt_secret").ok().flatten().is_some() {
+            } else if store.user_count() > 0 && (secret_configured || store.setting("_jwt_secret").ok().flatten().is_some()) {
                 return Ok(());
             }
         }

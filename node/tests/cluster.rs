@@ -57,6 +57,21 @@ fn start_three(shared: bool) -> (Cluster, String) {
 }
 
 #[test]
+fn a_token_secret_from_the_environment_is_every_nodes_own_and_the_followers_start() {
+    let mut c = Cluster::new(3, false);
+    for n in &mut c.nodes {
+        n.env.push(("DAGG_JWT_SECRET".into(), "the-same-secret-on-every-node-0123456789".into()));
+    }
+    c.start_all();
+    let token = login(&c.nodes[0].api);
+    wait_for(Duration::from_secs(15), "every node to agree on the leader", || agreed_leader(&c, &token, 3));
+    for n in &c.nodes {
+        assert_eq!(http(&n.api, "GET", "/cluster", Some(&token), None).0, 200, "node {} takes a token node 1 issued", n.id);
+    }
+    assert_eq!(setting(&c.nodes[0].api, &token, "_jwt_secret"), None, "the configured secret is not stored");
+}
+
+#[test]
 fn three_nodes_elect_one_leader_agree_and_replicate_a_write_made_on_a_follower() {
     let (c, token) = start_three(false);
     let (leader, term) = wait_for(Duration::from_secs(15), "every node to agree on the leader", || agreed_leader(&c, &token, 3));

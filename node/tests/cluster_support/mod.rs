@@ -119,6 +119,8 @@ pub struct Node {
     pub alone: bool,
     /// Join through this API URL instead of the peers list.
     pub join: Option<String>,
+    /// More environment for the process.
+    pub env: Vec<(String, String)>,
     child: Option<Child>,
     pub log: Arc<Mutex<Vec<String>>>,
 }
@@ -141,6 +143,7 @@ impl Node {
             .env("DAGG_LOG", "warn")
             .env_remove("DAGG_JOIN")
             .env_remove("DAGG_CONFIG")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         match (&self.join, self.alone) {
@@ -237,6 +240,7 @@ impl Cluster {
                 shared: shared_dir.clone(),
                 alone: false,
                 join: None,
+                env: Vec::new(),
                 child: None,
                 log: Arc::default(),
             })
