@@ -21,6 +21,7 @@ pub mod runner;
 pub mod scheduler;
 pub mod triggers;
 pub mod telemetry;
+pub mod ui;
 
 use std::ops::Deref;
 use std::path::PathBuf;
@@ -254,7 +255,7 @@ pub fn app(state: AppState) -> Router {
     let router = api
         .merge(routes::system::docs(doc))
         .merge(routes::ws::routes())
-        // Issue 10 serves the built UI here: `.nest_service("/ui", ui_service)`.
+        .merge(ui::routes())
         .fallback(error::not_found_fallback)
         .method_not_allowed_fallback(error::method_not_allowed_fallback)
         .with_state(state)

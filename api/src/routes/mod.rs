@@ -5,8 +5,10 @@ pub mod auth;
 pub mod connectors;
 pub mod monitoring;
 pub mod orchestration;
+pub mod output;
 pub mod pipelines;
 pub mod runs;
+pub mod schemas;
 pub mod system;
 pub mod transformations;
 pub mod users;
@@ -35,6 +37,8 @@ pub fn all() -> OpenApiRouter<AppState> {
         .merge(analytics::routes())
         .merge(system::routes())
         .merge(orchestration::routes())
+        .merge(schemas::routes())
+        .merge(output::routes())
 }
 
 /// Now, by this caller.
