@@ -68,6 +68,8 @@ pub enum ConnectorConfig {
     Nats(crate::spec::streaming::NatsConfig),
     /// `kafka`.
     Kafka(crate::spec::streaming::KafkaConfig),
+    /// `rabbitmq`.
+    Rabbitmq(crate::spec::streaming::RabbitmqConfig),
 }
 
 impl ConnectorConfig {
@@ -78,15 +80,16 @@ impl ConnectorConfig {
             ConnectorConfig::Postgres(c) | ConnectorConfig::Mysql(c) => c.name.as_deref(),
             ConnectorConfig::Nats(c) => c.name.as_deref(),
             ConnectorConfig::Kafka(c) => c.name.as_deref(),
+            ConnectorConfig::Rabbitmq(c) => c.name.as_deref(),
         }
     }
 }
 
 /// The `connector_type` names dagg implements, as users write them.
-pub const IMPLEMENTED: &[&str] = &["file", "rest_api", "REST API", "postgresql", "mysql", "nats", "kafka"];
+pub const IMPLEMENTED: &[&str] = &["file", "rest_api", "REST API", "postgresql", "mysql", "nats", "kafka", "rabbitmq"];
 
 /// Names the spec or the guide define that this build does not implement yet.
-const PLANNED: &[&str] = &["aws_s3", "rabbitmq"];
+const PLANNED: &[&str] = &["aws_s3"];
 
 /// What a secret shows instead of its value.
 pub const MASK: &str = "********";
@@ -707,6 +710,11 @@ pub fn parse_connector(v: &Json, path: &str, role: Role, errs: &mut SpecErrors) 
             crate::spec::streaming::check_kafka(&c, &cpath, role, errs)?;
             ConnectorConfig::Kafka(c)
         }
+        "rabbitmq" => {
+            let c: crate::spec::streaming::RabbitmqConfig = parse_json(config, &cpath, errs)?;
+            crate::spec::streaming::check_rabbitmq(&c, &cpath, role, errs)?;
+            ConnectorConfig::Rabbitmq(c)
+        }
         other if PLANNED.contains(&other) => {
             errs.push(
                 obj.at("connector_type"),
@@ -1101,7 +1109,7 @@ mod tests {
     fn unknown_and_planned_types_say_so() {
         let (_, errs) = parse(json!({"connector_type": "Snowflake", "config": {}}), Role::Sink);
         assert!(errs.0[0].message.contains("unknown connector_type `Snowflake`"), "{errs}");
-        let (_, errs) = parse(json!({"connector_type": "rabbitmq", "config": {}}), Role::Sink);
+        let (_, errs) = parse(json!({"connector_type": "aws_s3", "config": {}}), Role::Sink);
         assert!(errs.0[0].message.contains("not implemented"), "{errs}");
     }
 
