@@ -68,8 +68,8 @@ pub enum ConnectorConfig {
     Nats(crate::spec::streaming::NatsConfig),
     /// `kafka`.
     Kafka(crate::spec::streaming::KafkaConfig),
-    /// `rabbitmq`.
-    Rabbitmq(crate::spec::streaming::RabbitmqConfig),
+    /// `aws_s3` (and S3-compatible stores).
+    AwsS3(crate::spec::s3::AwsS3Config),
 }
 
 impl ConnectorConfig {
@@ -80,16 +80,16 @@ impl ConnectorConfig {
             ConnectorConfig::Postgres(c) | ConnectorConfig::Mysql(c) => c.name.as_deref(),
             ConnectorConfig::Nats(c) => c.name.as_deref(),
             ConnectorConfig::Kafka(c) => c.name.as_deref(),
-            ConnectorConfig::Rabbitmq(c) => c.name.as_deref(),
+            ConnectorConfig::AwsS3(c) => c.name.as_deref(),
         }
     }
 }
 
 /// The `connector_type` names dagg implements, as users write them.
-pub const IMPLEMENTED: &[&str] = &["file", "rest_api", "REST API", "postgresql", "mysql", "nats", "kafka", "rabbitmq"];
+pub const IMPLEMENTED: &[&str] = &["file", "rest_api", "REST API", "postgresql", "mysql", "nats", "kafka", "aws_s3"];
 
 /// Names the spec or the guide define that this build does not implement yet.
-const PLANNED: &[&str] = &["aws_s3"];
+const PLANNED: &[&str] = &["rabbitmq"];
 
 /// What a secret shows instead of its value.
 pub const MASK: &str = "********";
@@ -710,10 +710,10 @@ pub fn parse_connector(v: &Json, path: &str, role: Role, errs: &mut SpecErrors) 
             crate::spec::streaming::check_kafka(&c, &cpath, role, errs)?;
             ConnectorConfig::Kafka(c)
         }
-        "rabbitmq" => {
-            let c: crate::spec::streaming::RabbitmqConfig = parse_json(config, &cpath, errs)?;
-            crate::spec::streaming::check_rabbitmq(&c, &cpath, role, errs)?;
-            ConnectorConfig::Rabbitmq(c)
+        "aws_s3" => {
+            let c: crate::spec::s3::AwsS3Config = parse_json(config, &cpath, errs)?;
+            crate::spec::s3::check_aws_s3(&c, &cpath, role, errs)?;
+            ConnectorConfig::AwsS3(c)
         }
         other if PLANNED.contains(&other) => {
             errs.push(
@@ -1109,8 +1109,23 @@ mod tests {
     fn unknown_and_planned_types_say_so() {
         let (_, errs) = parse(json!({"connector_type": "Snowflake", "config": {}}), Role::Sink);
         assert!(errs.0[0].message.contains("unknown connector_type `Snowflake`"), "{errs}");
-        let (_, errs) = parse(json!({"connector_type": "aws_s3", "config": {}}), Role::Sink);
+        let (_, errs) = parse(json!({"connector_type": "rabbitmq", "config": {}}), Role::Sink);
         assert!(errs.0[0].message.contains("not implemented"), "{errs}");
+    }
+
+    #[test]
+    fn the_guides_aws_s3_example_parses_and_a_destination_needs_a_key() {
+        let guide = json!({"connector_type": "aws_s3", "config": {
+            "name": "Data Lake Bucket", "bucket_name": "company-data-lake", "aws_region": "us-west-2",
+            "access_key_id": "AKIAIOSFODNN7EXAMPLE", "secret_access_key": "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+            "prefix": "raw-data/", "file_format": "json", "compression": "gzip", "signature_version": "s3v4"}});
+        let (spec, errs) = parse(guide.clone(), Role::Source);
+        assert!(errs.is_empty(), "{errs}");
+        assert!(!format!("{:?}", spec.unwrap()).contains("wJalrXUtnFEMI"), "the secret is masked");
+        let (_, errs) = parse(guide, Role::Sink);
+        assert!(errs.0[0].path.ends_with("config.key"), "{errs}");
+        let (_, errs) = parse(json!({"connector_type": "aws_s3", "config": {"bucket_name": "b", "file_format": "jsonl", "signature_version": "s3v2"}}), Role::Source);
+        assert!(errs.0[0].message.contains("s3v4"), "{errs}");
     }
 
     #[test]

@@ -7,3 +7,4 @@ pub mod condition;
 pub mod transform;
 pub mod pipeline;
 pub mod streaming;
+pub mod s3;
