@@ -48,6 +48,7 @@ pub mod kafka;
 pub mod mysql;
 pub mod nats;
 pub mod postgres;
+pub mod rabbitmq;
 pub mod rest;
 pub mod s3;
 pub mod secrets;
@@ -218,6 +219,7 @@ pub fn open_source(spec: &ConnectorSpec, base_dir: &Path) -> Result<Box<dyn Sour
         ConnectorConfig::Mysql(c) => mysql::source(c, base_dir),
         ConnectorConfig::Nats(c) => nats::source(c),
         ConnectorConfig::Kafka(c) => kafka::source(c),
+        ConnectorConfig::Rabbitmq(c) => rabbitmq::source(c),
         ConnectorConfig::AwsS3(c) => Ok(Box::new(s3::S3Source::open(c)?)),
     }
 }
@@ -232,6 +234,7 @@ pub fn open_sink(spec: &ConnectorSpec, base_dir: &Path) -> Result<Box<dyn SinkCo
         ConnectorConfig::Mysql(c) => mysql::sink(c, base_dir),
         ConnectorConfig::Nats(c) => nats::sink(c),
         ConnectorConfig::Kafka(c) => kafka::sink(c),
+        ConnectorConfig::Rabbitmq(c) => rabbitmq::sink(c),
         ConnectorConfig::AwsS3(c) => Ok(Box::new(s3::S3Sink::open(c)?)),
     }
 }
@@ -273,6 +276,7 @@ pub async fn test_connection_as(spec: &ConnectorSpec, base_dir: &Path, role: Rol
         ConnectorConfig::Mysql(c) => mysql::test_connection(c, base_dir).await,
         ConnectorConfig::Nats(c) => nats::test_connection(c, role).await,
         ConnectorConfig::Kafka(c) => kafka::test_connection(c).await,
+        ConnectorConfig::Rabbitmq(c) => rabbitmq::test_connection(c, role).await,
         ConnectorConfig::AwsS3(c) => s3::test_connection(c, role).await,
     }
 }
