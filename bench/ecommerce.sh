@@ -20,8 +20,12 @@ if [ ! -s "$out/orders.jsonl" ] || [ "$(wc -l < "$out/orders.jsonl")" -ne "$n" ]
   echo "generating $n orders" >&2
   python3 "$shared/tools/gen-orders" "$n" "$out/orders.jsonl"
 fi
-(cd "$root" && cargo build --release -q -p dagg-node)
-dagg="$root/target/release/dagg"
+if [ -n "${DAGG_BIN:-}" ]; then
+  dagg=$DAGG_BIN   # an already built release binary
+else
+  (cd "$root" && cargo build --release -q -p dagg-node)
+  dagg="${CARGO_TARGET_DIR:-$root/target}/release/dagg"
+fi
 
 # measure NAME CMD... : runs CMD $runs times; prints "NAME median_seconds median_maxrss_kib"
 measure() {

@@ -2,6 +2,7 @@
 # Keyed instances: the same aggregation of N orders per customer with `parallelism` 1, 2 and 4.
 #
 #   bench/keyed.sh [N] [RUNS]      (defaults: 1000000 orders, 3 runs each; median reported)
+#   DAGG_BIN=path/to/dagg bench/keyed.sh   (use that release binary instead of building one)
 #
 # The chain: total = quantity × price, keep `completed`, then per customer_id the sum, count,
 # average and count of distinct products (about 100k groups in 1M orders). Prints the median
@@ -19,8 +20,12 @@ if [ ! -s "$out/orders.jsonl" ] || [ "$(wc -l < "$out/orders.jsonl")" -ne "$n" ]
   echo "generating $n orders" >&2
   python3 "$shared/tools/gen-orders" "$n" "$out/orders.jsonl"
 fi
-(cd "$root" && cargo build --release -q -p dagg-node)
-dagg="${CARGO_TARGET_DIR:-$root/target}/release/dagg"
+if [ -n "${DAGG_BIN:-}" ]; then
+  dagg=$DAGG_BIN   # an already built release binary
+else
+  (cd "$root" && cargo build --release -q -p dagg-node)
+  dagg="${CARGO_TARGET_DIR:-$root/target}/release/dagg"
+fi
 
 doc() { # doc PARALLELISM
   cat <<JSON
