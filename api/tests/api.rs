@@ -355,6 +355,15 @@ async fn execute_runs_a_file_pipeline_to_success_with_logs_and_counts() {
     assert!(run["finished_at"].is_string() && run["duration_seconds"].as_f64().unwrap() >= 0.0);
     let out = std::fs::read_to_string(api.files().join("out/done.jsonl")).unwrap();
     assert_eq!(out.lines().count(), 5);
+    // What the run wrote, through the API; `limit` outside 1..=1000 is a 400 naming it.
+    let written = api.get(&format!("/runs/{run_id}/output?limit=2"), &viewer).await;
+    assert_eq!(written.status, StatusCode::OK, "{written:?}");
+    assert_eq!((written.body["total"].as_u64(), written.body["records"].as_array().map(Vec::len)), (Some(5), Some(2)));
+    for bad in ["0", "1001"] {
+        let r = api.get(&format!("/runs/{run_id}/output?limit={bad}"), &viewer).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "limit={bad}: {r:?}");
+        assert_eq!(r.body["error"]["details"][0]["path"], "limit");
+    }
 
     let runs = api.get(&format!("/pipelines/{id}/runs"), &viewer).await;
     assert_eq!(runs.body["total"], 1);

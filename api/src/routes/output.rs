@@ -76,6 +76,11 @@ fn read_records(path: &std::path::Path, format: &str) -> Result<Vec<Json>, Strin
     responses((status = 200, description = "The destination's first records", body = RunOutput),
         (status = 409, description = "The destination is not a file that can be read here", body = ErrorBody)))]
 async fn run_output(State(state): State<AppState>, _auth: Viewer, ApiPath(id): ApiPath<String>, ApiQuery(q): ApiQuery<OutputQuery>) -> ApiResult<axum::Json<RunOutput>> {
+    let limit = match q.limit {
+        None => 100,
+        Some(n) if (1..=1000).contains(&n) => n,
+        Some(n) => return Err(ApiError::field("limit", format!("{n} is out of range; expected 1 to 1000"))),
+    };
     let run = state.meta.run(&id)?.ok_or_else(|| ApiError::NotFound(format!("no run `{id}`")))?;
     let doc = state.meta.version(&run.pipeline_id, run.pipeline_version)?.map(|v| v.document);
     let Some(doc) = doc else {
@@ -99,6 +104,5 @@ async fn run_output(State(state): State<AppState>, _auth: Viewer, ApiPath(id): A
     let format = cfg.get("format").and_then(Json::as_str).unwrap_or("jsonl").to_string();
     let full = state.config.files_dir().join(&path);
     let all = read_records(&full, &format).map_err(ApiError::Conflict)?;
-    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
     Ok(axum::Json(RunOutput { path, format, total: all.len(), records: all.iter().take(limit).map(masked).collect() }))
 }
