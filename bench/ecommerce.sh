@@ -9,23 +9,9 @@
 # Peers: plain Python (always); bytewax when BYTEWAX=1 (installed into bench/out/.venv-bytewax).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-root=$(cd "$here/.." && pwd)
 n=${1:-1000000}
 runs=${2:-3}
-out="$here/out"
-mkdir -p "$out"
-shared="${DAGG_SHARED:-$root/../shared}"
-
-if [ ! -s "$out/orders.jsonl" ] || [ "$(wc -l < "$out/orders.jsonl")" -ne "$n" ]; then
-  echo "generating $n orders" >&2
-  python3 "$shared/tools/gen-orders" "$n" "$out/orders.jsonl"
-fi
-if [ -n "${DAGG_BIN:-}" ]; then
-  dagg=$DAGG_BIN   # an already built release binary
-else
-  (cd "$root" && cargo build --release -q -p dagg-node)
-  dagg="${CARGO_TARGET_DIR:-$root/target}/release/dagg"
-fi
+. "$here/common.sh"
 
 # measure NAME CMD... : runs CMD $runs times; prints "NAME median_seconds median_maxrss_kib"
 measure() {
