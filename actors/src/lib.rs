@@ -5,11 +5,13 @@
 pub mod dead_letter;
 mod keyed_stage;
 mod high_water;
+pub mod link;
 pub mod metrics;
 pub mod plan;
 pub mod preview;
 pub mod profile;
 pub mod progress;
+pub mod remote_keyed;
 pub mod run;
 mod sink_stage;
 pub mod store;

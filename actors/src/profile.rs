@@ -663,28 +663,6 @@ mod tests {
         assert!(!f.top_values_exact);
     }
 
-    /// Throughput of the profiler on order-like records (`--run-ignored only` to see it).
-    #[test]
-    #[ignore]
-    fn profiler_throughput() {
-        let records: Vec<Record> = (0..200_000)
-            .map(|i| rec(&format!(r#"{{"order_id":"ORD-{i}","status":"{}","quantity":{},"price":{}.5,"customer":{{"id":{}}}}}"#, ["completed", "pending"][i % 2], i % 9, i % 100, i % 5000)))
-            .collect();
-        let t = std::time::Instant::now();
-        let mut p = Profiler::new();
-        for chunk in records.chunks(2048) {
-            p.observe(chunk);
-        }
-        let secs = t.elapsed().as_secs_f64();
-        let prof = p.profile();
-        assert_eq!(prof.records, 200_000);
-        println!(
-            "profiled {} records of 5 fields in {secs:.3} s: {:.0} records/s",
-            prof.records,
-            prof.records as f64 / secs
-        );
-    }
-
     #[test]
     fn schema_changes_name_new_missing_and_retyped_fields() {
         let mut a = Profiler::new();

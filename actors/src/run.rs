@@ -82,6 +82,8 @@ pub struct RunOptions {
     pub checkpoint_interval: Option<Duration>,
     /// Opens the connectors.
     pub connectors: Arc<dyn ConnectorFactory>,
+    /// Puts keyed instances on other nodes (a cluster); without one they all run here.
+    pub placer: Option<Arc<dyn crate::remote_keyed::InstancePlacer>>,
 }
 
 impl Default for RunOptions {
@@ -96,6 +98,7 @@ impl Default for RunOptions {
             full_refresh: false,
             checkpoint_interval: None,
             connectors: Arc::new(Registry),
+            placer: None,
         }
     }
 }

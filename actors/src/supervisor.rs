@@ -26,6 +26,7 @@ use crate::sink_stage::{SinkArgs, SinkMsg, SinkStage, Writer};
 use crate::store::{Checkpoint, CheckpointCounts, Checkpoints};
 use crate::keyed_stage::{Instance, LoopArgs, LoopMsg, LoopStage, Merge, instance_states};
 use crate::plan::Plan;
+use crate::remote_keyed::{Connected, Counted, Hello, LOCAL, Proxy, connect};
 use crate::transform_stage::{Feeder, KeyedRoute, TransformArgs, TransformMsg, TransformStage};
 
 /// A keyed instance's or the merge stage's loop, to run in its stage actor.
@@ -452,9 +453,10 @@ async fn build(state: &SupervisorState, resume: Option<Checkpoint>, counts: Chec
         join_data.insert(name, records);
     }
     let plan = Plan::of(spec);
+    let mut keyed_states = None;
     let (chain, keyed_chains) = match &plan.split {
         None => {
-            let mut chain = Chain::new(&spec.transformations, join_data).map_err(RunError::Build)?;
+            let mut chain = Chain::new(&spec.transformations, std::mem::take(&mut join_data)).map_err(RunError::Build)?;
             if let Some(cp) = &resume
                 && !cp.chain_state.is_null()
             {
@@ -483,6 +485,7 @@ async fn build(state: &SupervisorState, resume: Option<Checkpoint>, counts: Chec
                 }
                 chains.push(c);
             }
+            keyed_states = states;
             (prefix, chains)
         }
     };
@@ -506,13 +509,23 @@ async fn build(state: &SupervisorState, resume: Option<Checkpoint>, counts: Chec
         let mut to_instances = Vec::with_capacity(plan.instances);
         let mut from_instances = Vec::with_capacity(plan.instances);
         let mut instances = Vec::with_capacity(plan.instances);
+        let n = keyed_chains.len();
         for (index, chain) in keyed_chains.into_iter().enumerate() {
             let (in_tx, in_rx) = mpsc::channel(capacity);
             let (out_tx, out_rx) = mpsc::channel(capacity);
             to_instances.push(in_tx);
             from_instances.push(out_rx);
-            let inst = Instance { pipeline: spec.name.clone(), index, chain, rx: in_rx, tx: out_tx, progress: state.progress.clone() };
-            instances.push((Stage::Keyed(index), Box::pin(inst.run()) as LoopWork));
+            let work: LoopWork = match remote_instance(state, &plan, index, n, &keyed_states, &join_data).await {
+                Some(conn) => Box::pin(Proxy { index, conn, rx: in_rx, tx: out_tx, progress: state.progress.clone() }.run()),
+                None => {
+                    let inst = Instance { pipeline: spec.name.clone(), index, chain, rx: in_rx, tx: out_tx, progress: state.progress.clone() };
+                    Box::pin(async move {
+                        let _counted = Counted::new(&LOCAL);
+                        inst.run().await
+                    })
+                }
+            };
+            instances.push((Stage::Keyed(index), work));
         }
         loops.push((Stage::Merge, Box::pin(Merge { rxs: from_instances, tx: tx.clone() }.run()) as LoopWork));
         loops.extend(instances);
@@ -533,6 +546,40 @@ async fn build(state: &SupervisorState, resume: Option<Checkpoint>, counts: Chec
         keyed,
     };
     Ok(Built::Ready { writer: Box::new(writer), feeder: Box::new(feeder), source, rx, loops })
+}
+
+/// Keyed instance `index` on another node, when the run's placer puts it there and the node
+/// takes it; `None` to run it here.
+async fn remote_instance(state: &SupervisorState, plan: &Plan, index: usize, n: usize, states: &Option<Vec<serde_json::Value>>, join_data: &HashMap<String, Vec<dagg_model::Record>>) -> Option<Connected> {
+    let placer = state.opts.placer.as_ref()?;
+    let split = plan.split.as_ref()?;
+    let remote = match placer.place(&state.run_id, index, n).await? {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(run = %state.run_id, index, "keyed instance {index} runs here: {e}");
+            return None;
+        }
+    };
+    let node = remote.node;
+    let hello = Hello {
+        pipeline: state.spec.name.clone(),
+        run_id: state.run_id.clone(),
+        index,
+        transformations: serde_json::to_value(&state.spec.transformations[split.at..]).ok()?,
+        at: split.at,
+        join_data: join_data.clone(),
+        state: states.as_ref().map(|s| s[index].clone()),
+    };
+    match connect(remote, hello).await {
+        Ok(c) => {
+            tracing::info!(run = %state.run_id, index, node, "keyed instance {index} runs on node {node}");
+            Some(c)
+        }
+        Err(e) => {
+            tracing::warn!(run = %state.run_id, index, node, "keyed instance {index} runs here: {e}");
+            None
+        }
+    }
 }
 
 /// Tells the source's broker (again) that the checkpoint a resumed run starts from had

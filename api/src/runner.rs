@@ -262,6 +262,7 @@ async fn drive_inner(state: &AppState, run: &Run, spec: PipelineSpec, progress: 
         run_id: Some(id.to_string()),
         progress: progress.clone(),
         data_dir: Some(state.config.runtime_dir().join(&run.pipeline_id)),
+        placer: crate::cluster::placement::placer(state),
         ..RunOptions::default()
     };
     let base = state.config.files_dir();
@@ -316,6 +317,8 @@ async fn watch(state: AppState, run: Run, progress: Arc<RunProgress>) {
     let mut last = progress.snapshot();
     let mut last_at = std::time::Instant::now();
     let mut recorded = RunStatus::Running;
+    // Attempts the log accounts for: a retry quicker than one interval still gets its entry.
+    let mut logged_attempts = last.attempts.max(1);
     loop {
         tokio::time::sleep(state.config.progress_interval).await;
         let snap = progress.snapshot();
@@ -328,7 +331,13 @@ async fn watch(state: AppState, run: Run, progress: Arc<RunProgress>) {
             recorded = snap.status;
             if snap.status == RunStatus::Retrying {
                 let _ = state.meta.apply(event(&run.id, "warning", "retrying", format!("attempt {} failed; retrying", snap.attempts), json!({"attempts": snap.attempts})));
+                logged_attempts = snap.attempts + 1;
             }
+        }
+        if snap.attempts > logged_attempts {
+            let message = format!("attempt {} failed; retried from the last checkpoint (attempt {})", snap.attempts - 1, snap.attempts);
+            let _ = state.meta.apply(event(&run.id, "warning", "retrying", message, json!({"attempts": snap.attempts})));
+            logged_attempts = snap.attempts;
         }
         state.runs.send(LiveEvent::RunProgress {
             run_id: run.id.clone(),

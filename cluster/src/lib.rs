@@ -17,6 +17,7 @@
 
 pub mod log_store;
 pub mod network;
+pub mod data_plane;
 pub mod server;
 pub mod state_machine;
 pub mod types;
@@ -119,6 +120,9 @@ pub struct PeerInfo {
     pub leader: Option<NodeId>,
     pub term: u64,
     pub members: Vec<NodeId>,
+    /// Keyed stage instances the node runs now: its own runs' and other nodes' runs'.
+    #[serde(default)]
+    pub instances: u64,
 }
 
 /// A request to add a node (a learner first, then a voter).
@@ -259,7 +263,14 @@ impl ClusterNode {
             leader: m.current_leader,
             term: m.current_term,
             members,
+            instances: (dagg_actors::remote_keyed::local_instances() + dagg_actors::remote_keyed::hosted_instances()) as u64,
         }
+    }
+
+    /// What the member at `peer_addr` says of itself (`/raft/info`).
+    pub async fn peer_info(&self, peer_addr: &str, timeout: Duration) -> Result<PeerInfo, String> {
+        let r = self.net.client.get(format!("http://{peer_addr}/raft/info")).timeout(timeout).send().await.map_err(|e| e.to_string())?;
+        r.json().await.map_err(|e| e.to_string())
     }
 
     /// The members as the leader sees them; `None` when this node is not the leader.

@@ -1,6 +1,7 @@
 //! The peer listener's routes: Raft RPC (`/raft/append`, `/raft/vote`, `/raft/snapshot`),
 //! forwarded writes (`/raft/write`), membership (`/raft/info`, `/raft/join`,
-//! `/raft/members`). Kept apart from the admin API: the peer port belongs on a private
+//! `/raft/members`), and the data plane's links (`/data/keyed`, see [`crate::data_plane`]).
+//! Kept apart from the admin API: the peer port belongs on a private
 //! network between the nodes.
 
 use std::sync::Arc;
@@ -25,6 +26,7 @@ pub fn router(node: Arc<ClusterNode>) -> Router {
         .route("/raft/info", get(info))
         .route("/raft/join", post(join))
         .route("/raft/members", get(members))
+        .route(crate::data_plane::PATH, get(crate::data_plane::accept_keyed))
         .layer(DefaultBodyLimit::max(256 * 1024 * 1024))
         .with_state(node)
 }

@@ -76,6 +76,13 @@ fn three_nodes_elect_one_leader_agree_and_replicate_a_write_made_on_a_follower()
     let (c, token) = start_three(false);
     let (leader, term) = wait_for(Duration::from_secs(15), "every node to agree on the leader", || agreed_leader(&c, &token, 3));
     assert!((1..=3).contains(&leader) && term >= 1);
+    // `/health` (no login) names each node's role and its leader.
+    for n in &c.nodes {
+        let (st, h) = http(&n.api, "GET", "/health", None, None);
+        assert_eq!(st, 200, "{h}");
+        assert_eq!(h["cluster"], if n.id == leader { "leader" } else { "follower" }, "{h}");
+        assert_eq!(h["leader_id"].as_u64(), Some(leader), "{h}");
+    }
     let s = statuses(&c, &token);
     for (id, v) in &s {
         assert_eq!(v["node_id"].as_u64(), Some(*id), "{v}");
@@ -367,4 +374,213 @@ fn a_run_on_a_killed_node_finishes_on_another_with_every_record_exactly_once() {
     got.dedup();
     assert_eq!(got.len() as u64, N, "distinct records");
     assert_eq!((got[0], got[got.len() - 1]), (1, N));
+}
+
+/// Each member's keyed instances, from `GET /cluster` (a member that could not be asked: 0).
+fn instances_per_member(api: &str, token: &str) -> BTreeMap<u64, u64> {
+    let v = http(api, "GET", "/cluster", Some(token), None).1;
+    v["members"].as_array().map(|a| a.iter().map(|m| (m["id"].as_u64().unwrap_or(0), m["instances"].as_u64().unwrap_or(0))).collect()).unwrap_or_default()
+}
+
+/// Writes `n` records to `<shared>/data/in.jsonl` and executes a pipeline with
+/// `parallelism: 3` (a deduplicate keyed by `id`) copying them to `out.jsonl` there, once an
+/// instance runs on each node: (out path, run id, the node running it).
+fn start_keyed_run(c: &Cluster, token: &str, n: u64) -> (std::path::PathBuf, String, u64) {
+    use std::io::Write;
+    let data = c.root.path().join("shared").join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    {
+        let mut w = std::io::BufWriter::new(std::fs::File::create(data.join("in.jsonl")).unwrap());
+        for i in 1..=n {
+            writeln!(w, r#"{{"id":{i},"name":"item number {i}"}}"#).unwrap();
+        }
+    }
+    let out = data.join("out.jsonl");
+    let doc = json!({
+        "name": "keyed-across-nodes",
+        "source": {"connector_type": "file", "config": {"path": data.join("in.jsonl"), "format": "jsonl"}},
+        "transformations": [
+            {"type": "field_mapping", "field_name": "name", "operation": "title_case"},
+            {"type": "deduplicate", "key_fields": ["id"]}
+        ],
+        "destination": {"connector_type": "file", "config": {"path": out, "format": "jsonl"}},
+        "error_handling": {"retry_policy": {"max_retries": 10, "initial_delay_seconds": 0.2, "backoff_multiplier": 1.0}},
+        "checkpoint": {"interval_seconds": 0.5},
+        "parallelism": 3
+    });
+    let api = &c.nodes[1].api;
+    let (st, p) = http(api, "POST", "/pipelines", Some(token), Some(&doc));
+    assert_eq!(st, 201, "{p}");
+    let pid = p["id"].as_str().unwrap().to_string();
+    let (st, r) = http(api, "POST", &format!("/pipelines/{pid}/execute"), Some(token), None);
+    assert_eq!(st, 202, "{r}");
+    let run_id = r["id"].as_str().unwrap().to_string();
+    // Every node runs one of the three instances, and the run has written something.
+    let runner = wait_for(Duration::from_secs(30), "an instance on each node while the run writes", || {
+        let v = http(api, "GET", "/cluster", Some(token), None).1;
+        let members = v["members"].as_array()?;
+        let runner = members.iter().find(|m| m["runs"] == 1)?["id"].as_u64()?;
+        let spread = members.len() == 3 && members.iter().all(|m| m["instances"].as_u64().is_some_and(|n| n >= 1));
+        let writing = std::fs::metadata(data.join(".out.jsonl.dagg-tmp")).map(|m| m.len()).unwrap_or(0) > 0;
+        (spread && writing).then_some(runner)
+    });
+    (out, run_id, runner)
+}
+
+/// The run's log, as one text.
+fn run_log(api: &str, token: &str, run_id: &str) -> String {
+    http(api, "GET", &format!("/runs/{run_id}/logs?page_size=500"), Some(token), None).1.to_string()
+}
+
+#[test]
+fn keyed_instances_run_on_all_three_nodes_and_survive_the_leaders_kill_exactly_once() {
+    const N: u64 = 600_000;
+    let (mut c, token) = start_three(true);
+    wait_for(Duration::from_secs(15), "a leader", || agreed_leader(&c, &token, 3));
+    let (out, run_id, _runner) = start_keyed_run(&c, &token, N);
+    let (leader, term) = agreed_leader(&c, &token, 3).expect("one leader");
+    let killed = Instant::now();
+    c.nodes[leader as usize - 1].kill();
+    let (new_leader, new_term) = wait_for(Duration::from_secs(10), "a new leader", || agreed_leader(&c, &token, 2));
+    let took = killed.elapsed();
+    assert!(took < Duration::from_secs(5), "a new leader after {took:?}");
+    assert!(new_leader != leader && new_term > term);
+
+    let alive = c.nodes.iter().find(|n| n.is_running()).unwrap().api.clone();
+    let done = wait_run_end(&alive, &token, &run_id, Duration::from_secs(180));
+    assert_eq!(done["status"], "success", "{done}\n{}", c.logs());
+    // The run lost instances (or its own node) and went on from a checkpoint.
+    let log = run_log(&alive, &token, &run_id);
+    assert!(log.contains("moved to node") || log.contains("retrying"), "the kill did not touch the run: {log}");
+    assert_exactly_once(&out, N);
+    wait_for(Duration::from_secs(10), "no instances left", || instances_per_member(&alive, &token).values().all(|n| *n == 0).then_some(()));
+}
+
+#[test]
+fn a_run_whose_instance_node_dies_retries_from_its_checkpoint_with_the_instance_elsewhere() {
+    const N: u64 = 1_500_000;
+    let (mut c, token) = start_three(true);
+    wait_for(Duration::from_secs(15), "a leader", || agreed_leader(&c, &token, 3));
+    let (out, run_id, runner) = start_keyed_run(&c, &token, N);
+    // A node that hosts an instance but neither runs the run nor leads.
+    let (leader, _) = agreed_leader(&c, &token, 3).expect("one leader");
+    let victim = (1..=3u64).find(|id| *id != runner && *id != leader).expect("a third node");
+    c.nodes[victim as usize - 1].kill();
+    let api = c.nodes[runner as usize - 1].api.clone();
+    let done = wait_run_end(&api, &token, &run_id, Duration::from_secs(180));
+    assert_eq!(done["status"], "success", "{done}\n{}", c.logs());
+    let log = run_log(&api, &token, &run_id);
+    assert!(log.contains("retrying") && !log.contains("moved to node"), "the run did not retry where it was (node {victim} killed): {log}\n{}", c.logs());
+    assert!(done["counts"]["attempts"].as_u64().unwrap_or(0) >= 2, "{done}");
+    assert_exactly_once(&out, N);
+}
+
+/// An HTTP receiver that takes `delay` to answer each request: a slow destination. Counts
+/// the records (JSON array elements) it was sent.
+fn slow_receiver(delay: Duration) -> (String, std::sync::Arc<std::sync::atomic::AtomicU64>) {
+    use std::io::{BufRead, Read, Write};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let got = std::sync::Arc::new(AtomicU64::new(0));
+    let count = got.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().map_while(Result::ok) {
+            let count = count.clone();
+            std::thread::spawn(move || {
+                let mut r = std::io::BufReader::new(conn.try_clone().unwrap());
+                let mut w = conn;
+                loop {
+                    let mut len = 0usize;
+                    let mut line = String::new();
+                    loop {
+                        line.clear();
+                        if r.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        if line == "\r\n" {
+                            break;
+                        }
+                        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                            len = v.trim().parse().unwrap_or(0);
+                        }
+                    }
+                    let mut body = vec![0u8; len];
+                    if r.read_exact(&mut body).is_err() {
+                        return;
+                    }
+                    let n = serde_json::from_slice::<Value>(&body).ok().and_then(|v| v.as_array().map(|a| a.len() as u64)).unwrap_or(0);
+                    std::thread::sleep(delay);
+                    count.fetch_add(n, Ordering::SeqCst);
+                    if w.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-type: application/json\r\n\r\n{}").is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (format!("http://{addr}/in"), got)
+}
+
+#[test]
+fn a_slow_destination_throttles_the_source_through_instances_on_other_nodes_with_flat_memory() {
+    use std::io::Write;
+    use std::sync::atomic::Ordering;
+    const N: u64 = 2_000_000;
+    let (c, token) = start_three(true);
+    wait_for(Duration::from_secs(15), "a leader", || agreed_leader(&c, &token, 3));
+    let data = c.root.path().join("shared").join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    {
+        let mut w = std::io::BufWriter::new(std::fs::File::create(data.join("in.jsonl")).unwrap());
+        for i in 1..=N {
+            writeln!(w, r#"{{"id":{i},"name":"item number {i}","note":"{}"}}"#, "x".repeat(100)).unwrap();
+        }
+    }
+    // About 20,000 records a second get through: the run would need 100 s for its input.
+    let (url, received) = slow_receiver(Duration::from_millis(25));
+    let doc = json!({
+        "name": "slow-destination",
+        "source": {"connector_type": "file", "config": {"path": data.join("in.jsonl"), "format": "jsonl"}},
+        "transformations": [{"type": "deduplicate", "key_fields": ["id"]}],
+        "destination": {"connector_type": "rest_api", "config": {"url": url, "method": "POST", "batch_size": 500}},
+        "parallelism": 3
+    });
+    let api = c.nodes[1].api.clone();
+    let (st, p) = http(&api, "POST", "/pipelines", Some(&token), Some(&doc));
+    assert_eq!(st, 201, "{p}");
+    let pid = p["id"].as_str().unwrap().to_string();
+    let (st, r) = http(&api, "POST", &format!("/pipelines/{pid}/execute"), Some(&token), None);
+    assert_eq!(st, 202, "{r}");
+    let run_id = r["id"].as_str().unwrap().to_string();
+    wait_for(Duration::from_secs(30), "an instance on each node", || {
+        let per = instances_per_member(&api, &token);
+        (per.len() == 3 && per.values().all(|n| *n >= 1) && received.load(Ordering::SeqCst) > 0).then_some(())
+    });
+    let runner = wait_for(Duration::from_secs(5), "the run's node", || {
+        let v = http(&api, "GET", "/cluster", Some(&token), None).1;
+        v["members"].as_array()?.iter().find(|m| m["runs"] == 1)?["id"].as_u64()
+    });
+    // The file source reads only what the destination takes: the reading stage's count,
+    // from the runner's live run list, stays a few batches ahead of what arrived.
+    let read = || -> u64 {
+        let v = http(&c.nodes[runner as usize - 1].api, "GET", &format!("/runs/{run_id}"), Some(&token), None).1;
+        v["counts"]["records_read"].as_u64().unwrap_or(0)
+    };
+    std::thread::sleep(Duration::from_secs(3));
+    let rss_early: Vec<u64> = c.nodes.iter().map(|n| n.rss_kib().unwrap()).collect();
+    let (read_early, got_early) = (read(), received.load(Ordering::SeqCst));
+    std::thread::sleep(Duration::from_secs(8));
+    let rss_late: Vec<u64> = c.nodes.iter().map(|n| n.rss_kib().unwrap()).collect();
+    let (read_late, got_late) = (read(), received.load(Ordering::SeqCst));
+    eprintln!("read {read_early} -> {read_late}, received {got_early} -> {got_late}, rss KiB {rss_early:?} -> {rss_late:?}");
+    assert!(got_late > got_early, "the destination received nothing more");
+    assert!(read_late < N / 2, "the source was not held back: {read_late} of {N} read while {got_late} arrived");
+    // In flight: the bounded channels and the links' windows, not the input.
+    assert!(read_late - got_late < 150_000, "{} records between the source and the destination", read_late - got_late);
+    for (i, (a, b)) in rss_early.iter().zip(&rss_late).enumerate() {
+        assert!(*b < a + 40 * 1024, "node {}'s memory grew from {a} to {b} KiB", i + 1);
+    }
+    assert_eq!(http(&api, "POST", &format!("/runs/{run_id}/cancel"), Some(&token), None).0, 202);
+    wait_run_end(&api, &token, &run_id, Duration::from_secs(30));
 }

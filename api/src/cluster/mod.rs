@@ -189,6 +189,9 @@ pub struct ClusterMember {
     pub last_seen_ms: Option<u64>,
     /// Runs placed on it that have not ended.
     pub runs: u64,
+    /// Keyed stage instances it runs now (for its own runs and for runs of other nodes);
+    /// none when it could not be asked.
+    pub instances: Option<u64>,
 }
 
 /// What `POST /cluster/join` takes: the node asking to be added.
@@ -226,7 +229,16 @@ pub async fn status(state: &AppState) -> ApiResult<ClusterStatus> {
             term: 0,
             state: "standalone".into(),
             view: "local".into(),
-            members: vec![ClusterMember { id: 1, peer_addr: String::new(), api_addr: String::new(), voter: true, up: true, last_seen_ms: Some(0), runs: runs_on(1) }],
+            members: vec![ClusterMember {
+                id: 1,
+                peer_addr: String::new(),
+                api_addr: String::new(),
+                voter: true,
+                up: true,
+                last_seen_ms: Some(0),
+                runs: runs_on(1),
+                instances: Some((dagg_actors::remote_keyed::local_instances() + dagg_actors::remote_keyed::hosted_instances()) as u64),
+            }],
         });
     };
     let (view, members) = match node.leader_members_view().await {
@@ -234,7 +246,16 @@ pub async fn status(state: &AppState) -> ApiResult<ClusterStatus> {
             "leader",
             v.members
                 .into_iter()
-                .map(|m| ClusterMember { id: m.id, runs: runs_on(m.id), peer_addr: m.peer_addr, api_addr: m.api_addr, voter: m.voter, up: m.up, last_seen_ms: m.last_seen_ms })
+                .map(|m| ClusterMember {
+                    id: m.id,
+                    runs: runs_on(m.id),
+                    peer_addr: m.peer_addr,
+                    api_addr: m.api_addr,
+                    voter: m.voter,
+                    up: m.up,
+                    last_seen_ms: m.last_seen_ms,
+                    instances: None,
+                })
                 .collect(),
         ),
         Err(e) => {
@@ -251,11 +272,27 @@ pub async fn status(state: &AppState) -> ApiResult<ClusterStatus> {
                     voter: voters.contains(&id),
                     up: id == node.id,
                     last_seen_ms: (id == node.id).then_some(0),
+                    instances: None,
                 })
                 .collect();
             ("local", members)
         }
     };
+    // Each member's instances, from the member itself (asked at once, briefly).
+    let mut members: Vec<ClusterMember> = members;
+    let asks = members.iter().map(|m| {
+        let (node, id, addr) = (node.clone(), m.id, m.peer_addr.clone());
+        async move {
+            if id == node.id {
+                return Some(node.info().instances);
+            }
+            node.peer_info(&addr, std::time::Duration::from_millis(500)).await.ok().map(|i| i.instances)
+        }
+    });
+    let counts = futures_util::future::join_all(asks).await;
+    for (m, c) in members.iter_mut().zip(counts) {
+        m.instances = c;
+    }
     // The leader and term of the view, so that they agree with its members.
     Ok(ClusterStatus { node_id: node.id, leader_id: node.leader(), term: node.term(), state: node.state_name().into(), view: view.into(), members })
 }

@@ -10,7 +10,12 @@
 //! (`--shared-dir`).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use dagg_actors::remote_keyed::{InstancePlacer, Remote};
+use dagg_cluster::ClusterNode;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -189,4 +194,41 @@ pub async fn run_assigned_here(state: AppState) {
             }
         }
     }
+}
+
+/// Spreads a run's keyed instances over the cluster's live members: counting from the
+/// run's own node in id order, instance `i` goes to the `i`-th live member (instance 0 stays
+/// with the run). With as many instances as members, every member runs one.
+pub struct Spread {
+    pub node: Arc<ClusterNode>,
+}
+
+/// How long opening a data link to another member may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+#[async_trait]
+impl InstancePlacer for Spread {
+    async fn place(&self, _run_id: &str, index: usize, _instances: usize) -> Option<Result<Remote, String>> {
+        let view = match self.node.leader_members_view().await {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::warn!("placing a keyed instance: no view of the live members ({e}); it runs here");
+                return None;
+            }
+        };
+        let live: Vec<_> = view.members.into_iter().filter(|m| m.up || m.id == self.node.id).collect();
+        let me = live.iter().position(|m| m.id == self.node.id)?;
+        let target = &live[(me + index) % live.len()];
+        if target.id == self.node.id {
+            return None;
+        }
+        let io = dagg_cluster::data_plane::connect_keyed(&target.peer_addr, self.node.id, CONNECT_TIMEOUT).await;
+        Some(io.map(|s| Remote { node: target.id, io: Box::new(s) }))
+    }
+}
+
+/// The placer for runs of this node: none alone (every instance runs in the run's process).
+pub fn placer(state: &AppState) -> Option<Arc<dyn InstancePlacer>> {
+    let node = state.meta.node().filter(|n| n.members().len() > 1)?;
+    Some(Arc::new(Spread { node: node.clone() }))
 }

@@ -51,8 +51,12 @@ pub struct Health {
     pub status: String,
     /// The metadata store answers reads and writes.
     pub storage: bool,
-    /// `standalone`: no cluster on this node.
+    /// This node's Raft role: `leader`, `follower`, `candidate` or `learner`; `standalone`
+    /// without a cluster (the API embedded, as in tests).
     pub cluster: String,
+    /// The leader this node follows; none during an election or when it is cut off (it then
+    /// still serves reads, and writes answer 503).
+    pub leader_id: Option<u64>,
     pub version: String,
 }
 
@@ -61,7 +65,11 @@ pub struct Health {
     responses((status = 200, description = "Ready", body = Health), (status = 503, description = "Not ready", body = Health)))]
 async fn health(State(state): State<AppState>) -> (StatusCode, axum::Json<Health>) {
     let ok = state.meta.check().is_ok();
-    let h = Health { status: if ok { "ok" } else { "unavailable" }.into(), storage: ok, cluster: "standalone".into(), version: env!("CARGO_PKG_VERSION").into() };
+    let (cluster, leader_id) = match state.meta.node() {
+        Some(n) => (n.state_name().to_string(), n.leader()),
+        None => ("standalone".to_string(), None),
+    };
+    let h = Health { status: if ok { "ok" } else { "unavailable" }.into(), storage: ok, cluster, leader_id, version: env!("CARGO_PKG_VERSION").into() };
     (if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, axum::Json(h))
 }
 

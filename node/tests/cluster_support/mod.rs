@@ -140,7 +140,7 @@ impl Node {
             .env("DAGG_DATA_DIR", &self.dir)
             .env("DAGG_CLUSTER_TOKEN", "cluster-test-token")
             .env("DAGG_ADMIN_PASSWORD", PASSWORD)
-            .env("DAGG_LOG", "warn")
+            .env("DAGG_LOG", std::env::var("DAGG_TEST_LOG").unwrap_or_else(|_| "warn".into()))
             .env_remove("DAGG_JOIN")
             .env_remove("DAGG_CONFIG")
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
@@ -202,6 +202,13 @@ impl Node {
 
     pub fn is_running(&self) -> bool {
         self.child.is_some()
+    }
+
+    /// The process's resident memory in KiB (`VmRSS`), while it runs.
+    pub fn rss_kib(&self) -> Option<u64> {
+        let pid = self.child.as_ref()?.id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
     }
 
     pub fn log_text(&self) -> String {

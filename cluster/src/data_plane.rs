@@ -1,0 +1,66 @@
+//! The data plane's connections: a keyed instance's link (see `dagg_actors::link` and
+//! `dagg_actors::remote_keyed`) runs on the peer address, like Raft RPC. A coordinator opens
+//! a TCP connection and asks for an HTTP upgrade to [`PROTOCOL`] on [`PATH`]; after the
+//! `101 Switching Protocols` answer the connection carries the link's frames. One port per
+//! node for everything between nodes, which is what a Kubernetes headless Service exposes.
+
+use std::time::Duration;
+
+use axum::extract::Request;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// The path a keyed instance's link is opened on.
+pub const PATH: &str = "/data/keyed";
+/// The protocol named in the `Upgrade` header.
+pub const PROTOCOL: &str = "dagg-data/1";
+
+/// The peer listener's handler: upgrades the connection and hosts a keyed instance on it.
+pub async fn accept_keyed(mut req: Request) -> Response {
+    let asks = req.headers().get(header::UPGRADE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.eq_ignore_ascii_case(PROTOCOL));
+    if !asks {
+        return (StatusCode::UPGRADE_REQUIRED, format!("this path takes `Upgrade: {PROTOCOL}`")).into_response();
+    }
+    let peer = req.headers().get("x-dagg-node").and_then(|v| v.to_str().ok()).map(|n| format!("node {n}")).unwrap_or_else(|| "a coordinator".into());
+    let upgrade = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        match upgrade.await {
+            Ok(io) => dagg_actors::remote_keyed::host(TokioIo::new(io), peer).await,
+            Err(e) => tracing::warn!("data link from {peer}: the upgrade failed: {e}"),
+        }
+    });
+    let mut resp = StatusCode::SWITCHING_PROTOCOLS.into_response();
+    resp.headers_mut().insert(header::UPGRADE, HeaderValue::from_static(PROTOCOL));
+    resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    resp
+}
+
+/// Opens a keyed instance's connection to the node at `peer_addr` (`host:port`), from node
+/// `from`: connected and upgraded, ready for the link's frames.
+pub async fn connect_keyed(peer_addr: &str, from: u64, timeout: Duration) -> Result<TcpStream, String> {
+    let work = async {
+        let mut s = TcpStream::connect(peer_addr).await.map_err(|e| format!("cannot connect to {peer_addr}: {e}"))?;
+        s.set_nodelay(true).map_err(|e| e.to_string())?;
+        let req = format!("GET {PATH} HTTP/1.1\r\nHost: {peer_addr}\r\nConnection: Upgrade\r\nUpgrade: {PROTOCOL}\r\nX-Dagg-Node: {from}\r\n\r\n");
+        s.write_all(req.as_bytes()).await.map_err(|e| format!("{peer_addr}: {e}"))?;
+        // The answer's head, byte by byte: nothing of the link may be read past it.
+        let mut head = Vec::with_capacity(256);
+        while !head.ends_with(b"\r\n\r\n") {
+            if head.len() > 8192 {
+                return Err(format!("{peer_addr}: an answer head over 8 KiB"));
+            }
+            let b = s.read_u8().await.map_err(|e| format!("{peer_addr}: {e}"))?;
+            head.push(b);
+        }
+        let text = String::from_utf8_lossy(&head);
+        let status = text.split_whitespace().nth(1).unwrap_or_default();
+        if status != "101" {
+            return Err(format!("{peer_addr} refused the data link: {}", text.lines().next().unwrap_or_default()));
+        }
+        Ok(s)
+    };
+    tokio::time::timeout(timeout, work).await.map_err(|_| format!("{peer_addr}: no data link within {} ms", timeout.as_millis()))?
+}
