@@ -343,7 +343,8 @@ pub struct SystemHealth {
     pub version: String,
     pub uptime_seconds: f64,
     pub storage: ComponentHealth,
-    /// `standalone`: this node alone (the cluster reports itself at `/cluster`).
+    /// This node's Raft role and its cluster's size (`follower of 3, leader 2`), or
+    /// `standalone` without a cluster; `/cluster` has the members.
     pub cluster: String,
     pub active_runs: u64,
     pub websocket_clients: u64,
@@ -374,7 +375,17 @@ async fn system_health(State(state): State<AppState>, _auth: Viewer) -> axum::Js
         version: env!("CARGO_PKG_VERSION").into(),
         uptime_seconds: state.started.elapsed().as_secs_f64(),
         storage,
-        cluster: "standalone".into(),
+        cluster: match state.meta.node() {
+            Some(n) => {
+                let size = n.members().len();
+                match n.leader() {
+                    Some(l) if l == n.id => format!("leader of {size}"),
+                    Some(l) => format!("{} of {size}, leader {l}", n.state_name()),
+                    None => format!("{} of {size}, no leader", n.state_name()),
+                }
+            }
+            None => "standalone".into(),
+        },
         active_runs: state.runs.active_count() as u64,
         websocket_clients: crate::telemetry::WS_CLIENTS.get().max(0) as u64,
         memory_rss_bytes: rss_bytes(),
