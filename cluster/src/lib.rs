@@ -529,6 +529,36 @@ impl ClusterNode {
         Ok(())
     }
 
+    /// Removes node `id` from the cluster (a voter or a learner): after this the majority is
+    /// counted without it, and it takes no part in elections. Forwarded to the leader. The
+    /// last voter cannot be removed. A removed leader steps down once the change commits.
+    pub async fn remove_member(&self, id: NodeId) -> Result<(), String> {
+        if !self.is_leader() {
+            let leader = self.leader().ok_or("no leader is known; try again")?;
+            let addr = self.members().get(&leader).map(|n| n.peer_addr.clone()).ok_or("the leader is not in the membership")?;
+            let resp = self.net.client.post(format!("http://{addr}/raft/leave")).timeout(Duration::from_secs(40)).json(&id).send().await.map_err(|e| e.to_string())?;
+            return resp.json::<Result<(), String>>().await.map_err(|e| e.to_string())?;
+        }
+        if !self.members().contains_key(&id) {
+            return Err(format!("node {id} is not a member"));
+        }
+        let voters = self.voters();
+        let ids: BTreeSet<NodeId> = [id].into();
+        let change = if voters.contains(&id) {
+            if voters.len() == 1 {
+                return Err(format!("node {id} is the last voter; a cluster cannot remove its last voter"));
+            }
+            ChangeMembers::RemoveVoters(ids)
+        } else {
+            ChangeMembers::RemoveNodes(ids)
+        };
+        match tokio::time::timeout(Duration::from_secs(30), self.raft.change_membership(change, false)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(format!("removing node {id}: {e}")),
+            Err(_) => Err(format!("removing node {id} did not commit within 30 s")),
+        }
+    }
+
     /// Stops the member (pending writes fail).
     pub async fn shutdown(&self) {
         let _ = self.raft.shutdown().await;

@@ -1,5 +1,5 @@
 //! The peer listener's routes: Raft RPC (`/raft/append`, `/raft/vote`, `/raft/snapshot`),
-//! forwarded writes (`/raft/write`), membership (`/raft/info`, `/raft/join`,
+//! forwarded writes (`/raft/write`), membership (`/raft/info`, `/raft/join`, `/raft/leave`,
 //! `/raft/members`), and the data plane's links (`/data/keyed`, see [`crate::data_plane`]).
 //! Kept apart from the admin API: the peer port belongs on a private
 //! network between the nodes.
@@ -25,6 +25,7 @@ pub fn router(node: Arc<ClusterNode>) -> Router {
         .route("/raft/write", post(write))
         .route("/raft/info", get(info))
         .route("/raft/join", post(join))
+        .route("/raft/leave", post(leave))
         .route("/raft/members", get(members))
         .route(crate::data_plane::PATH, get(crate::data_plane::accept_keyed))
         .layer(DefaultBodyLimit::max(256 * 1024 * 1024))
@@ -55,6 +56,10 @@ async fn write(State(n): S, Json(command): Json<Value>) -> Json<WriteReply> {
 
 async fn info(State(n): S) -> Json<PeerInfo> {
     Json(n.info())
+}
+
+async fn leave(State(n): S, Json(id): Json<NodeId>) -> Json<Result<(), String>> {
+    Json(n.remove_member(id).await)
 }
 
 async fn join(State(n): S, Json(req): Json<JoinRequest>) -> Json<Result<(), String>> {

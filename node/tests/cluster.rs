@@ -242,6 +242,40 @@ fn a_node_joins_a_running_cluster_as_a_voter() {
     assert_eq!(setting(&c.nodes[1].api, &token, "after-join"), Some(json!("y")));
 }
 
+#[test]
+fn a_removed_member_no_longer_counts_and_the_rest_keep_committing() {
+    let (mut c, token) = start_three(false);
+    let (leader, _) = wait_for(Duration::from_secs(15), "a leader", || agreed_leader(&c, &token, 3));
+    let api = c.nodes[0].api.clone();
+    // Not a member, no credentials, a bad id.
+    assert_eq!(http(&api, "DELETE", "/cluster/members/9", Some(&token), None).0, 404);
+    assert_eq!(http(&api, "DELETE", "/cluster/members/2", None, None).0, 401);
+    assert_eq!(http(&api, "DELETE", "/cluster/members/two", Some(&token), None).0, 400);
+    // Remove a follower (asked on any node: the leader makes the change).
+    let gone = (1..=3u64).rev().find(|id| *id != leader).unwrap();
+    let (st, v) = http(&api, "DELETE", &format!("/cluster/members/{gone}"), Some(&token), None);
+    assert_eq!(st, 200, "{v}");
+    c.nodes[gone as usize - 1].kill();
+    let rest: Vec<usize> = (0..3).filter(|i| *i as u64 + 1 != gone).collect();
+    let api = c.nodes[rest[0]].api.clone();
+    wait_for(Duration::from_secs(10), "two members, both up", || {
+        let v = http(&api, "GET", "/cluster", Some(&token), None).1;
+        let m = v["members"].as_array()?;
+        (m.len() == 2 && m.iter().all(|m| m["up"] == true && m["id"].as_u64() != Some(gone))).then_some(())
+    });
+    assert_eq!(put_setting(&api, &token, "after-removal", json!(1)).0, 200);
+    // The last two: one more removal leaves one voter, which commits alone.
+    let other = rest.iter().map(|i| *i as u64 + 1).find(|id| *id != leader).unwrap();
+    assert_eq!(http(&api, "DELETE", &format!("/cluster/members/{other}"), Some(&token), None).0, 200);
+    c.nodes[other as usize - 1].kill();
+    let api = c.nodes[leader as usize - 1].api.clone();
+    wait_for(Duration::from_secs(10), "a cluster of one", || (http(&api, "GET", "/cluster", Some(&token), None).1["members"].as_array()?.len() == 1).then_some(()));
+    assert_eq!(put_setting(&api, &token, "alone", json!(2)).0, 200);
+    let (st, v) = http(&api, "DELETE", &format!("/cluster/members/{leader}"), Some(&token), None);
+    assert_eq!(st, 409, "the last voter stays: {v}");
+    assert!(v.to_string().contains("last voter"), "{v}");
+}
+
 /// Ids in a JSONL file; panics on a torn line.
 fn ids_in(path: &std::path::Path) -> Vec<u64> {
     use std::io::BufRead;

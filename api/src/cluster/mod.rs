@@ -207,7 +207,7 @@ pub struct JoinBody {
 }
 
 pub fn routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(cluster_status)).routes(routes!(join))
+    OpenApiRouter::new().routes(routes!(cluster_status)).routes(routes!(join)).routes(routes!(remove_member))
 }
 
 /// The cluster: this node, the leader, the term, and every member with its addresses,
@@ -304,11 +304,7 @@ pub async fn status(state: &AppState) -> ApiResult<ClusterStatus> {
     responses((status = 200, description = "The node is a voter", body = ClusterStatus), (status = 400, description = "A bad request", body = crate::error::ErrorBody),
         (status = 409, description = "The change was refused (no cluster here, the id is taken, or it did not commit)", body = crate::error::ErrorBody)))]
 async fn join(State(state): State<AppState>, headers: HeaderMap, admin: Result<Admin, ApiError>, body: axum::body::Bytes) -> ApiResult<axum::Json<ClusterStatus>> {
-    let token_ok = match (std::env::var("DAGG_CLUSTER_TOKEN").ok().filter(|t| !t.is_empty()), headers.get("x-dagg-cluster-token").and_then(|v| v.to_str().ok())) {
-        (Some(want), Some(got)) => crate::auth::sha256_hex(&want) == crate::auth::sha256_hex(got),
-        _ => false,
-    };
-    if !token_ok {
+    if !cluster_token_ok(&headers) {
         admin?;
     }
     // The body after the caller: a caller without the right gets 401/403 whatever it sent.
@@ -327,4 +323,34 @@ async fn join(State(state): State<AppState>, headers: HeaderMap, admin: Result<A
     let req = JoinRequest { node_id: body.node_id, node: PeerNode { peer_addr: body.peer_addr, api_addr: body.api_addr } };
     node.add_member(req).await.map_err(ApiError::Conflict)?;
     Ok(axum::Json(status(&state).await?))
+}
+
+/// Removes a member: the majority is then counted without it (do this before scaling a
+/// StatefulSet down, for each node that goes). Its unfinished runs move to live members.
+/// Needs an admin, or the cluster token in `X-Dagg-Cluster-Token`.
+#[utoipa::path(delete, path = "/cluster/members/{id}", tag = "cluster", security(("bearer" = ["admin"])), params(("id" = u64, Path, description = "The node's id")),
+    responses((status = 200, description = "The node is no longer a member", body = ClusterStatus), (status = 400, description = "A bad request", body = crate::error::ErrorBody),
+        (status = 404, description = "No such member", body = crate::error::ErrorBody),
+        (status = 409, description = "The change was refused (no cluster here, the last voter, or it did not commit)", body = crate::error::ErrorBody)))]
+async fn remove_member(State(state): State<AppState>, headers: HeaderMap, admin: Result<Admin, ApiError>, crate::error::ApiPath(id): crate::error::ApiPath<u64>) -> ApiResult<axum::Json<ClusterStatus>> {
+    if !cluster_token_ok(&headers) {
+        admin?;
+    }
+    let Some(node) = state.meta.node() else {
+        return Err(ApiError::Conflict("this server runs without a cluster (embedded, not `dagg serve`)".into()));
+    };
+    if !node.members().contains_key(&id) {
+        return Err(ApiError::NotFound(format!("node {id} is not a member of the cluster")));
+    }
+    node.remove_member(id).await.map_err(ApiError::Conflict)?;
+    Ok(axum::Json(status(&state).await?))
+}
+
+/// The request carries the cluster token (`DAGG_CLUSTER_TOKEN`, when set) in
+/// `X-Dagg-Cluster-Token`.
+fn cluster_token_ok(headers: &HeaderMap) -> bool {
+    match (std::env::var("DAGG_CLUSTER_TOKEN").ok().filter(|t| !t.is_empty()), headers.get("x-dagg-cluster-token").and_then(|v| v.to_str().ok())) {
+        (Some(want), Some(got)) => crate::auth::sha256_hex(&want) == crate::auth::sha256_hex(got),
+        _ => false,
+    }
 }
