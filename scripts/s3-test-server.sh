@@ -16,7 +16,8 @@ MOTO="moto[server]==5.1.18"
 PIDFILE="target/s3-moto-$PORT.pid"
 LOG="target/s3-moto-$PORT.log"
 
-up() { (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; }
+NAME=s3
+. scripts/lib/test-server.sh
 
 case "${1:-start}" in
   start)
@@ -29,11 +30,7 @@ case "${1:-start}" in
     # find the server up.
     exec 9>"target/s3-moto.lock"
     flock 9
-    if [ ! -x "$VENV/bin/python" ]; then
-      # The first python3 on PATH may lack ensurepip; the system one may have it.
-      python3 -m venv "$VENV" 2>/dev/null || { rm -rf "$VENV"; /usr/bin/python3 -m venv "$VENV" 2>/dev/null; } \
-        || { rm -rf "$VENV"; apt-get update -qq && apt-get install -y -q python3-venv >/dev/null && /usr/bin/python3 -m venv "$VENV"; }
-    fi
+    ensure_venv
     if [ ! -x "$VENV/bin/moto_server" ]; then
       echo "s3: installing $MOTO" >&2
       "$VENV/bin/pip" install -q "$MOTO"
@@ -43,28 +40,7 @@ case "${1:-start}" in
       nohup "$VENV/bin/moto_server" -H 127.0.0.1 -p "$PORT" </dev/null >"$LOG" 2>&1 9>&- &
       echo $! >"$PIDFILE"
     fi
-    for _ in $(seq 1 150); do
-      if up; then
-        echo "s3: moto started on 127.0.0.1:$PORT" >&2
-        exit 0
-      fi
-      sleep 0.1
-    done
-    echo "s3: moto did not open 127.0.0.1:$PORT; its log:" >&2
-    cat "$LOG" >&2
-    exit 1
+    wait_up 150
     ;;
-  stop)
-    if [ -f "$PIDFILE" ]; then
-      kill "$(cat "$PIDFILE")" 2>/dev/null || true
-      rm -f "$PIDFILE"
-    fi
-    ;;
-  status)
-    if up; then echo "up"; else echo "down"; exit 1; fi
-    ;;
-  *)
-    echo "usage: $0 start|stop|status" >&2
-    exit 2
-    ;;
+  *) other_command "$1" ;;
 esac

@@ -14,6 +14,9 @@ use dagg_model::spec::pipeline::{PipelineSpec, parse_pipeline};
 use dagg_model::{Position, RunStatus, Value};
 use serde_json::json;
 
+mod support;
+use support::FlakyFactory;
+
 const N: usize = 20_000;
 
 fn input(dir: &Path) {
@@ -82,53 +85,11 @@ async fn keyed_instances_aggregate_like_one_instance() {
     assert_eq!(sorted_lines(dir.path(), "dead-four.jsonl").len(), 20);
 }
 
-/// A source that fails at its `fail_at`-th batch in the first `failing` attempts.
-struct Flaky {
-    inner: Box<dyn SourceConnector>,
-    batches: u32,
-    fail: bool,
-}
-
-#[async_trait::async_trait]
-impl SourceConnector for Flaky {
-    async fn next_batch(&mut self, max: usize) -> Result<Option<SourceBatch>, ConnectorError> {
-        self.batches += 1;
-        if self.fail && self.batches == 25 {
-            return Err(ConnectorError::Config("injected failure".into()));
-        }
-        self.inner.next_batch(max).await
-    }
-    fn describe(&self, pos: Position) -> Value {
-        self.inner.describe(pos)
-    }
-    fn checkpoint(&self) -> serde_json::Value {
-        self.inner.checkpoint()
-    }
-    async fn seek(&mut self, cp: &serde_json::Value) -> Result<(), ConnectorError> {
-        self.inner.seek(cp).await
-    }
-}
-
-struct FlakyFactory {
-    attempts: AtomicU32,
-    failing: u32,
-}
-
-impl ConnectorFactory for FlakyFactory {
-    fn source(&self, spec: &ConnectorSpec, base: &Path) -> Result<Box<dyn SourceConnector>, ConnectorError> {
-        let attempt = self.attempts.fetch_add(1, Ordering::SeqCst) + 1;
-        Ok(Box::new(Flaky { inner: Registry.source(spec, base)?, batches: 0, fail: attempt <= self.failing }))
-    }
-    fn sink(&self, spec: &ConnectorSpec, base: &Path) -> Result<Box<dyn SinkConnector>, ConnectorError> {
-        Registry.sink(spec, base)
-    }
-}
-
 fn flaky(failing: u32, data_dir: Option<&Path>) -> RunOptions {
     RunOptions {
         batch_size: 200,
         checkpoint_interval: Some(Duration::ZERO),
-        connectors: Arc::new(FlakyFactory { attempts: AtomicU32::new(0), failing }),
+        connectors: Arc::new(FlakyFactory::new(failing, 25, false)),
         data_dir: data_dir.map(Path::to_path_buf),
         ..RunOptions::default()
     }

@@ -14,54 +14,8 @@ use dagg_model::spec::pipeline::parse_pipeline;
 use dagg_model::{Position, RunStatus, Value};
 use serde_json::json;
 
-/// A source that fails (or panics) at its `fail_at`-th batch, in the first `failing`
-/// attempts.
-struct Flaky {
-    inner: Box<dyn SourceConnector>,
-    batches: u32,
-    fail_at: u32,
-    fail: bool,
-    panic: bool,
-}
-
-#[async_trait::async_trait]
-impl SourceConnector for Flaky {
-    async fn next_batch(&mut self, max: usize) -> Result<Option<SourceBatch>, ConnectorError> {
-        self.batches += 1;
-        if self.fail && self.batches == self.fail_at {
-            if self.panic {
-                panic!("injected panic");
-            }
-            return Err(ConnectorError::Config("injected failure".into()));
-        }
-        self.inner.next_batch(max).await
-    }
-    fn describe(&self, pos: Position) -> Value {
-        self.inner.describe(pos)
-    }
-    fn checkpoint(&self) -> serde_json::Value {
-        self.inner.checkpoint()
-    }
-    async fn seek(&mut self, cp: &serde_json::Value) -> Result<(), ConnectorError> {
-        self.inner.seek(cp).await
-    }
-}
-
-struct FlakyFactory {
-    attempts: AtomicU32,
-    failing: u32,
-    panic: bool,
-}
-
-impl ConnectorFactory for FlakyFactory {
-    fn source(&self, spec: &ConnectorSpec, base: &Path) -> Result<Box<dyn SourceConnector>, ConnectorError> {
-        let attempt = self.attempts.fetch_add(1, Ordering::SeqCst) + 1;
-        Ok(Box::new(Flaky { inner: Registry.source(spec, base)?, batches: 0, fail_at: 4, fail: attempt <= self.failing, panic: self.panic }))
-    }
-    fn sink(&self, spec: &ConnectorSpec, base: &Path) -> Result<Box<dyn SinkConnector>, ConnectorError> {
-        Registry.sink(spec, base)
-    }
-}
+mod support;
+use support::FlakyFactory;
 
 fn setup(max_retries: u32) -> (tempfile::TempDir, dagg_model::spec::pipeline::PipelineSpec) {
     let dir = tempfile::tempdir().unwrap();
@@ -93,7 +47,7 @@ fn output_ids(dir: &Path) -> Vec<i64> {
 #[tokio::test]
 async fn a_stage_that_fails_twice_then_recovers_ends_success_with_everything_once() {
     let (dir, spec) = setup(3);
-    let summary = run_pipeline(&spec, dir.path(), opts(FlakyFactory { attempts: AtomicU32::new(0), failing: 2, panic: false })).await;
+    let summary = run_pipeline(&spec, dir.path(), opts(FlakyFactory::new(2, 4, false))).await;
     assert_eq!(summary.status, RunStatus::Success, "{}", summary.line());
     assert_eq!(summary.attempts, 3);
     assert_eq!(summary.records_read, 5000);
@@ -104,7 +58,7 @@ async fn a_stage_that_fails_twice_then_recovers_ends_success_with_everything_onc
 #[tokio::test]
 async fn a_panic_in_a_stage_is_a_failure_that_is_retried() {
     let (dir, spec) = setup(1);
-    let summary = run_pipeline(&spec, dir.path(), opts(FlakyFactory { attempts: AtomicU32::new(0), failing: 1, panic: true })).await;
+    let summary = run_pipeline(&spec, dir.path(), opts(FlakyFactory::new(1, 4, true))).await;
     assert_eq!(summary.status, RunStatus::Success, "{}", summary.line());
     assert_eq!(summary.attempts, 2);
     assert_eq!(output_ids(dir.path()), (1..=5000).collect::<Vec<_>>());
@@ -114,7 +68,7 @@ async fn a_panic_in_a_stage_is_a_failure_that_is_retried() {
 async fn a_stage_that_keeps_failing_ends_failed_after_max_retries_with_backoff() {
     let (dir, spec) = setup(2);
     let started = Instant::now();
-    let summary = run_pipeline(&spec, dir.path(), opts(FlakyFactory { attempts: AtomicU32::new(0), failing: u32::MAX, panic: false })).await;
+    let summary = run_pipeline(&spec, dir.path(), opts(FlakyFactory::new(u32::MAX, 4, false))).await;
     assert_eq!(summary.status, RunStatus::Failed);
     assert_eq!(summary.attempts, 3, "the first attempt and two retries");
     assert!(summary.error.as_deref().unwrap().contains("injected failure"), "{:?}", summary.error);
@@ -126,7 +80,7 @@ async fn a_stage_that_keeps_failing_ends_failed_after_max_retries_with_backoff()
 #[tokio::test]
 async fn cancel_stops_the_run_and_commits_nothing() {
     let (dir, spec) = setup(0);
-    let o = opts(FlakyFactory { attempts: AtomicU32::new(0), failing: 0, panic: false });
+    let o = opts(FlakyFactory::new(0, 4, false));
     o.progress.cancel();
     let summary = run_pipeline(&spec, dir.path(), o).await;
     assert_eq!(summary.status, RunStatus::Cancelled);
@@ -203,7 +157,7 @@ async fn aggregates_over_retried_attempts_equal_an_uninterrupted_run() {
     };
     let plain = run_pipeline(&doc("plain.jsonl"), dir.path(), RunOptions::default()).await;
     assert_eq!(plain.status, RunStatus::Success, "{}", plain.line());
-    let flaky = run_pipeline(&doc("flaky.jsonl"), dir.path(), opts(FlakyFactory { attempts: AtomicU32::new(0), failing: 2, panic: false })).await;
+    let flaky = run_pipeline(&doc("flaky.jsonl"), dir.path(), opts(FlakyFactory::new(2, 4, false))).await;
     assert_eq!(flaky.status, RunStatus::Success, "{}", flaky.line());
     assert_eq!(flaky.attempts, 3);
     assert!(flaky.checkpoints > 3, "mid-run checkpoints carried the chain's state");

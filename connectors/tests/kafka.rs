@@ -3,6 +3,7 @@
 //! through the commit hook, resumes at the checkpoint, and a destination whose replay after a
 //! crash writes nothing twice. Each test uses its own topics.
 
+mod kafka_support;
 mod support;
 
 use std::collections::HashMap;
@@ -17,10 +18,9 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
+use kafka_support::{BROKER, read_committed};
 use serde_json::json;
 use support::*;
-
-const BROKER: &str = "127.0.0.1:19092";
 
 /// Starts the test broker (idempotent) and creates a topic of `partitions`.
 async fn topic(partitions: i32) -> String {
@@ -44,48 +44,12 @@ async fn produce(topic: &str, ids: std::ops::RangeInclusive<i64>) {
 
 /// Every record of the topic: (id, dagg-seq header), read from the beginning.
 fn read_back(topic: &str) -> Vec<(i64, Option<u64>)> {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", BROKER)
-        .set("group.id", format!("check-{}", suffix()))
-        .set("isolation.level", "read_committed")
-        .create()
-        .unwrap();
-    let md = c.fetch_metadata(Some(topic), Duration::from_secs(10)).unwrap();
-    let mut tpl = TopicPartitionList::new();
-    let mut left = HashMap::new();
-    for p in md.topics()[0].partitions() {
-        let (low, high) = c.fetch_watermarks(topic, p.id(), Duration::from_secs(10)).unwrap();
-        if high > low {
-            tpl.add_partition_offset(topic, p.id(), Offset::Offset(low)).unwrap();
-            left.insert(p.id(), high);
-        }
-    }
-    c.assign(&tpl).unwrap();
     let mut out = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !left.is_empty() && Instant::now() < deadline {
-        match c.poll(Duration::from_millis(200)) {
-            Some(m) => {
-                let m = m.unwrap();
-                let v: serde_json::Value = serde_json::from_slice(m.payload().unwrap()).unwrap();
-                let seq = m.headers().and_then(|h| h.iter().find(|x| x.key == "dagg-seq").and_then(|x| std::str::from_utf8(x.value?).ok()?.parse().ok()));
-                out.push((v["id"].as_i64().unwrap(), seq));
-                if m.offset() + 1 >= left[&m.partition()] {
-                    left.remove(&m.partition());
-                }
-            }
-            None => {
-                // Transaction markers take the last offsets: ask where the reads are.
-                for e in c.position().unwrap().elements() {
-                    if let Offset::Offset(o) = e.offset()
-                        && left.get(&e.partition()).is_some_and(|h| o >= *h)
-                    {
-                        left.remove(&e.partition());
-                    }
-                }
-            }
-        }
-    }
+    read_committed(topic, Duration::from_secs(60), |m| {
+        let v: serde_json::Value = serde_json::from_slice(m.payload().unwrap()).unwrap();
+        let seq = m.headers().and_then(|h| h.iter().find(|x| x.key == "dagg-seq").and_then(|x| std::str::from_utf8(x.value?).ok()?.parse().ok()));
+        out.push((v["id"].as_i64().unwrap(), seq));
+    });
     out
 }
 

@@ -283,18 +283,33 @@ fn ids_in(path: &std::path::Path) -> Vec<u64> {
     std::io::BufReader::new(f).lines().map(|l| serde_json::from_str::<Value>(&l.unwrap()).expect("whole JSON lines")["id"].as_u64().expect("an id")).collect()
 }
 
-/// Writes `n` records to `<shared>/data/in.jsonl`, creates a pipeline copying them to
-/// `out.jsonl` there, and executes it: (data folder, pipeline id, run id).
-fn start_long_run(c: &Cluster, token: &str, n: u64) -> (std::path::PathBuf, String, String) {
+/// Writes `n` lines of `line(i)` (i from 1) to `<shared>/data/in.jsonl`: the data folder.
+fn write_input(c: &Cluster, n: u64, line: impl Fn(u64) -> String) -> std::path::PathBuf {
     use std::io::Write;
     let data = c.root.path().join("shared").join("data");
     std::fs::create_dir_all(&data).unwrap();
-    {
-        let mut w = std::io::BufWriter::new(std::fs::File::create(data.join("in.jsonl")).unwrap());
-        for i in 1..=n {
-            writeln!(w, r#"{{"id":{i},"name":"item number {i}","qty":{}}}"#, i % 7).unwrap();
-        }
+    let mut w = std::io::BufWriter::new(std::fs::File::create(data.join("in.jsonl")).unwrap());
+    for i in 1..=n {
+        writeln!(w, "{}", line(i)).unwrap();
     }
+    w.flush().unwrap();
+    data
+}
+
+/// Creates the pipeline `doc` on `api` and executes it: (pipeline id, run id).
+fn create_and_execute(api: &str, token: &str, doc: &Value) -> (String, String) {
+    let (st, p) = http(api, "POST", "/pipelines", Some(token), Some(doc));
+    assert_eq!(st, 201, "{p}");
+    let pid = p["id"].as_str().unwrap().to_string();
+    let (st, r) = http(api, "POST", &format!("/pipelines/{pid}/execute"), Some(token), None);
+    assert_eq!(st, 202, "{r}");
+    (pid, r["id"].as_str().unwrap().to_string())
+}
+
+/// Writes `n` records to `<shared>/data/in.jsonl`, creates a pipeline copying them to
+/// `out.jsonl` there, and executes it: (data folder, pipeline id, run id).
+fn start_long_run(c: &Cluster, token: &str, n: u64) -> (std::path::PathBuf, String, String) {
+    let data = write_input(c, n, |i| format!(r#"{{"id":{i},"name":"item number {i}","qty":{}}}"#, i % 7));
     let doc = json!({
         "name": "moves-with-its-node",
         "source": {"connector_type": "file", "config": {"path": data.join("in.jsonl"), "format": "jsonl"}},
@@ -302,13 +317,8 @@ fn start_long_run(c: &Cluster, token: &str, n: u64) -> (std::path::PathBuf, Stri
         "destination": {"connector_type": "file", "config": {"path": data.join("out.jsonl"), "format": "jsonl"}},
         "checkpoint": {"interval_seconds": 0.2}
     });
-    let api = &c.nodes[1].api;
-    let (st, p) = http(api, "POST", "/pipelines", Some(token), Some(&doc));
-    assert_eq!(st, 201, "{p}");
-    let pid = p["id"].as_str().unwrap().to_string();
-    let (st, r) = http(api, "POST", &format!("/pipelines/{pid}/execute"), Some(token), None);
-    assert_eq!(st, 202, "{r}");
-    (data, pid, r["id"].as_str().unwrap().to_string())
+    let (pid, run_id) = create_and_execute(&c.nodes[1].api, token, &doc);
+    (data, pid, run_id)
 }
 
 fn wait_run_end(api: &str, token: &str, run_id: &str, limit: Duration) -> Value {
@@ -356,33 +366,12 @@ fn a_rolling_restart_of_all_three_nodes_during_a_run_loses_nothing() {
 
 #[test]
 fn a_run_on_a_killed_node_finishes_on_another_with_every_record_exactly_once() {
-    use std::io::Write;
     const N: u64 = 1_500_000;
     let (mut c, token) = start_three(true);
     wait_for(Duration::from_secs(15), "a leader", || agreed_leader(&c, &token, 3));
-    let data = c.root.path().join("shared").join("data");
-    std::fs::create_dir_all(&data).unwrap();
-    {
-        let mut w = std::io::BufWriter::new(std::fs::File::create(data.join("in.jsonl")).unwrap());
-        for i in 1..=N {
-            writeln!(w, r#"{{"id":{i},"name":"item number {i}","qty":{}}}"#, i % 7).unwrap();
-        }
-    }
+    let (data, pid, run_id) = start_long_run(&c, &token, N);
     let out = data.join("out.jsonl");
-    let doc = json!({
-        "name": "moves-with-its-node",
-        "source": {"connector_type": "file", "config": {"path": data.join("in.jsonl"), "format": "jsonl"}},
-        "transformations": [{"type": "field_mapping", "field_name": "name", "operation": "title_case"}],
-        "destination": {"connector_type": "file", "config": {"path": out, "format": "jsonl"}},
-        "checkpoint": {"interval_seconds": 0.2}
-    });
     let api = c.nodes[1].api.clone();
-    let (st, p) = http(&api, "POST", "/pipelines", Some(&token), Some(&doc));
-    assert_eq!(st, 201, "{p}");
-    let pid = p["id"].as_str().unwrap().to_string();
-    let (st, r) = http(&api, "POST", &format!("/pipelines/{pid}/execute"), Some(&token), None);
-    assert_eq!(st, 202, "{r}");
-    let run_id = r["id"].as_str().unwrap().to_string();
     // A second execute while it is active anywhere is refused.
     assert_eq!(http(&c.nodes[2].api, "POST", &format!("/pipelines/{pid}/execute"), Some(&token), None).0, 409);
 
@@ -395,19 +384,11 @@ fn a_run_on_a_killed_node_finishes_on_another_with_every_record_exactly_once() {
     });
     c.nodes[runner as usize - 1].kill();
     let alive = c.nodes.iter().find(|n| n.is_running()).unwrap().api.clone();
-    let done = wait_for(Duration::from_secs(120), "the run to finish on another node", || {
-        let (st, v) = http(&alive, "GET", &format!("/runs/{pid_run}", pid_run = run_id), Some(&token), None);
-        (st == 200 && v["status"].as_str().is_some_and(|s| !matches!(s, "pending" | "running" | "retrying"))).then_some(v)
-    });
+    let done = wait_run_end(&alive, &token, &run_id, Duration::from_secs(120));
     assert_eq!(done["status"], "success", "{done}\n{}", c.logs());
-    let (_, events) = http(&alive, "GET", &format!("/runs/{run_id}/logs"), Some(&token), None);
-    assert!(events.to_string().contains(&format!("node {runner} is down: moved to node")), "the run was not moved: {events}");
-    let mut got = ids_in(&out);
-    assert_eq!(got.len() as u64, N, "records in the output (duplicates or losses)");
-    got.sort_unstable();
-    got.dedup();
-    assert_eq!(got.len() as u64, N, "distinct records");
-    assert_eq!((got[0], got[got.len() - 1]), (1, N));
+    let log = run_log(&alive, &token, &run_id);
+    assert!(log.contains(&format!("node {runner} is down: moved to node")), "the run was not moved: {log}");
+    assert_exactly_once(&out, N);
 }
 
 /// Each member's keyed instances, from `GET /cluster` (a member that could not be asked: 0).
@@ -420,15 +401,7 @@ fn instances_per_member(api: &str, token: &str) -> BTreeMap<u64, u64> {
 /// `parallelism: 3` (a deduplicate keyed by `id`) copying them to `out.jsonl` there, once an
 /// instance runs on each node: (out path, run id, the node running it).
 fn start_keyed_run(c: &Cluster, token: &str, n: u64) -> (std::path::PathBuf, String, u64) {
-    use std::io::Write;
-    let data = c.root.path().join("shared").join("data");
-    std::fs::create_dir_all(&data).unwrap();
-    {
-        let mut w = std::io::BufWriter::new(std::fs::File::create(data.join("in.jsonl")).unwrap());
-        for i in 1..=n {
-            writeln!(w, r#"{{"id":{i},"name":"item number {i}"}}"#).unwrap();
-        }
-    }
+    let data = write_input(c, n, |i| format!(r#"{{"id":{i},"name":"item number {i}"}}"#));
     let out = data.join("out.jsonl");
     let doc = json!({
         "name": "keyed-across-nodes",
@@ -443,12 +416,7 @@ fn start_keyed_run(c: &Cluster, token: &str, n: u64) -> (std::path::PathBuf, Str
         "parallelism": 3
     });
     let api = &c.nodes[1].api;
-    let (st, p) = http(api, "POST", "/pipelines", Some(token), Some(&doc));
-    assert_eq!(st, 201, "{p}");
-    let pid = p["id"].as_str().unwrap().to_string();
-    let (st, r) = http(api, "POST", &format!("/pipelines/{pid}/execute"), Some(token), None);
-    assert_eq!(st, 202, "{r}");
-    let run_id = r["id"].as_str().unwrap().to_string();
+    let (_pid, run_id) = create_and_execute(api, token, &doc);
     // Every node runs one of the three instances, and the run has written something.
     let runner = wait_for(Duration::from_secs(30), "an instance on each node while the run writes", || {
         let v = http(api, "GET", "/cluster", Some(token), None).1;
@@ -558,19 +526,12 @@ fn slow_receiver(delay: Duration) -> (String, std::sync::Arc<std::sync::atomic::
 
 #[test]
 fn a_slow_destination_throttles_the_source_through_instances_on_other_nodes_with_flat_memory() {
-    use std::io::Write;
     use std::sync::atomic::Ordering;
     const N: u64 = 2_000_000;
     let (c, token) = start_three(true);
     wait_for(Duration::from_secs(15), "a leader", || agreed_leader(&c, &token, 3));
-    let data = c.root.path().join("shared").join("data");
-    std::fs::create_dir_all(&data).unwrap();
-    {
-        let mut w = std::io::BufWriter::new(std::fs::File::create(data.join("in.jsonl")).unwrap());
-        for i in 1..=N {
-            writeln!(w, r#"{{"id":{i},"name":"item number {i}","note":"{}"}}"#, "x".repeat(100)).unwrap();
-        }
-    }
+    let note = "x".repeat(100);
+    let data = write_input(&c, N, |i| format!(r#"{{"id":{i},"name":"item number {i}","note":"{note}"}}"#));
     // About 20,000 records a second get through: the run would need 100 s for its input.
     let (url, received) = slow_receiver(Duration::from_millis(25));
     let doc = json!({
@@ -581,12 +542,7 @@ fn a_slow_destination_throttles_the_source_through_instances_on_other_nodes_with
         "parallelism": 3
     });
     let api = c.nodes[1].api.clone();
-    let (st, p) = http(&api, "POST", "/pipelines", Some(&token), Some(&doc));
-    assert_eq!(st, 201, "{p}");
-    let pid = p["id"].as_str().unwrap().to_string();
-    let (st, r) = http(&api, "POST", &format!("/pipelines/{pid}/execute"), Some(&token), None);
-    assert_eq!(st, 202, "{r}");
-    let run_id = r["id"].as_str().unwrap().to_string();
+    let (_pid, run_id) = create_and_execute(&api, &token, &doc);
     wait_for(Duration::from_secs(30), "an instance on each node", || {
         let per = instances_per_member(&api, &token);
         (per.len() == 3 && per.values().all(|n| *n >= 1) && received.load(Ordering::SeqCst) > 0).then_some(())

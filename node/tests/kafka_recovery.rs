@@ -5,12 +5,15 @@
 //! broker is tansu, started by `scripts/kafka.sh start` on 127.0.0.1:19092.
 
 mod common;
+#[path = "../../connectors/tests/kafka_support.rs"]
+mod kafka_support;
 
 use std::collections::HashMap;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
+use kafka_support::{BROKER, read_committed};
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -20,7 +23,6 @@ use rdkafka::{Offset, TopicPartitionList};
 use serde_json::{Value, json};
 
 const N: i64 = 100_000;
-const BROKER: &str = "127.0.0.1:19092";
 
 fn consumer() -> BaseConsumer {
     ClientConfig::new().set("bootstrap.servers", BROKER).set("group.id", format!("check-{}", uuid::Uuid::new_v4())).create().unwrap()
@@ -32,47 +34,12 @@ fn size(c: &BaseConsumer, topic: &str) -> i64 {
 }
 
 fn read_ids(topic: &str) -> Vec<i64> {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", BROKER)
-        .set("group.id", format!("check-{}", uuid::Uuid::new_v4()))
-        .set("isolation.level", "read_committed")
-        .create()
-        .unwrap();
-    let mut tpl = TopicPartitionList::new();
-    let mut left = HashMap::new();
-    for p in 0..2 {
-        let (low, high) = c.fetch_watermarks(topic, p, Duration::from_secs(10)).unwrap();
-        if high > low {
-            tpl.add_partition_offset(topic, p, Offset::Offset(low)).unwrap();
-            left.insert(p, high);
-        }
-    }
-    c.assign(&tpl).unwrap();
     let mut ids = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while !left.is_empty() && Instant::now() < deadline {
-        match c.poll(Duration::from_millis(300)) {
-            Some(m) => {
-                let m = m.unwrap();
-                let v: Value = serde_json::from_slice(m.payload().unwrap()).unwrap();
-                assert_eq!(v["name"], format!("Item Number {}", v["id"]), "transformed");
-                ids.push(v["id"].as_i64().unwrap());
-                if m.offset() + 1 >= left[&m.partition()] {
-                    left.remove(&m.partition());
-                }
-            }
-            None => {
-                // Transaction markers take the last offsets: ask where the reads are.
-                for e in c.position().unwrap().elements() {
-                    if let Offset::Offset(o) = e.offset()
-                        && left.get(&e.partition()).is_some_and(|h| o >= *h)
-                    {
-                        left.remove(&e.partition());
-                    }
-                }
-            }
-        }
-    }
+    read_committed(topic, Duration::from_secs(120), |m| {
+        let v: Value = serde_json::from_slice(m.payload().unwrap()).unwrap();
+        assert_eq!(v["name"], format!("Item Number {}", v["id"]), "transformed");
+        ids.push(v["id"].as_i64().unwrap());
+    });
     ids
 }
 

@@ -278,13 +278,17 @@ pub async fn status(state: &AppState) -> ApiResult<ClusterStatus> {
             ("local", members)
         }
     };
-    // Each member's instances, from the member itself (asked at once, briefly).
+    // Each member's instances, from the member itself (asked at once, briefly; a member
+    // not known to be up is not asked).
     let mut members: Vec<ClusterMember> = members;
     let asks = members.iter().map(|m| {
-        let (node, id, addr) = (node.clone(), m.id, m.peer_addr.clone());
+        let (node, id, addr, up) = (node.clone(), m.id, m.peer_addr.clone(), m.up);
         async move {
             if id == node.id {
                 return Some(node.info().instances);
+            }
+            if !up {
+                return None;
             }
             node.peer_info(&addr, std::time::Duration::from_millis(500)).await.ok().map(|i| i.instances)
         }
@@ -332,10 +336,12 @@ async fn join(State(state): State<AppState>, headers: HeaderMap, admin: Result<A
     responses((status = 200, description = "The node is no longer a member", body = ClusterStatus), (status = 400, description = "A bad request", body = crate::error::ErrorBody),
         (status = 404, description = "No such member", body = crate::error::ErrorBody),
         (status = 409, description = "The change was refused (no cluster here, the last voter, or it did not commit)", body = crate::error::ErrorBody)))]
-async fn remove_member(State(state): State<AppState>, headers: HeaderMap, admin: Result<Admin, ApiError>, crate::error::ApiPath(id): crate::error::ApiPath<u64>) -> ApiResult<axum::Json<ClusterStatus>> {
+async fn remove_member(State(state): State<AppState>, headers: HeaderMap, admin: Result<Admin, ApiError>, crate::error::ApiPath(id): crate::error::ApiPath<String>) -> ApiResult<axum::Json<ClusterStatus>> {
     if !cluster_token_ok(&headers) {
         admin?;
     }
+    // The id after the caller: a caller without the right gets 401/403 whatever it sent.
+    let id: u64 = id.parse().map_err(|_| ApiError::field("id", format!("`{id}` is not a node id (a whole number from 1)")))?;
     let Some(node) = state.meta.node() else {
         return Err(ApiError::Conflict("this server runs without a cluster (embedded, not `dagg serve`)".into()));
     };
