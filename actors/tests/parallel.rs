@@ -3,15 +3,12 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use dagg_actors::plan::Plan;
-use dagg_actors::{ConnectorFactory, Registry, RunOptions, run_pipeline};
-use dagg_connectors::{ConnectorError, SinkConnector, SourceBatch, SourceConnector};
-use dagg_model::spec::connector::ConnectorSpec;
+use dagg_actors::{RunOptions, run_pipeline};
+use dagg_model::RunStatus;
 use dagg_model::spec::pipeline::{PipelineSpec, parse_pipeline};
-use dagg_model::{Position, RunStatus, Value};
 use serde_json::json;
 
 mod support;

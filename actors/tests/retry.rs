@@ -4,14 +4,13 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use dagg_actors::{ConnectorFactory, Registry, RunOptions, run_pipeline};
-use dagg_connectors::{ConnectorError, SinkConnector, SourceBatch, SourceConnector};
+use dagg_connectors::{ConnectorError, SinkConnector, SourceConnector};
 use dagg_model::spec::connector::ConnectorSpec;
 use dagg_model::spec::pipeline::parse_pipeline;
-use dagg_model::{Position, RunStatus, Value};
+use dagg_model::RunStatus;
 use serde_json::json;
 
 mod support;

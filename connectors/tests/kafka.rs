@@ -6,7 +6,6 @@
 mod kafka_support;
 mod support;
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 

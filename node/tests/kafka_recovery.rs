@@ -8,7 +8,6 @@ mod common;
 #[path = "../../connectors/tests/kafka_support.rs"]
 mod kafka_support;
 
-use std::collections::HashMap;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
