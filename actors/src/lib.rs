@@ -12,6 +12,7 @@ pub mod preview;
 pub mod profile;
 pub mod progress;
 pub mod remote_keyed;
+pub mod remote_sink;
 pub mod run;
 mod sink_stage;
 pub mod store;

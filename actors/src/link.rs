@@ -106,6 +106,11 @@ where
 impl<T: Serialize> LinkSender<T> {
     /// Sends one message once the peer has room for it.
     pub async fn send(&self, msg: &T) -> Result<(), LinkError> {
+        self.send_as(msg).await
+    }
+
+    /// Sends a value that encodes as a `T` does (a borrowed form of one, say).
+    pub async fn send_as<U: Serialize + ?Sized>(&self, msg: &U) -> Result<(), LinkError> {
         let body = serde_json::to_vec(msg).map_err(|e| self.error(format!("cannot encode a message: {e}")))?;
         if body.len() > MAX_FRAME {
             return Err(self.error(format!("a message of {} bytes is over the frame limit of {MAX_FRAME}", body.len())));

@@ -63,6 +63,14 @@ pub trait InstancePlacer: Send + Sync {
     /// connection to the node that runs it. A node that cannot be reached is an `Err` (the
     /// instance then runs here, and the run says so in its log).
     async fn place(&self, run_id: &str, index: usize, instances: usize) -> Option<Result<Remote, String>>;
+
+    /// A connection for a destination of run `run_id` on node `node` (the pipeline's
+    /// `placement.destinations`): `None` when that is this node, or when there is no
+    /// cluster; an `Err` when the node is not up or cannot be reached (the destination then
+    /// runs here).
+    async fn destinations(&self, _run_id: &str, _node: u64) -> Option<Result<Remote, String>> {
+        None
+    }
 }
 
 /// What the coordinator sends an instance on another node.
@@ -137,16 +145,16 @@ impl From<WireDead> for DeadLetter {
     }
 }
 
-/// Keyed instances this process runs for coordinators on other nodes.
-static HOSTED: AtomicUsize = AtomicUsize::new(0);
+/// Keyed instances and destinations this process runs for runs of other nodes.
+pub(crate) static HOSTED: AtomicUsize = AtomicUsize::new(0);
 
-/// How many keyed instances this process runs for other nodes now.
+/// How many keyed instances and destinations this process runs for other nodes now.
 pub fn hosted_instances() -> usize {
     HOSTED.load(Ordering::Relaxed)
 }
 
-/// Keyed instances on other nodes that runs of this process use now.
-static REMOTE: AtomicUsize = AtomicUsize::new(0);
+/// Keyed instances and destinations on other nodes that runs of this process use now.
+pub(crate) static REMOTE: AtomicUsize = AtomicUsize::new(0);
 
 /// How many of this process's runs' keyed instances run on other nodes now.
 pub fn remote_instances() -> usize {

@@ -27,6 +27,7 @@ use crate::store::{Checkpoint, CheckpointCounts, Checkpoints};
 use crate::keyed_stage::{Instance, LoopArgs, LoopMsg, LoopStage, Merge, instance_states};
 use crate::plan::Plan;
 use crate::remote_keyed::{Connected, Counted, Hello, LOCAL, Proxy, connect};
+use crate::remote_sink::RemoteSink;
 use crate::transform_stage::{Feeder, KeyedRoute, TransformArgs, TransformMsg, TransformStage};
 
 /// A keyed instance's or the merge stage's loop, to run in its stage actor.
@@ -388,7 +389,10 @@ async fn build(state: &SupervisorState, resume: Option<Checkpoint>, counts: Chec
     let mut sinks = Vec::with_capacity(spec.destinations.len());
     for (i, d) in spec.destinations.iter().enumerate() {
         let stage = if spec.destinations.len() == 1 { "destination".to_string() } else { format!("destinations[{i}]") };
-        let mut sink = factory.sink(d, base).map_err(at(&stage))?;
+        let mut sink = match remote_destination(state, d).await {
+            Some(s) => s,
+            None => factory.sink(d, base).map_err(at(&stage))?,
+        };
         if let Some(cp) = &resume {
             let token = cp.sinks.get(i).cloned().unwrap_or(serde_json::Value::Null);
             sink.recover(&token, cp.id).await.map_err(at(&stage))?;
@@ -546,6 +550,29 @@ async fn build(state: &SupervisorState, resume: Option<Checkpoint>, counts: Chec
         keyed,
     };
     Ok(Built::Ready { writer: Box::new(writer), feeder: Box::new(feeder), source, rx, loops })
+}
+
+/// A destination on the node the pipeline's `placement.destinations` names, when that is
+/// another node and it takes it; `None` to open it here.
+async fn remote_destination(state: &SupervisorState, d: &dagg_model::spec::connector::ConnectorSpec) -> Option<Box<dyn dagg_connectors::SinkConnector>> {
+    let node = state.spec.placement.destinations?;
+    let remote = match state.opts.placer.as_ref()?.destinations(&state.run_id, node).await? {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(run = %state.run_id, node, "the destination runs here: {e}");
+            return None;
+        }
+    };
+    match RemoteSink::open(remote, &state.spec.name, &state.run_id, d).await {
+        Ok(s) => {
+            tracing::info!(run = %state.run_id, node, "the destination `{}` runs on node {node}", d.display_name());
+            Some(Box::new(s))
+        }
+        Err(e) => {
+            tracing::warn!(run = %state.run_id, node, "the destination runs here: {e}");
+            None
+        }
+    }
 }
 
 /// Keyed instance `index` on another node, when the run's placer puts it there and the node

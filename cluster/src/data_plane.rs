@@ -1,12 +1,16 @@
-//! The data plane's connections: a keyed instance's link (see `dagg_actors::link` and
-//! `dagg_actors::remote_keyed`) runs on the peer address, like Raft RPC. A coordinator opens
-//! a TCP connection and asks for an HTTP upgrade to [`PROTOCOL`] on [`PATH`]; after the
+//! The data plane's connections: the links (see `dagg_actors::link`) of keyed instances
+//! (`dagg_actors::remote_keyed`, on [`KEYED`]) and of destinations
+//! (`dagg_actors::remote_sink`, on [`SINK`]) run on the peer address, like Raft RPC. A run's
+//! node opens a TCP connection and asks for an HTTP upgrade to [`PROTOCOL`]; after the
 //! `101 Switching Protocols` answer the connection carries the link's frames. One port per
 //! node for everything between nodes, which is what a Kubernetes headless Service exposes.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
-use axum::extract::Request;
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::routing::get;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use hyper_util::rt::TokioIo;
@@ -14,12 +18,32 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// The path a keyed instance's link is opened on.
-pub const PATH: &str = "/data/keyed";
+pub const KEYED: &str = "/data/keyed";
+/// The path a destination's link is opened on.
+pub const SINK: &str = "/data/sink";
 /// The protocol named in the `Upgrade` header.
 pub const PROTOCOL: &str = "dagg-data/1";
 
-/// The peer listener's handler: upgrades the connection and hosts a keyed instance on it.
-pub async fn accept_keyed(mut req: Request) -> Response {
+/// The data plane's routes, for the peer listener; relative destination paths resolve
+/// against `files_dir`.
+pub fn router(files_dir: PathBuf) -> Router {
+    Router::new().route(KEYED, get(accept_keyed)).route(SINK, get(accept_sink)).with_state(files_dir)
+}
+
+async fn accept_keyed(req: Request) -> Response {
+    upgrade(req, |io, peer| dagg_actors::remote_keyed::host(io, peer))
+}
+
+async fn accept_sink(State(files_dir): State<PathBuf>, req: Request) -> Response {
+    upgrade(req, move |io, peer| dagg_actors::remote_sink::host(io, peer, files_dir))
+}
+
+/// Upgrades the connection and runs `serve` on it.
+fn upgrade<F, Fut>(mut req: Request, serve: F) -> Response
+where
+    F: FnOnce(TokioIo<hyper::upgrade::Upgraded>, String) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let asks = req.headers().get(header::UPGRADE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.eq_ignore_ascii_case(PROTOCOL));
     if !asks {
         return (StatusCode::UPGRADE_REQUIRED, format!("this path takes `Upgrade: {PROTOCOL}`")).into_response();
@@ -28,7 +52,7 @@ pub async fn accept_keyed(mut req: Request) -> Response {
     let upgrade = hyper::upgrade::on(&mut req);
     tokio::spawn(async move {
         match upgrade.await {
-            Ok(io) => dagg_actors::remote_keyed::host(TokioIo::new(io), peer).await,
+            Ok(io) => serve(TokioIo::new(io), peer).await,
             Err(e) => tracing::warn!("data link from {peer}: the upgrade failed: {e}"),
         }
     });
@@ -38,13 +62,13 @@ pub async fn accept_keyed(mut req: Request) -> Response {
     resp
 }
 
-/// Opens a keyed instance's connection to the node at `peer_addr` (`host:port`), from node
-/// `from`: connected and upgraded, ready for the link's frames.
-pub async fn connect_keyed(peer_addr: &str, from: u64, timeout: Duration) -> Result<TcpStream, String> {
+/// Opens a link's connection on `path` ([`KEYED`] or [`SINK`]) to the node at `peer_addr`
+/// (`host:port`), from node `from`: connected and upgraded, ready for the link's frames.
+pub async fn connect(peer_addr: &str, path: &str, from: u64, timeout: Duration) -> Result<TcpStream, String> {
     let work = async {
         let mut s = TcpStream::connect(peer_addr).await.map_err(|e| format!("cannot connect to {peer_addr}: {e}"))?;
         s.set_nodelay(true).map_err(|e| e.to_string())?;
-        let req = format!("GET {PATH} HTTP/1.1\r\nHost: {peer_addr}\r\nConnection: Upgrade\r\nUpgrade: {PROTOCOL}\r\nX-Dagg-Node: {from}\r\n\r\n");
+        let req = format!("GET {path} HTTP/1.1\r\nHost: {peer_addr}\r\nConnection: Upgrade\r\nUpgrade: {PROTOCOL}\r\nX-Dagg-Node: {from}\r\n\r\n");
         s.write_all(req.as_bytes()).await.map_err(|e| format!("{peer_addr}: {e}"))?;
         // The answer's head, byte by byte: nothing of the link may be read past it.
         let mut head = Vec::with_capacity(256);

@@ -1,6 +1,6 @@
 //! The peer listener's routes: Raft RPC (`/raft/append`, `/raft/vote`, `/raft/snapshot`),
 //! forwarded writes (`/raft/write`), membership (`/raft/info`, `/raft/join`, `/raft/leave`,
-//! `/raft/members`), and the data plane's links (`/data/keyed`, see [`crate::data_plane`]).
+//! `/raft/members`); the data plane's links are [`crate::data_plane::router`]'s.
 //! Kept apart from the admin API: the peer port belongs on a private
 //! network between the nodes.
 
@@ -27,7 +27,6 @@ pub fn router(node: Arc<ClusterNode>) -> Router {
         .route("/raft/join", post(join))
         .route("/raft/leave", post(leave))
         .route("/raft/members", get(members))
-        .route(crate::data_plane::PATH, get(crate::data_plane::accept_keyed))
         .layer(DefaultBodyLimit::max(256 * 1024 * 1024))
         .with_state(node)
 }

@@ -524,8 +524,11 @@ fn slow_receiver(delay: Duration) -> (String, std::sync::Arc<std::sync::atomic::
     (format!("http://{addr}/in"), got)
 }
 
-#[test]
-fn a_slow_destination_throttles_the_source_through_instances_on_other_nodes_with_flat_memory() {
+/// Runs `pipeline` (given the input folder and the slow receiver's URL) on 2M records into
+/// a destination that takes about 20,000 records a second, until `ready` holds for
+/// `GET /cluster`; then checks over 8 s that the source reads only what the destination
+/// takes and that no node's memory grows. Returns the run's node.
+fn throttled(pipeline: impl Fn(&std::path::Path, &str) -> Value, ready: impl Fn(&Value) -> bool) -> u64 {
     use std::sync::atomic::Ordering;
     const N: u64 = 2_000_000;
     let (c, token) = start_three(true);
@@ -534,25 +537,14 @@ fn a_slow_destination_throttles_the_source_through_instances_on_other_nodes_with
     let data = write_input(&c, N, |i| format!(r#"{{"id":{i},"name":"item number {i}","note":"{note}"}}"#));
     // About 20,000 records a second get through: the run would need 100 s for its input.
     let (url, received) = slow_receiver(Duration::from_millis(25));
-    let doc = json!({
-        "name": "slow-destination",
-        "source": {"connector_type": "file", "config": {"path": data.join("in.jsonl"), "format": "jsonl"}},
-        "transformations": [{"type": "deduplicate", "key_fields": ["id"]}],
-        "destination": {"connector_type": "rest_api", "config": {"url": url, "method": "POST", "batch_size": 500}},
-        "parallelism": 3
-    });
     let api = c.nodes[1].api.clone();
-    let (_pid, run_id) = create_and_execute(&api, &token, &doc);
-    wait_for(Duration::from_secs(30), "an instance on each node", || {
-        let per = instances_per_member(&api, &token);
-        (per.len() == 3 && per.values().all(|n| *n >= 1) && received.load(Ordering::SeqCst) > 0).then_some(())
-    });
-    let runner = wait_for(Duration::from_secs(5), "the run's node", || {
+    let (_pid, run_id) = create_and_execute(&api, &token, &pipeline(&data, &url));
+    let runner = wait_for(Duration::from_secs(30), "the run placed and its stages where they go", || {
         let v = http(&api, "GET", "/cluster", Some(&token), None).1;
-        v["members"].as_array()?.iter().find(|m| m["runs"] == 1)?["id"].as_u64()
+        let runner = v["members"].as_array()?.iter().find(|m| m["runs"] == 1)?["id"].as_u64()?;
+        (ready(&v) && received.load(Ordering::SeqCst) > 0).then_some(runner)
     });
-    // The file source reads only what the destination takes: the reading stage's count,
-    // from the runner's live run list, stays a few batches ahead of what arrived.
+    // The reading stage's count, from the run's node, against what arrived.
     let read = || -> u64 {
         let v = http(&c.nodes[runner as usize - 1].api, "GET", &format!("/runs/{run_id}"), Some(&token), None).1;
         v["counts"]["records_read"].as_u64().unwrap_or(0)
@@ -573,4 +565,77 @@ fn a_slow_destination_throttles_the_source_through_instances_on_other_nodes_with
     }
     assert_eq!(http(&api, "POST", &format!("/runs/{run_id}/cancel"), Some(&token), None).0, 202);
     wait_run_end(&api, &token, &run_id, Duration::from_secs(30));
+    runner
+}
+
+/// `GET /cluster`'s instances of member `id`.
+fn instances_of(v: &Value, id: u64) -> u64 {
+    v["members"].as_array().and_then(|a| a.iter().find(|m| m["id"] == id)).and_then(|m| m["instances"].as_u64()).unwrap_or(0)
+}
+
+#[test]
+fn a_slow_destination_throttles_the_source_through_instances_on_other_nodes_with_flat_memory() {
+    throttled(
+        |data, url| {
+            json!({
+                "name": "slow-destination",
+                "source": {"connector_type": "file", "config": {"path": data.join("in.jsonl"), "format": "jsonl"}},
+                "transformations": [{"type": "deduplicate", "key_fields": ["id"]}],
+                "destination": {"connector_type": "rest_api", "config": {"url": url, "method": "POST", "batch_size": 500}},
+                "parallelism": 3
+            })
+        },
+        |v| (1..=3).all(|id| instances_of(v, id) >= 1),
+    );
+}
+
+#[test]
+fn a_slow_destination_on_one_node_throttles_the_source_on_another_with_flat_memory() {
+    // The leader places the run on the least loaded node, the lowest id first: node 1 reads,
+    // node 3 writes.
+    let runner = throttled(
+        |data, url| {
+            json!({
+                "name": "slow-remote-destination",
+                "source": {"connector_type": "file", "config": {"path": data.join("in.jsonl"), "format": "jsonl"}},
+                "transformations": [{"type": "field_mapping", "field_name": "name", "operation": "title_case"}],
+                "destination": {"connector_type": "rest_api", "config": {"url": url, "method": "POST", "batch_size": 500}},
+                "placement": {"destinations": 3}
+            })
+        },
+        |v| instances_of(v, 3) == 1,
+    );
+    assert_ne!(runner, 3, "the run was placed on the destination's node");
+}
+
+#[test]
+fn a_destination_whose_node_dies_is_recovered_from_the_checkpoint_exactly_once() {
+    const N: u64 = 1_500_000;
+    let (mut c, token) = start_three(true);
+    wait_for(Duration::from_secs(15), "a leader", || agreed_leader(&c, &token, 3));
+    let data = write_input(&c, N, |i| format!(r#"{{"id":{i},"name":"item number {i}"}}"#));
+    let out = data.join("out.jsonl");
+    let doc = json!({
+        "name": "remote-file-destination",
+        "source": {"connector_type": "file", "config": {"path": data.join("in.jsonl"), "format": "jsonl"}},
+        "transformations": [{"type": "field_mapping", "field_name": "name", "operation": "title_case"}],
+        "destination": {"connector_type": "file", "config": {"path": out, "format": "jsonl"}},
+        "error_handling": {"retry_policy": {"max_retries": 10, "initial_delay_seconds": 0.2, "backoff_multiplier": 1.0}},
+        "checkpoint": {"interval_seconds": 0.3},
+        "placement": {"destinations": 3}
+    });
+    let api = c.nodes[0].api.clone();
+    let (_pid, run_id) = create_and_execute(&api, &token, &doc);
+    let runner = wait_for(Duration::from_secs(30), "node 3 writing the run's output", || {
+        let v = http(&api, "GET", "/cluster", Some(&token), None).1;
+        let runner = v["members"].as_array()?.iter().find(|m| m["runs"] == 1)?["id"].as_u64()?;
+        let writing = std::fs::metadata(data.join(".out.jsonl.dagg-tmp")).map(|m| m.len()).unwrap_or(0) > 1_000_000;
+        (instances_of(&v, 3) == 1 && writing).then_some(runner)
+    });
+    assert_ne!(runner, 3, "the run was placed on the destination's node");
+    c.nodes[2].kill();
+    let done = wait_run_end(&api, &token, &run_id, Duration::from_secs(180));
+    assert_eq!(done["status"], "success", "{done}\n{}", c.logs());
+    assert!(done["counts"]["attempts"].as_u64().unwrap_or(0) >= 2, "the destination's loss did not fail an attempt: {done}");
+    assert_exactly_once(&out, N);
 }

@@ -198,7 +198,8 @@ pub async fn run_assigned_here(state: AppState) {
 
 /// Spreads a run's keyed instances over the cluster's live members: counting from the
 /// run's own node in id order, instance `i` goes to the `i`-th live member (instance 0 stays
-/// with the run). With as many instances as members, every member runs one.
+/// with the run). With as many instances as members, every member runs one. Destinations go
+/// where the pipeline's `placement.destinations` says, when that member is up.
 pub struct Spread {
     pub node: Arc<ClusterNode>,
 }
@@ -222,8 +223,26 @@ impl InstancePlacer for Spread {
         if target.id == self.node.id {
             return None;
         }
-        let io = dagg_cluster::data_plane::connect_keyed(&target.peer_addr, self.node.id, CONNECT_TIMEOUT).await;
+        let io = dagg_cluster::data_plane::connect(&target.peer_addr, dagg_cluster::data_plane::KEYED, self.node.id, CONNECT_TIMEOUT).await;
         Some(io.map(|s| Remote { node: target.id, io: Box::new(s) }))
+    }
+
+    async fn destinations(&self, _run_id: &str, node: u64) -> Option<Result<Remote, String>> {
+        if node == self.node.id {
+            return None;
+        }
+        let view = match self.node.leader_members_view().await {
+            Ok(v) => v,
+            Err(e) => return Some(Err(format!("no view of the live members ({e})"))),
+        };
+        let Some(target) = view.members.into_iter().find(|m| m.id == node) else {
+            return Some(Err(format!("node {node} is not a member of the cluster")));
+        };
+        if !target.up {
+            return Some(Err(format!("node {node} is not up")));
+        }
+        let io = dagg_cluster::data_plane::connect(&target.peer_addr, dagg_cluster::data_plane::SINK, self.node.id, CONNECT_TIMEOUT).await;
+        Some(io.map(|s| Remote { node, io: Box::new(s) }))
     }
 }
 

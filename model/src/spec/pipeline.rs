@@ -27,6 +27,7 @@ pub const TOP_LEVEL_KEYS: &[&str] = &[
     "parallelism",
     "checkpoint",
     "schema_evolution",
+    "placement",
 ];
 
 /// A validated pipeline.
@@ -50,6 +51,25 @@ pub struct PipelineSpec {
     /// What a change in the delivered fields since the last run does.
     #[serde(skip_serializing_if = "SchemaPolicy::is_default")]
     pub schema_evolution: SchemaPolicy,
+    /// Where parts of the pipeline run in a cluster.
+    #[serde(skip_serializing_if = "Placement::is_default")]
+    pub placement: Placement,
+}
+
+/// `placement`: which cluster node runs part of the pipeline. Without a cluster, or when the
+/// node named is not up, that part runs with the rest of the run.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Placement {
+    /// The node (its `--node-id`) that writes to the destinations: for a destination only
+    /// that node can reach, or to take the writing off the node that reads.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub destinations: Option<u64>,
+}
+
+impl Placement {
+    pub fn is_default(&self) -> bool {
+        *self == Placement::default()
+    }
 }
 
 /// `schema_evolution`: what happens when the fields a run delivers differ from the last
@@ -300,6 +320,8 @@ pub fn parse_pipeline(doc: &Json) -> Result<PipelineSpec, SpecErrors> {
         }
     };
 
+    let placement = top.get("placement").and_then(|v| parse_placement(v, &mut errs)).unwrap_or_default();
+
     match (name, source, destinations, schedule) {
         (Some(name), Some(source), Some(destinations), Some(schedule)) if errs.is_empty() => Ok(PipelineSpec {
             name,
@@ -314,6 +336,7 @@ pub fn parse_pipeline(doc: &Json) -> Result<PipelineSpec, SpecErrors> {
             parallelism,
             checkpoint,
             schema_evolution,
+            placement,
         }),
         _ => Err(errs),
     }
@@ -449,6 +472,12 @@ fn positive(o: &Obj, key: &str, errs: &mut SpecErrors) -> Option<f64> {
     }
 }
 
+fn parse_placement(v: &Json, errs: &mut SpecErrors) -> Option<Placement> {
+    let o = Obj::open(v, "placement", &["destinations"], errs)?;
+    let destinations = o.int("destinations", 1, i64::MAX, errs).map(|n| n as u64);
+    Some(Placement { destinations })
+}
+
 fn parse_checkpoint(v: &Json, errs: &mut SpecErrors) -> Option<CheckpointConfig> {
     let o = Obj::open(v, "checkpoint", &["interval_seconds"], errs)?;
     let interval_seconds = match o.number("interval_seconds", errs) {
@@ -533,6 +562,18 @@ mod tests {
         assert!(matches!(ok.schedule, Schedule::Cron { .. }));
         let r = doc(serde_json::json!({"name": "x", "source": f, "destination": f, "schedule": {"type": "cron", "expression": "0 8 * * *", "timezone": "Mars/Olympus"}}));
         assert_eq!(paths(r), ["schedule.timezone"]);
+    }
+
+    #[test]
+    fn placement_names_a_node_and_is_written_back() {
+        let f = serde_json::json!({"connector_type": "file", "config": {"path": "b", "format": "jsonl"}});
+        let p = doc(serde_json::json!({"name": "x", "source": f, "destination": f, "placement": {"destinations": 3}})).unwrap();
+        assert_eq!(p.placement.destinations, Some(3));
+        assert_eq!(serde_json::to_value(&p).unwrap()["placement"], serde_json::json!({"destinations": 3}));
+        let plain = doc(serde_json::json!({"name": "x", "source": f, "destination": f})).unwrap();
+        assert!(serde_json::to_value(&plain).unwrap().get("placement").is_none(), "no placement written when there is none");
+        let r = doc(serde_json::json!({"name": "x", "source": f, "destination": f, "placement": {"destinations": 0, "source": 1}}));
+        assert_eq!(paths(r), ["placement.source", "placement.destinations"]);
     }
 
     #[test]
