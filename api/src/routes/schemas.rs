@@ -21,6 +21,7 @@ use dagg_model::spec::condition::OPERATORS;
 use dagg_model::spec::connector::{
     AuthMethod, Compression, FileFormat, HttpMethod, PaginationType, RatePeriod, SslMode, WriteMode,
 };
+use dagg_model::spec::streaming::PayloadFormat;
 use dagg_model::spec::transform::{
     AggOp, ArithOp, CastType, FIELD_OPERATIONS, HashAlgorithm, IMPLEMENTED, OnFailure, VALIDATION_TYPES,
 };
@@ -33,8 +34,12 @@ pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(all_schemas)).routes(routes!(connector_schema)).routes(routes!(transformation_schema))
 }
 
-/// The model's connector config source, read for field names, types and docs.
-const CONNECTOR_SRC: &str = include_str!("../../../model/src/spec/connector.rs");
+/// The model's connector config sources, read for field names, types and docs.
+const CONNECTOR_SRC: &str = concat!(
+    include_str!("../../../model/src/spec/connector.rs"),
+    include_str!("../../../model/src/spec/streaming.rs"),
+    include_str!("../../../model/src/spec/s3.rs"),
+);
 
 /// Each `connector_type` the UI offers and the config struct that reads it (as
 /// `parse_connector` maps them).
@@ -43,6 +48,10 @@ const CONNECTOR_TYPES: &[(&str, &str, &str)] = &[
     ("rest_api", "RestApiConfig", "An HTTP JSON API: paged GETs as a source, batched POSTs as a destination."),
     ("postgresql", "DatabaseConfig", "A PostgreSQL table or query as a source, a table as a destination."),
     ("mysql", "DatabaseConfig", "A MySQL or MariaDB table or query as a source, a table as a destination."),
+    ("aws_s3", "AwsS3Config", "Objects in S3 or an S3-compatible store: a prefix or glob as a source, one object as a destination."),
+    ("kafka", "KafkaConfig", "A Kafka topic: a consumer group as a source, a transactional producer as a destination (exactly once)."),
+    ("nats", "NatsConfig", "NATS: a JetStream durable consumer or a core subject as a source, publishing as a destination."),
+    ("rabbitmq", "RabbitmqConfig", "A RabbitMQ queue as a source; publishing to an exchange (by default into the queue) as a destination."),
 ];
 
 /// Every schema: `{"connectors": {type: schema}, "transformations": {type: schema}}`.
@@ -132,12 +141,14 @@ fn type_schema(ty: &str) -> Json {
         "char" => json!({"type": "string", "minLength": 1, "maxLength": 1}),
         "u16" => json!({"type": "integer", "minimum": 0, "maximum": 65535}),
         "u32" | "u64" | "usize" => json!({"type": "integer", "minimum": 0}),
+        "i64" => json!({"type": "integer"}),
         "f64" => json!({"type": "number", "minimum": 0}),
         "bool" => json!({"type": "boolean"}),
         "Secret" => json!({"type": "string", "format": "password", "writeOnly": true}),
-        "BTreeMap<String, String>" => json!({"type": "object", "additionalProperties": {"type": "string"}}),
+        "BTreeMap<String, String>" | "std::collections::BTreeMap<String, String>" => json!({"type": "object", "additionalProperties": {"type": "string"}}),
         "Vec<String>" => json!({"type": "array", "items": {"type": "string"}}),
-        "FileFormat" => json!({"type": "string", "enum": serde_names(&[FileFormat::Json, FileFormat::Jsonl, FileFormat::Csv])}),
+        "FileFormat" => json!({"type": "string", "enum": serde_names(&[FileFormat::Json, FileFormat::Jsonl, FileFormat::Csv, FileFormat::Xml, FileFormat::Parquet])}),
+        "PayloadFormat" => json!({"type": "string", "enum": serde_names(&[PayloadFormat::Json, PayloadFormat::Text])}),
         "Compression" => json!({"type": "string", "enum": serde_names(&[Compression::None, Compression::Gzip])}),
         "AuthMethod" => json!({"type": "string", "enum": names(AuthMethod::NAMES)}),
         "PaginationType" => json!({"type": "string", "enum": names(PaginationType::NAMES)}),
@@ -548,12 +559,15 @@ mod tests {
             }
         }
         let file = &schemas["file"];
-        assert_eq!(file["properties"]["format"]["enum"], json!(["json", "jsonl", "csv"]));
+        assert_eq!(file["properties"]["format"]["enum"], json!(["json", "jsonl", "csv", "xml", "parquet"]));
         assert_eq!(file["required"], json!(["path", "format"]));
         assert!(file["properties"]["path"]["description"].as_str().unwrap().contains("glob"));
         assert_eq!(schemas["postgresql"]["properties"]["password"]["format"], "password");
         assert_eq!(schemas["rest_api"]["properties"]["pagination"]["properties"]["type"]["enum"][0], "none");
         assert_eq!(schemas["postgresql"]["properties"]["query"]["x-dagg-role"], "source");
+        assert_eq!(schemas["kafka"]["properties"]["format"]["enum"], json!(["json", "text"]));
+        assert_eq!(schemas["nats"]["properties"]["password"]["format"], "password");
+        assert!(schemas["aws_s3"]["required"].as_array().unwrap().contains(&json!("bucket_name")));
     }
 
     #[test]

@@ -1,6 +1,9 @@
 import { get } from '../api/client';
 import type { JsonSchema } from './schemaForm';
 
+/** The connector types the API publishes schemas for (`GET /schemas`), in palette order. */
+export const CONNECTOR_TYPES = ['file', 'rest_api', 'postgresql', 'mysql', 'aws_s3', 'kafka', 'nats', 'rabbitmq'];
+
 export interface Schemas {
   connectors: Record<string, JsonSchema>;
   transformations: Record<string, JsonSchema>;

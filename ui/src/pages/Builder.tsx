@@ -21,18 +21,17 @@ import {
   type Node,
   type NodeProps,
 } from '@xyflow/react';
-import { AlertTriangle, ArrowRightLeft, CheckCircle2, Database, Eye, FileText, Globe, Play, Save, Trash2, Wand2 } from 'lucide-react';
+import { AlertTriangle, ArrowRightLeft, CheckCircle2, Cloud, Database, Eye, FileText, Globe, Inbox, Layers, Play, Radio, Save, Trash2, Wand2 } from 'lucide-react';
 import { get, post, put, type PipelineDetail, type Run } from '../api/client';
 import { documentToGraph, edgeId, fromText, graphToDocument, nodeForPath, toText, type GraphEdge, type GraphNode, type Json, type JsonObject, type NodeData, type NodeKind } from '../lib/document';
-import { loadSchemas, type Schemas } from '../lib/schemas';
+import { CONNECTOR_TYPES, loadSchemas, type Schemas } from '../lib/schemas';
 import { TEMPLATES } from '../lib/templates';
 import { SchemaForm } from '../components/SchemaForm';
 import { ErrorText } from '../components/ui';
 
 type StepNode = Node<NodeData & { errors?: string[] }, 'step'>;
 
-const CONNECTOR_TYPES = ['file', 'rest_api', 'postgresql', 'mysql'];
-const ICON: Record<string, typeof FileText> = { file: FileText, rest_api: Globe, postgresql: Database, mysql: Database };
+const ICON: Record<string, typeof FileText> = { file: FileText, rest_api: Globe, postgresql: Database, mysql: Database, aws_s3: Cloud, kafka: Layers, nats: Radio, rabbitmq: Inbox };
 const KIND_COLOR: Record<NodeKind, string> = { source: 'border-l-sky-500', transform: 'border-l-violet-500', destination: 'border-l-emerald-500' };
 
 function StepNodeView({ data }: NodeProps<StepNode>) {

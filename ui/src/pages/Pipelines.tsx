@@ -7,6 +7,7 @@ import { useAsync } from '../components/useAsync';
 import { DataTable } from '../components/DataTable';
 import { ErrorText, fmtDate } from '../components/ui';
 import { useAuth } from '../store/auth';
+import { CONNECTOR_TYPES } from '../lib/schemas';
 
 export function Pipelines() {
   const me = useAuth((s) => s.me);
@@ -84,7 +85,7 @@ export function Pipelines() {
             <label className="text-sm">
               <select className="input w-36" value={source} onChange={(e) => setSource(e.target.value)} aria-label="Filter by source type">
                 <option value="">Any source</option>
-                {['file', 'rest_api', 'postgresql', 'mysql'].map((t) => (
+                {CONNECTOR_TYPES.map((t) => (
                   <option key={t}>{t}</option>
                 ))}
               </select>
