@@ -120,7 +120,8 @@ pub struct PeerInfo {
     pub leader: Option<NodeId>,
     pub term: u64,
     pub members: Vec<NodeId>,
-    /// Keyed stage instances the node runs now: its own runs' and other nodes' runs'.
+    /// Stage instances the node runs now: keyed instances of its own runs, keyed instances
+    /// and destinations for other nodes' runs.
     #[serde(default)]
     pub instances: u64,
 }

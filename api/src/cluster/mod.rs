@@ -189,8 +189,8 @@ pub struct ClusterMember {
     pub last_seen_ms: Option<u64>,
     /// Runs placed on it that have not ended.
     pub runs: u64,
-    /// Keyed stage instances it runs now (for its own runs and for runs of other nodes);
-    /// none when it could not be asked.
+    /// Stage instances it runs now: keyed instances of its own runs, keyed instances and
+    /// destinations for runs of other nodes; none when it is not up or could not be asked.
     pub instances: Option<u64>,
 }
 
