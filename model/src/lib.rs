@@ -5,6 +5,7 @@
 //! is a convenience at the edge, [`spec::pipeline::load_file`]).
 
 pub mod error;
+pub mod json;
 pub mod record;
 pub mod run;
 pub mod spec;

@@ -104,7 +104,10 @@ impl Value {
 
     /// Compact JSON text.
     pub fn to_json(&self) -> String {
-        serde_json::to_string(self).expect("a Value always serializes")
+        let mut out = Vec::new();
+        crate::json::write_value(&mut out, self);
+        // Safety: the writer copies strings whole and adds ASCII only.
+        unsafe { String::from_utf8_unchecked(out) }
     }
 
     /// Equality as conditions see it: numbers compare numerically (`1` equals `1.0`), a number
@@ -510,7 +513,7 @@ impl<'de> Visitor<'de> for MapVisitor {
 
 /// A cheap hash of a key for the duplicate filter: its length and a few bytes.
 #[inline]
-fn key_hash(k: &[u8]) -> u32 {
+pub(crate) fn key_hash(k: &[u8]) -> u32 {
     let n = k.len() as u32;
     let first = k.first().copied().unwrap_or(0) as u32;
     let last = k.last().copied().unwrap_or(0) as u32;

@@ -265,14 +265,15 @@ pub(crate) fn write_cell(buf: &mut Vec<u8>, v: &Value, delim: u8) {
         Value::String(s) => write_text(buf, s.as_bytes(), delim),
         Value::Bool(_) | Value::Int(_) | Value::Float(_) => {
             let start = buf.len();
-            serde_json::to_writer(&mut *buf, v).expect("a Value always serializes");
+            dagg_model::json::write_value(buf, v);
             if buf[start..].contains(&delim) {
                 let text = buf.split_off(start);
                 write_text(buf, &text, delim);
             }
         }
         Value::Array(_) | Value::Object(_) => {
-            let text = serde_json::to_vec(v).expect("a Value always serializes");
+            let mut text = Vec::new();
+            dagg_model::json::write_value(&mut text, v);
             write_text(buf, &text, delim);
         }
     }

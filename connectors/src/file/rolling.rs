@@ -109,7 +109,9 @@ fn has_temporary(part: &Path) -> bool {
 
 /// The size a record takes in the part: its JSON text (a close, format-independent measure).
 fn size(r: &Record) -> u64 {
-    serde_json::to_vec(r).map(|v| v.len() as u64 + 1).unwrap_or(0)
+    let mut text = Vec::new();
+    dagg_model::json::write_map(&mut text, r);
+    text.len() as u64 + 1
 }
 
 #[async_trait::async_trait]

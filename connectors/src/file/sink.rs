@@ -244,12 +244,13 @@ impl SinkConnector for FileSink {
         for (i, r) in records.iter().enumerate() {
             match self.format {
                 FileFormat::Jsonl => {
-                    serde_json::to_writer(&mut self.buf, r).expect("a record always serializes");
+                    // The bytes serde_json would write (see dagg_model::json), without serde.
+                    dagg_model::json::write_map(&mut self.buf, r);
                     self.buf.push(b'\n');
                 }
                 FileFormat::Json => {
                     self.buf.extend_from_slice(if self.elements == 0 { b"\n" } else { b",\n" });
-                    serde_json::to_writer(&mut self.buf, r).expect("a record always serializes");
+                    dagg_model::json::write_map(&mut self.buf, r);
                     self.elements += 1;
                 }
                 FileFormat::Csv => {
