@@ -2,7 +2,7 @@
 //! guide's orders. Criterion reports time per batch and elements per second; divide the
 //! batch time by 1 000 for the time per record. Cloning the input batch is not measured.
 //!
-//! `cargo bench -p dagg-transforms --bench chain`
+//! `cargo bench -p dagg-transforms --bench chain` (`-- jsonl` for the JSON Lines text alone)
 
 use std::collections::HashMap;
 use std::hint::black_box;
@@ -166,5 +166,44 @@ fn families(c: &mut Criterion) {
     );
 }
 
-criterion_group!(benches, families);
+/// The text at both ends of a chain: one batch of orders as JSON Lines, parsed into records
+/// and written back, with the model's own code (`dagg_model::json`, what the file connector
+/// uses) and with serde_json (what it used before; the bytes are the same).
+fn jsonl_text(c: &mut Criterion) {
+    let input = orders();
+    let lines: Vec<Vec<u8>> = input.iter().map(|r| serde_json::to_vec(r).unwrap()).collect();
+    let mut group = c.benchmark_group("jsonl");
+    group.throughput(Throughput::Elements(BATCH as u64));
+    group.bench_function("write_model", |b| {
+        let mut out = Vec::with_capacity(1 << 20);
+        b.iter(|| {
+            out.clear();
+            for r in &input {
+                dagg_model::json::write_map(&mut out, r);
+                out.push(b'\n');
+            }
+            black_box(out.len())
+        })
+    });
+    group.bench_function("write_serde_json", |b| {
+        let mut out = Vec::with_capacity(1 << 20);
+        b.iter(|| {
+            out.clear();
+            for r in &input {
+                serde_json::to_writer(&mut out, r).unwrap();
+                out.push(b'\n');
+            }
+            black_box(out.len())
+        })
+    });
+    group.bench_function("parse_model", |b| {
+        b.iter(|| lines.iter().map(|l| dagg_model::json::parse_object(l).unwrap()).collect::<Vec<Record>>())
+    });
+    group.bench_function("parse_serde_json", |b| {
+        b.iter(|| lines.iter().map(|l| serde_json::from_slice::<Record>(l).unwrap()).collect::<Vec<Record>>())
+    });
+    group.finish();
+}
+
+criterion_group!(benches, families, jsonl_text);
 criterion_main!(benches);
