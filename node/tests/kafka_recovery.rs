@@ -70,19 +70,21 @@ async fn kafka_to_kafka_killed_twice_delivers_every_record_exactly_once() {
         r.unwrap();
     }
     let producer: FutureProducer = ClientConfig::new().set("bootstrap.servers", BROKER).set("linger.ms", "5").create().unwrap();
-    let mut pending = Vec::new();
-    for i in 1..=N {
-        let body = json!({"id": i, "name": format!("item number {i}")}).to_string();
-        pending.push(producer.send_result(FutureRecord::<(), _>::to(&input).payload(&body)).map_err(|(e, _)| e).unwrap());
-        if pending.len() >= 5000 {
-            for f in pending.drain(..) {
-                f.await.unwrap().unwrap();
+    // A fifth of the input before the first start, the rest as a stream (5,000 records every
+    // 0.4 s): the kills then come mid-stream however fast the pipeline is.
+    produce(&producer, &input, 1..=N / 5).await;
+    let trickle = {
+        let (producer, input) = (producer.clone(), input.clone());
+        tokio::spawn(async move {
+            let mut i = N / 5 + 1;
+            while i <= N {
+                let end = (i + 4999).min(N);
+                produce(&producer, &input, i..=end).await;
+                i = end + 1;
+                tokio::time::sleep(Duration::from_millis(400)).await;
             }
-        }
-    }
-    for f in pending {
-        f.await.unwrap().unwrap();
-    }
+        })
+    };
 
     let dir = tempfile::tempdir().unwrap();
     let group = format!("kafka-to-kafka-{id}");
@@ -100,7 +102,14 @@ async fn kafka_to_kafka_killed_twice_delivers_every_record_exactly_once() {
     let mut resumed = 0;
     for at in [N / 10, N / 3] {
         let mut child = spawn(&home, &pipeline);
-        let n = wait_size(&output, at, &mut child, Duration::from_secs(180));
+        wait_size(&output, at, &mut child, Duration::from_secs(180));
+        // The first start is killed once it has completed a checkpoint (the group's offset
+        // moved): a kill before any would leave the second start nothing to resume from.
+        let started = Instant::now();
+        while committed_offset(&group, &input) < 0 && started.elapsed() < Duration::from_secs(60) && child.try_wait().unwrap().is_none() {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let n = wait_size(&output, at, &mut child, Duration::from_secs(10));
         assert!(child.try_wait().unwrap().is_none(), "an unbounded run does not end by itself");
         child.kill().unwrap(); // SIGKILL
         let out = child.wait_with_output().unwrap();
@@ -113,6 +122,7 @@ async fn kafka_to_kafka_killed_twice_delivers_every_record_exactly_once() {
 
     let mut child = spawn(&home, &pipeline);
     let n = wait_size(&output, N, &mut child, Duration::from_secs(300));
+    trickle.await.unwrap();
     assert!(n >= N, "everything arrived within the time limit ({n})");
     std::thread::sleep(Duration::from_millis(800));
     let status = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
@@ -130,9 +140,33 @@ async fn kafka_to_kafka_killed_twice_delivers_every_record_exactly_once() {
     assert_eq!(ids, (1..=N).collect::<Vec<_>>(), "every record, once");
 
     // The graceful stop committed the group's offset at the end of the input.
-    let c: BaseConsumer = ClientConfig::new().set("bootstrap.servers", BROKER).set("group.id", &group).create().unwrap();
+    assert_eq!(committed_offset(&group, &input), N);
+}
+
+/// Produces `{"id": i, "name": "item number i"}` for each i in `ids`, waiting for every ack.
+async fn produce(producer: &FutureProducer, topic: &str, ids: std::ops::RangeInclusive<i64>) {
+    let mut pending = Vec::new();
+    for i in ids {
+        let body = json!({"id": i, "name": format!("item number {i}")}).to_string();
+        pending.push(producer.send_result(FutureRecord::<(), _>::to(topic).payload(&body)).map_err(|(e, _)| e).unwrap());
+        if pending.len() >= 5000 {
+            for f in pending.drain(..) {
+                f.await.unwrap().unwrap();
+            }
+        }
+    }
+    for f in pending {
+        f.await.unwrap().unwrap();
+    }
+}
+
+/// The consumer group's committed offset on partition 0 of `topic` (-1 before any commit).
+fn committed_offset(group: &str, topic: &str) -> i64 {
+    let c: BaseConsumer = ClientConfig::new().set("bootstrap.servers", BROKER).set("group.id", group).create().unwrap();
     let mut tpl = TopicPartitionList::new();
-    tpl.add_partition(&input, 0);
-    let off = c.committed_offsets(tpl, Duration::from_secs(10)).unwrap().find_partition(&input, 0).unwrap().offset();
-    assert_eq!(off, Offset::Offset(N));
+    tpl.add_partition(topic, 0);
+    match c.committed_offsets(tpl, Duration::from_secs(10)).unwrap().find_partition(topic, 0).unwrap().offset() {
+        Offset::Offset(o) => o,
+        _ => -1,
+    }
 }
