@@ -112,6 +112,12 @@ try {
     await login(page, 'admin', password);
     await page.getByTestId('system-status').waitFor();
     assert((await page.getByTestId('role').textContent()) === 'admin', 'role shown');
+    // The cluster card: this node alone, the leader of its one-member Raft group, up.
+    const member = page.getByTestId('cluster-member');
+    await member.first().waitFor();
+    assert((await member.count()) === 1, 'one cluster member');
+    const row = await member.first().textContent();
+    assert(row.includes('this node') && row.includes('leader') && row.includes('up'), `the cluster member's row: ${row}`);
     await page.getByText('live', { exact: true }).waitFor({ timeout: 10000 });
   });
 

@@ -33,6 +33,22 @@ interface Health {
   cpu_count: number;
 }
 
+interface ClusterMember {
+  id: number;
+  api_addr: string;
+  voter: boolean;
+  up: boolean;
+  runs: number;
+  instances?: number | null;
+}
+
+interface ClusterStatus {
+  node_id: number;
+  leader_id?: number | null;
+  term: number;
+  members: ClusterMember[];
+}
+
 interface Alert {
   id: string;
   severity: string;
@@ -49,11 +65,14 @@ export function Dashboard() {
   const health = useAsync(() => get<Health>('/monitoring/system-health'), [lastEvent]);
   const runs = useAsync(() => get<Page<Run>>(`/runs${qs({ sort: '-created_at', page_size: 8 })}`), [lastEvent]);
   const alerts = useAsync(() => get<Page<Alert>>(`/monitoring/alerts${qs({ page_size: 5 })}`), [lastEvent]);
+  const cluster = useAsync(() => get<ClusterStatus>('/cluster'), [lastEvent]);
   const reloadHealth = health.reload;
+  const reloadCluster = cluster.reload;
   useEffect(() => {
-    const t = setInterval(reloadHealth, 10000);
+    const t = setInterval(() => (reloadHealth(), reloadCluster()), 10000);
     return () => clearInterval(t);
-  }, [reloadHealth]);
+  }, [reloadHealth, reloadCluster]);
+  const c = cluster.data;
   const s = stats.data;
   const h = health.data;
   return (
@@ -168,6 +187,39 @@ export function Dashboard() {
           </ul>
         </Card>
       </div>
+      <Card title="Cluster">
+        {c ? (
+          <table className="w-full text-sm" aria-label="Cluster members">
+            <thead className="text-left text-xs text-slate-500">
+              <tr>
+                <th className="py-1">Node</th>
+                <th>API</th>
+                <th>Role</th>
+                <th>State</th>
+                <th className="text-right">Runs</th>
+                <th className="text-right">Stage instances</th>
+              </tr>
+            </thead>
+            <tbody>
+              {c.members.map((m) => (
+                <tr key={m.id} className="border-t border-slate-200 dark:border-slate-800" data-testid="cluster-member">
+                  <td className="py-1">
+                    {m.id}
+                    {m.id === c.node_id ? ' (this node)' : ''}
+                  </td>
+                  <td className="font-mono text-xs">{m.api_addr || '—'}</td>
+                  <td>{m.id === c.leader_id ? 'leader' : m.voter ? 'voter' : 'learner'}</td>
+                  <td className={m.up ? 'text-emerald-600' : 'text-red-600'}>{m.up ? 'up' : 'down'}</td>
+                  <td className="text-right">{fmtNum(m.runs)}</td>
+                  <td className="text-right">{m.instances == null ? '—' : fmtNum(m.instances)}</td>
+                </tr>
+              ))}
+            </tbody>
+          </table>
+        ) : (
+          <ErrorText error={cluster.error} />
+        )}
+      </Card>
     </div>
   );
 }
