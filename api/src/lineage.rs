@@ -31,7 +31,7 @@ use serde_json::{Value as Json, json};
 use utoipa::ToSchema;
 
 use crate::AppState;
-use crate::meta::{MetaCommand, MetaResult, Run, RunEvent, RunInsight};
+use crate::meta::{MetaCommand, MetaResult, Run, RunInsight};
 
 /// Gives the run a tap; under `strict`, with the previous run's fields as the baseline.
 pub fn attach_tap(
@@ -80,20 +80,13 @@ pub fn store_insight(
         && !c.is_empty()
         && tap.policy() == SchemaPolicy::Evolve
     {
-        state.meta.apply(MetaCommand::AppendRunEvent {
-            event: RunEvent {
-                run_id: run.id.clone(),
-                seq: 0,
-                at: Utc::now(),
-                level: "warning".into(),
-                kind: "schema_changed".into(),
-                message: format!(
-                    "the delivered fields changed since run {prev_id}: {}",
-                    c.describe()
-                ),
-                data: json!({"previous_run_id": prev_id, "changes": c}),
-            },
-        })?;
+        state.meta.apply(MetaCommand::run_event(
+            &run.id,
+            "warning",
+            "schema_changed",
+            format!("the delivered fields changed since run {prev_id}: {}", c.describe()),
+            json!({"previous_run_id": prev_id, "changes": c}),
+        ))?;
     }
     state.meta.apply(MetaCommand::PutRunInsight {
         insight: RunInsight {

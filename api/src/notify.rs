@@ -24,7 +24,7 @@ use serde_json::{Value as Json, json};
 use sha2::Sha256;
 
 use crate::AppState;
-use crate::meta::{MetaCommand, Run, RunCounts, RunEvent};
+use crate::meta::{MetaCommand, Run, RunCounts};
 
 /// The setting that configures notifications.
 pub const SETTING: &str = "notifications";
@@ -130,16 +130,7 @@ pub fn signature(secret: &[u8], body: &[u8]) -> String {
 }
 
 fn log(state: &AppState, run_id: &str, level: &str, kind: &str, message: String, data: Json) {
-    let e = RunEvent {
-        run_id: run_id.into(),
-        seq: 0,
-        at: Utc::now(),
-        level: level.into(),
-        kind: kind.into(),
-        message,
-        data,
-    };
-    if let Err(e) = state.meta.apply(MetaCommand::AppendRunEvent { event: e }) {
+    if let Err(e) = state.meta.apply(MetaCommand::run_event(run_id, level, kind, message, data)) {
         tracing::warn!(run = %run_id, "cannot log a notification: {e}");
     }
 }

@@ -21,7 +21,7 @@ use utoipa::ToSchema;
 
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
-use crate::meta::{MetaCommand, MetaResult, Pipeline, Run, RunCounts, RunEvent};
+use crate::meta::{MetaCommand, MetaResult, Pipeline, Run, RunCounts};
 use crate::telemetry::ACTIVE_RUNS;
 
 /// A run in progress.
@@ -134,9 +134,6 @@ pub fn counts_of(p: &dagg_actors::ProgressSnapshot) -> RunCounts {
     }
 }
 
-fn event(run_id: &str, level: &str, kind: &str, message: String, data: serde_json::Value) -> MetaCommand {
-    MetaCommand::AppendRunEvent { event: RunEvent { run_id: run_id.into(), seq: 0, at: Utc::now(), level: level.into(), kind: kind.into(), message, data } }
-}
 
 /// Moves a run's record to `status`, through `running` when the direct move is not legal
 /// (a run retrying when it ends).
@@ -204,7 +201,7 @@ pub fn start_with(state: &AppState, pipeline: &Pipeline, spec: PipelineSpec, by:
     let created = state
         .meta
         .apply(MetaCommand::CreateRun { run: run.clone() })
-        .and_then(|()| state.meta.apply(event(&run_id, "info", "queued", format!("queued by {by} (version {})", pipeline.version), json!({"version": pipeline.version}))));
+        .and_then(|()| state.meta.apply(MetaCommand::run_event(&run_id, "info", "queued", format!("queued by {by} (version {})", pipeline.version), json!({"version": pipeline.version}))));
     if let Err(e) = created {
         state.runs.finish(&run_id);
         return Err(e.into());
@@ -251,11 +248,11 @@ async fn drive_inner(state: &AppState, run: &Run, spec: PipelineSpec, progress: 
     let id = run.id.as_str();
     if progress.is_cancelled() {
         move_run(state, id, RunStatus::Cancelled, None, None)?;
-        state.meta.apply(event(id, "info", "finished", "cancelled before it started".into(), json!({"status": "cancelled"})))?;
+        state.meta.apply(MetaCommand::run_event(id, "info", "finished", "cancelled before it started".into(), json!({"status": "cancelled"})))?;
         return Ok(());
     }
     move_run(state, id, RunStatus::Running, None, None)?;
-    state.meta.apply(event(id, "info", "started", format!("started pipeline `{}`", run.pipeline_name), json!({})))?;
+    state.meta.apply(MetaCommand::run_event(id, "info", "started", format!("started pipeline `{}`", run.pipeline_name), json!({})))?;
 
     let tap = crate::lineage::attach_tap(state, run, &spec, &progress);
     let opts = RunOptions {
@@ -305,7 +302,7 @@ async fn drive_inner(state: &AppState, run: &Run, spec: PipelineSpec, progress: 
             counts.records_read, counts.records_written, counts.dead_lettered, counts.dropped, counts.filtered
         ),
     };
-    state.meta.apply(event(id, level, "finished", message, data))?;
+    state.meta.apply(MetaCommand::run_event(id, level, "finished", message, data))?;
     if let Some(tap) = tap {
         crate::lineage::store_insight(state, run, status, &tap)?;
     }
@@ -330,13 +327,13 @@ async fn watch(state: AppState, run: Run, progress: Arc<RunProgress>) {
         {
             recorded = snap.status;
             if snap.status == RunStatus::Retrying {
-                let _ = state.meta.apply(event(&run.id, "warning", "retrying", format!("attempt {} failed; retrying", snap.attempts), json!({"attempts": snap.attempts})));
+                let _ = state.meta.apply(MetaCommand::run_event(&run.id, "warning", "retrying", format!("attempt {} failed; retrying", snap.attempts), json!({"attempts": snap.attempts})));
                 logged_attempts = snap.attempts + 1;
             }
         }
         if snap.attempts > logged_attempts {
             let message = format!("attempt {} failed; retried from the last checkpoint (attempt {})", snap.attempts - 1, snap.attempts);
-            let _ = state.meta.apply(event(&run.id, "warning", "retrying", message, json!({"attempts": snap.attempts})));
+            let _ = state.meta.apply(MetaCommand::run_event(&run.id, "warning", "retrying", message, json!({"attempts": snap.attempts})));
             logged_attempts = snap.attempts;
         }
         state.runs.send(LiveEvent::RunProgress {
@@ -359,7 +356,7 @@ pub fn cancel(state: &AppState, run: &Run, by: &str) -> ApiResult<()> {
     if run.status.is_terminal() {
         return Err(ApiError::Conflict(format!("run `{}` already ended `{}`", run.id, run.status)));
     }
-    state.meta.apply(event(&run.id, "info", "cancel_requested", format!("cancel requested by {by}"), json!({"by": by})))?;
+    state.meta.apply(MetaCommand::run_event(&run.id, "info", "cancel_requested", format!("cancel requested by {by}"), json!({"by": by})))?;
     if !state.runs.cancel(&run.id) {
         move_run(state, &run.id, RunStatus::Cancelled, None, None)?;
     }
@@ -379,7 +376,7 @@ pub fn end_orphaned_runs(state: &AppState) -> MetaResult<()> {
             (RunStatus::Cancelled, None)
         };
         state.meta.apply(MetaCommand::UpdateRun { id: r.id.clone(), status, at: Utc::now(), counts: None, error: error.clone() })?;
-        state.meta.apply(event(&r.id, "error", "finished", format!("{status}: the server stopped during the run"), json!({"status": status.as_str()})))?;
+        state.meta.apply(MetaCommand::run_event(&r.id, "error", "finished", format!("{status}: the server stopped during the run"), json!({"status": status.as_str()})))?;
     }
     Ok(())
 }

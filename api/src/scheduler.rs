@@ -46,7 +46,7 @@ use serde_json::{Value as Json, json};
 
 use crate::AppState;
 use crate::error::{ApiError, ApiResult, ErrorDetail};
-use crate::meta::{MetaCommand, MetaResult, Pipeline, Run, RunCounts, RunEvent, ScheduleState};
+use crate::meta::{MetaCommand, MetaResult, Pipeline, Run, RunCounts, ScheduleState};
 
 /// Where the scheduler gets the time.
 pub trait Clock: Send + Sync {
@@ -295,7 +295,7 @@ impl Scheduler {
         match crate::runner::start_with(state, p, spec.clone(), &by, "schedule") {
             Ok(run) => {
                 if missed > 1 {
-                    let _ = state.meta.apply(run_event(&run.id, "warning", "schedule_missed", format!("{missed} scheduled runs were missed while the node was down; running once for {instant}"), json!({"missed": missed, "instant": instant})));
+                    let _ = state.meta.apply(MetaCommand::run_event(&run.id, "warning", "schedule_missed", format!("{missed} scheduled runs were missed while the node was down; running once for {instant}"), json!({"missed": missed, "instant": instant})));
                 }
                 record(instant, trigger, Some(run.id)).map(Some)
             }
@@ -315,19 +315,7 @@ fn spec_expression(spec: &PipelineSpec) -> &str {
     }
 }
 
-fn run_event(run_id: &str, level: &str, kind: &str, message: String, data: Json) -> MetaCommand {
-    MetaCommand::AppendRunEvent {
-        event: RunEvent {
-            run_id: run_id.into(),
-            seq: 0,
-            at: Utc::now(),
-            level: level.into(),
-            kind: kind.into(),
-            message,
-            data,
-        },
-    }
-}
+
 
 // ---- dependencies ----
 
@@ -498,7 +486,7 @@ fn propagate(state: &AppState, run: &Run, seen: &mut BTreeSet<String>) -> ApiRes
             let by = format!("pipeline `{}` (run {})", run.pipeline_name, run.id);
             match crate::runner::start_with(state, b, spec, &by, "dependency") {
                 Ok(r) => {
-                    state.meta.apply(run_event(
+                    state.meta.apply(MetaCommand::run_event(
                         &r.id,
                         "info",
                         "dependency",
@@ -552,7 +540,7 @@ fn skip(state: &AppState, b: &Pipeline, cause: &Run) -> ApiResult<Run> {
         counts: None,
         error: Some(why.clone()),
     })?;
-    state.meta.apply(run_event(&run.id, "warning", "skipped", why, json!({"status": "cancelled", "skipped": true, "dependency": cause.pipeline_name, "dependency_run_id": cause.id})))?;
+    state.meta.apply(MetaCommand::run_event(&run.id, "warning", "skipped", why, json!({"status": "cancelled", "skipped": true, "dependency": cause.pipeline_name, "dependency_run_id": cause.id})))?;
     Ok(state.meta.run(&run.id)?.unwrap_or(run))
 }
 

@@ -23,7 +23,7 @@ use serde_json::json;
 
 use crate::AppState;
 use crate::cluster::Meta;
-use crate::meta::{MetaCommand, MetaResult, RunEvent};
+use crate::meta::{MetaCommand, MetaResult};
 
 /// Settings under this prefix are run assignments.
 pub const ASSIGN_PREFIX: &str = "_cluster/run/";
@@ -147,10 +147,8 @@ fn place_once(state: &AppState, live: &HashSet<u64>, members: &HashSet<u64>, dow
             Some(f) => format!("node {f} is down: moved to node {to} (attempt {attempt})"),
             None => format!("placed on node {to}"),
         };
-        let kind = if from.is_some() { "moved" } else { "placed" };
-        state.meta.apply(MetaCommand::AppendRunEvent {
-            event: RunEvent { run_id: r.id.clone(), seq: 0, at: Utc::now(), level: if from.is_some() { "warning" } else { "info" }.into(), kind: kind.into(), message, data: json!({"node": to, "from": from, "attempt": attempt}) },
-        })?;
+        let (level, kind) = if from.is_some() { ("warning", "moved") } else { ("info", "placed") };
+        state.meta.apply(MetaCommand::run_event(&r.id, level, kind, message, json!({"node": to, "from": from, "attempt": attempt})))?;
         tracing::info!(run = %r.id, node = to, ?from, "run placed");
     }
     Ok(())

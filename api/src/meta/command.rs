@@ -76,6 +76,13 @@ pub enum MetaCommand {
     PutRunInsight { insight: RunInsight },
 }
 
+impl MetaCommand {
+    /// An entry for a run's log, stamped now.
+    pub fn run_event(run_id: &str, level: &str, kind: &str, message: String, data: Json) -> MetaCommand {
+        MetaCommand::AppendRunEvent { event: RunEvent { run_id: run_id.into(), seq: 0, at: Utc::now(), level: level.into(), kind: kind.into(), message, data } }
+    }
+}
+
 /// A command with the version of its encoding.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CommandEnvelope {
