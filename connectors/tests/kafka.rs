@@ -13,11 +13,9 @@ use dagg_connectors::{SourceConnector, open_sink, open_source};
 use dagg_model::spec::connector::Role;
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{Offset, TopicPartitionList};
-use kafka_support::{BROKER, read_committed};
+use kafka_support::{BROKER, committed_offset, read_committed};
 use serde_json::json;
 use support::*;
 
@@ -52,16 +50,6 @@ fn read_back(topic: &str) -> Vec<(i64, Option<u64>)> {
     out
 }
 
-fn committed(topic: &str, group: &str) -> i64 {
-    let c: BaseConsumer = ClientConfig::new().set("bootstrap.servers", BROKER).set("group.id", group).create().unwrap();
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition(topic, 0);
-    match c.committed_offsets(tpl, Duration::from_secs(10)).unwrap().find_partition(topic, 0).unwrap().offset() {
-        Offset::Offset(o) => o,
-        _ => -1,
-    }
-}
-
 fn ids(records: &[dagg_model::Record]) -> Vec<i64> {
     records.iter().map(|r| r.get("id").and_then(|v| v.as_i64()).unwrap()).collect()
 }
@@ -87,9 +75,9 @@ async fn source_commits_group_offsets_only_through_the_hook_and_resumes_at_its_c
     let cp = src.checkpoint();
     assert_eq!(cp["offsets"]["0"], 10);
     read_n(&mut src, 5, 5).await;
-    assert_eq!(committed(&t, &group), -1, "nothing is committed before the hook");
+    assert_eq!(committed_offset(&group, &t), -1, "nothing is committed before the hook");
     src.committer().unwrap().checkpoint_completed(&cp).await.unwrap();
-    assert_eq!(committed(&t, &group), 10);
+    assert_eq!(committed_offset(&group, &t), 10);
     drop(src);
 
     let mut src = open_source(&spec(cfg.clone(), Role::Source), Path::new(".")).unwrap();

@@ -1,6 +1,6 @@
 //! Reading a topic back in the Kafka tests (`connectors/tests/kafka.rs`, and
-//! `node/tests/kafka_recovery.rs` by `#[path]`): the broker the tests start, and every
-//! committed record of a topic from the beginning.
+//! `node/tests/kafka_recovery.rs` by `#[path]`): the broker the tests start, every
+//! committed record of a topic from the beginning, and a consumer group's committed offset.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -54,5 +54,16 @@ pub fn read_committed(topic: &str, limit: Duration, mut each: impl FnMut(&Borrow
                 }
             }
         }
+    }
+}
+
+/// The consumer group's committed offset on partition 0 of `topic` (-1 before any commit).
+pub fn committed_offset(group: &str, topic: &str) -> i64 {
+    let c: BaseConsumer = ClientConfig::new().set("bootstrap.servers", BROKER).set("group.id", group).create().unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition(topic, 0);
+    match c.committed_offsets(tpl, Duration::from_secs(10)).unwrap().find_partition(topic, 0).unwrap().offset() {
+        Offset::Offset(o) => o,
+        _ => -1,
     }
 }

@@ -12,13 +12,12 @@ use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-use kafka_support::{BROKER, read_committed};
+use kafka_support::{BROKER, committed_offset, read_committed};
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{Offset, TopicPartitionList};
 use serde_json::{Value, json};
 
 const N: i64 = 100_000;
@@ -157,16 +156,5 @@ async fn produce(producer: &FutureProducer, topic: &str, ids: std::ops::RangeInc
     }
     for f in pending {
         f.await.unwrap().unwrap();
-    }
-}
-
-/// The consumer group's committed offset on partition 0 of `topic` (-1 before any commit).
-fn committed_offset(group: &str, topic: &str) -> i64 {
-    let c: BaseConsumer = ClientConfig::new().set("bootstrap.servers", BROKER).set("group.id", group).create().unwrap();
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition(topic, 0);
-    match c.committed_offsets(tpl, Duration::from_secs(10)).unwrap().find_partition(topic, 0).unwrap().offset() {
-        Offset::Offset(o) => o,
-        _ => -1,
     }
 }
