@@ -457,8 +457,10 @@ async fn build(state: &SupervisorState, resume: Option<Checkpoint>, counts: Chec
         join_data.insert(name, records);
     }
     let plan = Plan::of(spec);
+    // A keyed instance's chain is compiled (and restored) where it runs: below, for the
+    // instances this process runs; on the other node for the others.
     let mut keyed_states = None;
-    let (chain, keyed_chains) = match &plan.split {
+    let chain = match &plan.split {
         None => {
             let mut chain = Chain::new(&spec.transformations, std::mem::take(&mut join_data)).map_err(RunError::Build)?;
             if let Some(cp) = &resume
@@ -472,25 +474,14 @@ async fn build(state: &SupervisorState, resume: Option<Checkpoint>, counts: Chec
                 }
                 chain.restore(&cp.chain_state).map_err(|e| RunError::Build(format!("cannot restore the transformations' state from checkpoint {}: {e}", cp.id)))?;
             }
-            (chain, Vec::new())
+            chain
         }
         Some(split) => {
-            let (head, tail) = spec.transformations.split_at(split.at);
-            let prefix = Chain::new_at(head, 0, join_data.clone()).map_err(RunError::Build)?;
-            let states = match &resume {
+            keyed_states = match &resume {
                 Some(cp) if !cp.chain_state.is_null() => Some(instance_states(&cp.chain_state, plan.instances).map_err(|e| RunError::Build(format!("checkpoint {}: {e}", cp.id)))?),
                 _ => None,
             };
-            let mut chains = Vec::with_capacity(plan.instances);
-            for i in 0..plan.instances {
-                let mut c = Chain::new_at(tail, split.at, join_data.clone()).map_err(RunError::Build)?;
-                if let Some(states) = &states {
-                    c.restore(&states[i]).map_err(|e| RunError::Build(format!("cannot restore keyed instance {i}'s state: {e}")))?;
-                }
-                chains.push(c);
-            }
-            keyed_states = states;
-            (prefix, chains)
+            Chain::new_at(&spec.transformations[..split.at], 0, join_data.clone()).map_err(RunError::Build)?
         }
     };
 
@@ -513,15 +504,18 @@ async fn build(state: &SupervisorState, resume: Option<Checkpoint>, counts: Chec
         let mut to_instances = Vec::with_capacity(plan.instances);
         let mut from_instances = Vec::with_capacity(plan.instances);
         let mut instances = Vec::with_capacity(plan.instances);
-        let n = keyed_chains.len();
-        for (index, chain) in keyed_chains.into_iter().enumerate() {
+        for index in 0..plan.instances {
             let (in_tx, in_rx) = mpsc::channel(capacity);
             let (out_tx, out_rx) = mpsc::channel(capacity);
             to_instances.push(in_tx);
             from_instances.push(out_rx);
-            let work: LoopWork = match remote_instance(state, &plan, index, n, &keyed_states, &join_data).await {
+            let work: LoopWork = match remote_instance(state, &plan, index, &keyed_states, &join_data).await {
                 Some(conn) => Box::pin(Proxy { index, conn, rx: in_rx, tx: out_tx, progress: state.progress.clone() }.run()),
                 None => {
+                    let mut chain = Chain::new_at(&spec.transformations[split.at..], split.at, join_data.clone()).map_err(RunError::Build)?;
+                    if let Some(states) = &keyed_states {
+                        chain.restore(&states[index]).map_err(|e| RunError::Build(format!("cannot restore keyed instance {index}'s state: {e}")))?;
+                    }
                     let inst = Instance { pipeline: spec.name.clone(), index, chain, rx: in_rx, tx: out_tx, progress: state.progress.clone() };
                     Box::pin(async move {
                         let _counted = Counted::new(&LOCAL);
@@ -577,10 +571,10 @@ async fn remote_destination(state: &SupervisorState, d: &dagg_model::spec::conne
 
 /// Keyed instance `index` on another node, when the run's placer puts it there and the node
 /// takes it; `None` to run it here.
-async fn remote_instance(state: &SupervisorState, plan: &Plan, index: usize, n: usize, states: &Option<Vec<serde_json::Value>>, join_data: &HashMap<String, Vec<dagg_model::Record>>) -> Option<Connected> {
+async fn remote_instance(state: &SupervisorState, plan: &Plan, index: usize, states: &Option<Vec<serde_json::Value>>, join_data: &HashMap<String, Vec<dagg_model::Record>>) -> Option<Connected> {
     let placer = state.opts.placer.as_ref()?;
     let split = plan.split.as_ref()?;
-    let remote = match placer.place(&state.run_id, index, n).await? {
+    let remote = match placer.place(&state.run_id, index, plan.instances).await? {
         Ok(r) => r,
         Err(e) => {
             tracing::warn!(run = %state.run_id, index, "keyed instance {index} runs here: {e}");
