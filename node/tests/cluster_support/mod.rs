@@ -25,8 +25,19 @@ pub fn free_port(ip: IpAddr) -> u16 {
     TcpListener::bind(SocketAddr::new(ip, 0)).unwrap().local_addr().unwrap().port()
 }
 
+/// Node `i` listens (and connects from) 127.0.0.(i+2). 127.0.0.1 is left to the proxies and
+/// the APIs, whose ports are picked after the nodes': a port `free_port` returned is free
+/// again once returned, and on the same address another bind could take it.
 fn node_ip(i: usize) -> IpAddr {
-    IpAddr::V4(Ipv4Addr::new(127, 0, 0, (i + 1) as u8))
+    IpAddr::V4(Ipv4Addr::new(127, 0, 0, (i + 2) as u8))
+}
+
+/// The node index of a connection from `ip`, when it comes from a node's address.
+fn node_of(ip: IpAddr) -> Option<usize> {
+    match ip {
+        IpAddr::V4(v4) if v4.octets()[..3] == [127, 0, 0] && (2..=17).contains(&v4.octets()[3]) => Some(v4.octets()[3] as usize - 2),
+        _ => None,
+    }
 }
 
 #[derive(Default)]
@@ -57,10 +68,7 @@ impl Proxies {
             std::thread::spawn(move || {
                 for conn in l.incoming() {
                     let Ok(client) = conn else { continue };
-                    let from = match client.peer_addr().map(|a| a.ip()) {
-                        Ok(IpAddr::V4(v4)) if v4.octets()[3] >= 1 && v4.octets()[3] <= 16 && v4.octets()[..3] == [127, 0, 0] => Some(v4.octets()[3] as usize - 1),
-                        _ => None,
-                    };
+                    let from = client.peer_addr().ok().and_then(|a| node_of(a.ip()));
                     {
                         let s = st.lock().unwrap();
                         if s.cut.contains(&to) || from.is_some_and(|f| s.cut.contains(&f)) {
