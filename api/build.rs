@@ -19,7 +19,10 @@ fn main() {
     for s in SOURCES {
         println!("cargo:rerun-if-changed={}", ui.join(s).display());
     }
-    println!("cargo:rerun-if-changed={}", ui.join("dist/index.html").display());
+    // Not `ui/dist`: this script writes it, and a file written during the build is newer than
+    // the build, so cargo would run the script (and rebuild the crate) again next time with
+    // nothing changed. A release build embeds `ui/dist` through `include_bytes!`, which rustc
+    // tracks by itself.
     if std::env::var("DAGG_SKIP_UI_BUILD").is_ok_and(|v| !v.is_empty() && v != "0") || !ui.join("package.json").exists() {
         return;
     }

@@ -435,6 +435,56 @@ async fn smtp_sink() -> (u16, Arc<Mutex<Vec<(Vec<String>, String)>>>) {
     (port, got)
 }
 
+/// The text of a single-part message's body, decoded by its Content-Transfer-Encoding
+/// (quoted-printable, base64, or as it is), with the headers before it.
+fn mail_text(data: &str) -> String {
+    let (head, body) = data.split_once("\r\n\r\n").unwrap_or((data, ""));
+    let encoding = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-transfer-encoding").then(|| v.trim().to_ascii_lowercase())
+        })
+        .unwrap_or_default();
+    let body = match encoding.as_str() {
+        "quoted-printable" => {
+            let joined = body.replace("=\r\n", "");
+            let b = joined.as_bytes();
+            let mut out = Vec::with_capacity(b.len());
+            let mut i = 0;
+            while i < b.len() {
+                let hex = b.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok()).and_then(|h| u8::from_str_radix(h, 16).ok());
+                match (b[i], hex) {
+                    (b'=', Some(byte)) => {
+                        out.push(byte);
+                        i += 3;
+                    }
+                    (c, _) => {
+                        out.push(c);
+                        i += 1;
+                    }
+                }
+            }
+            String::from_utf8(out).expect("a UTF-8 body")
+        }
+        "base64" => {
+            use base64::Engine as _;
+            let clean: String = body.chars().filter(|c| !c.is_whitespace()).collect();
+            String::from_utf8(base64::engine::general_purpose::STANDARD.decode(clean).expect("base64 body")).expect("a UTF-8 body")
+        }
+        _ => body.to_string(),
+    };
+    format!("{head}\r\n\r\n{body}")
+}
+
+#[test]
+fn mail_text_decodes_soft_breaks_and_escapes() {
+    let qp = "Content-Transfer-Encoding: quoted-printable\r\n\r\n/tmp/do=\r\nes-not-exist.jsonl =3D x\r\n";
+    assert!(mail_text(qp).contains("/tmp/does-not-exist.jsonl = x"));
+    let b64 = "Content-Transfer-Encoding: base64\r\n\r\nL3RtcC9kb2V\r\nzLW5vdC1leGlzdC5qc29ubA==\r\n";
+    assert!(mail_text(b64).contains("/tmp/does-not-exist.jsonl"));
+}
+
 #[tokio::test]
 async fn a_failed_run_notifies_by_signed_webhook_and_email() {
     let api = TestApi::new();
@@ -451,7 +501,10 @@ async fn a_failed_run_notifies_by_signed_webhook_and_email() {
         "the secret is masked"
     );
 
-    let mut doc = file_pipeline("nightly-load", "does-not-exist.jsonl", "out.jsonl");
+    // A long path: the e-mail's body is quoted-printable (or base64), whose soft line breaks
+    // fall inside it wherever the checkout lives; the assertions read the decoded body.
+    let missing = format!("{}/does-not-exist.jsonl", "a-folder-with-a-long-name-".repeat(8));
+    let mut doc = file_pipeline("nightly-load", &missing, "out.jsonl");
     doc["error_handling"] = json!({"notifications": {"email": ["ops@example.com", "oncall@example.com"], "webhook": hook}});
     let id = create(&api, &t, doc).await;
     let run = execute(&api, &t, &id).await;
@@ -508,8 +561,9 @@ async fn a_failed_run_notifies_by_signed_webhook_and_email() {
         data.contains("Subject: [dagg] pipeline `nightly-load`: run failed"),
         "{data}"
     );
-    assert!(data.contains(run_id), "{data}");
-    assert!(data.contains("does-not-exist.jsonl"), "{data}");
+    let text = mail_text(&data);
+    assert!(text.contains(run_id), "{text}");
+    assert!(text.contains(&missing), "{text}");
 
     // Both deliveries are in the run's log (the e-mail's entry follows the end of the SMTP
     // conversation, which can come just after the test's server has the message).
