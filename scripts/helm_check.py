@@ -1017,25 +1017,35 @@ def free_ports(n: int) -> list[int]:
     return ports
 
 
-def http_text(url: str, token: str) -> tuple[int, str]:
+def http_text(url: str, token: str, ctx: ssl.SSLContext | None = None) -> tuple[int, str]:
     req = urllib.request.Request(url, headers={"authorization": f"Bearer {token}"})
     try:
-        with urllib.request.urlopen(req, timeout=5) as r:
+        with urllib.request.urlopen(req, timeout=5, context=ctx) as r:
             return r.status, r.read().decode()
     except urllib.error.HTTPError as e:
         return e.code, e.read().decode(errors="replace")
 
 
-def http_json(url: str, token: str | None = None, body: dict[str, Any] | None = None, timeout: float = 5) -> tuple[int, Any]:
+def http_json(url: str, token: str | None = None, body: dict[str, Any] | None = None, timeout: float = 5, ctx: ssl.SSLContext | None = None) -> tuple[int, Any]:
     req = urllib.request.Request(url, data=None if body is None else json.dumps(body).encode(), method="GET" if body is None else "POST")
     req.add_header("content-type", "application/json")
     if token:
         req.add_header("authorization", f"Bearer {token}")
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as r:
+        with urllib.request.urlopen(req, timeout=timeout, context=ctx) as r:
             return r.status, json.loads(r.read() or b"null")
     except urllib.error.HTTPError as e:
         return e.code, e.read().decode(errors="replace")
+
+
+def namespaces() -> str:
+    """The unshare binary when user and mount namespaces work here (the loopback checks run
+    every node in one: its /etc/hosts maps the pods' stable names to loopback addresses)."""
+    unshare = shutil.which("unshare")
+    probe = subprocess.run([unshare, "--user", "--map-root-user", "--mount", "true"], capture_output=True) if unshare else None
+    if probe is None or probe.returncode != 0:
+        raise SkipCheck("no user and mount namespaces here (unshare): the pods' stable names cannot be given loopback addresses")
+    return unshare
 
 
 _loopback_failed: list[str] = []
@@ -1050,47 +1060,153 @@ def cluster_binary() -> Path:
     help_text = subprocess.run([str(binary), "serve", "--help"], capture_output=True, text=True, timeout=30).stdout
     if "DAGG_NODE_ID" not in help_text:
         raise SkipCheck(f"{binary} has no cluster options yet")
+    if "DAGG_PEER_CERT" not in help_text:
+        raise SkipCheck(f"{binary} has no peer TLS options yet (--peer-cert): the chart's pods would run without TLS")
+    namespaces()
     return binary
+
+
+def dagg_cert_available(binary: Path) -> bool:
+    return subprocess.run([str(binary), "cert", "--help"], capture_output=True, timeout=30).returncode == 0
+
+
+def make_certs(binary: Path, ca_dir: str, replicas: int, **names: str) -> dict[str, Any]:
+    """The Secret k8s/make-certs.sh prints (certificates made by `dagg cert`): NAME,
+    HOST_SUFFIX, SECRET as the script takes them; the CA in ca_dir (made once, then reused)."""
+    env = {"PATH": "/usr/bin:/bin", "DAGG": str(binary), "CA_DIR": ca_dir, "REPLICAS": str(replicas), "TMPDIR": os.path.dirname(ca_dir)} | names
+    r = subprocess.run(["sh", str(K8S / "make-certs.sh")], env=env, capture_output=True, text=True, timeout=120)
+    ensure(r.returncode == 0, f"k8s/make-certs.sh: {r.stderr.strip()}")
+    return yaml.safe_load(r.stdout)
+
+
+# Each pod's process runs in a user and mount namespace of its own (no root needed) where
+# /etc/hosts maps the pods' stable names to loopback addresses, as the cluster's DNS maps them
+# to pod addresses: the nodes dial, advertise and check certificates for the very names the
+# chart gives them. With POD_NS_READ_ONLY, everything is also read-only except a fresh /tmp
+# and the data directory (/mnt), as in a pod with readOnlyRootFilesystem; the folders in
+# POD_NS_KEEP (the binary's, the pod's Secret files) stay visible at their paths, read-only,
+# even under /tmp (a checkout there: the fresh /tmp must not hide the binary).
+POD_NAMESPACE = r"""
+set -e
+mount --bind "$POD_NS_HOSTS" /etc/hosts
+if [ -n "${POD_NS_READ_ONLY:-}" ]; then
+  awk '{print $2}' /proc/self/mounts | sort -u | while read -r m; do
+    case "$m" in /proc*|/sys*|/dev*) continue ;; esac
+    mount -o remount,bind,ro "$m" 2>/dev/null || true
+  done
+  # The new /tmp is made on /mnt, the kept folders under /tmp bound into it, then moved.
+  # (-n: /etc/mtab and /run/mount are read-only now.)
+  mount -n -t tmpfs -o size=256m tmpfs /mnt
+  old_ifs=$IFS; IFS=:
+  for d in $POD_NS_KEEP; do
+    case "$d" in
+      /tmp/*) mkdir -p "/mnt/${d#/tmp/}"; mount -n --bind "$d" "/mnt/${d#/tmp/}"; mount -n -o remount,bind,ro "/mnt/${d#/tmp/}" ;;
+    esac
+  done
+  IFS=$old_ifs
+  mount -n --move /mnt /tmp
+  mount -n -t tmpfs -o size=256m tmpfs /mnt
+  if touch /etc/.dagg-ro-test 2>/dev/null; then echo "the root filesystem is still writable" >&2; exit 97; fi
+  IFS=:
+  for d in $POD_NS_KEEP; do
+    if touch "$d/.dagg-ro-test" 2>/dev/null; then echo "$d is writable" >&2; exit 97; fi
+  done
+  IFS=$old_ifs
+fi
+exec "$@"
+"""
 
 
 class LoopbackPods:
     """Runs pods of a rendered StatefulSet as `dagg serve` processes on this machine: each with
-    the pod's command (the sh wrapper) and environment (ConfigMap, env, downward API, Secret),
-    where only the pods' stable names become loopback ports and the listen addresses and data
-    directories are made per process."""
+    the pod's command (the sh wrapper) and environment (ConfigMap, env, downward API, Secrets)
+    and its Secret volumes written as the kubelet would (in a folder standing for the mount
+    path). The pods keep their stable names and ports: the names resolve to loopback addresses
+    (127.a.b.N+1, one per pod) in each node's namespace; only the API listens on a free port of
+    127.0.0.1 and the data directory is per process."""
 
     def __init__(self, binary: Path, tmp: str, max_pods: int) -> None:
         self.binary, self.tmp = binary, tmp
-        ports = free_ports(2 * max_pods)
-        self.api, self.peer = ports[:max_pods], ports[max_pods:]
+        self.unshare = namespaces()
+        self.api = free_ports(max_pods)
+        rnd = int.from_bytes(os.urandom(2), "big")
+        self.net = f"127.{100 + rnd % 150}.{1 + (rnd >> 8) % 250}."
+        self.hosts: dict[str, str] = {}
+        self.hosts_file = Path(tmp, "hosts")
+        self.hosts_file.write_text("")
+        self.advertised: dict[int, str] = {}
+        self.peer_tls: dict[int, tuple[bytes, bytes, bytes]] = {}
+        self.ctx: ssl.SSLContext | None = None
+        self.scheme = "http"
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
 
-    def start(self, objs: list[dict[str, Any]], i: int, secret: dict[str, Any], wrap: list[str] | None = None, data_dir: str | None = None) -> None:
+    def ip(self, i: int) -> str:
+        return f"{self.net}{i + 1}"
+
+    def start(self, objs: list[dict[str, Any]], i: int, secrets: dict[str, dict[str, Any]], read_only: bool = False, data_dir: str | None = None) -> None:
         sts = one(objs, "StatefulSet")
         name = sts["metadata"]["name"]
         c = container(sts)
         env = effective_env(objs, c, f"{name}-{i}", "dagg")
         for e in c["env"]:
             ref = e.get("valueFrom", {}).get("secretKeyRef")
-            if ref and (ref["key"] in secret["data"] or not ref.get("optional")):
-                env[e["name"]] = secret_value(secret, ref["key"])
-        stable = {effective_env(objs, c, f"{name}-{j}", "dagg")["DAGG_ADVERTISE_ADDR"]: f"127.0.0.1:{self.peer[j]}" for j in range(len(self.peer))}
-        for k, v in env.items():
-            for name_port, local in stable.items():
-                v = v.replace(name_port, local)
-            env[k] = v
+            if ref:
+                ensure(ref["name"] in secrets or ref.get("optional"), f"pod {name}-{i} reads {e['name']} from the Secret {ref['name']}, which is not there")
+                if ref["name"] in secrets and ref["key"] in secrets[ref["name"]]["data"]:
+                    env[e["name"]] = secret_value(secrets[ref["name"]], ref["key"])
+        # The stable names, as the cluster's DNS would resolve them.
+        for entry in filter(None, env.get("DAGG_PEERS", "").split(",")):
+            node, addr = entry.split("=", 1)
+            self.hosts[host_of(addr)] = self.ip(int(node) - 1)
+        advertised = env["DAGG_ADVERTISE_ADDR"]
+        ensure(self.hosts.setdefault(host_of(advertised), self.ip(i)) == self.ip(i), f"pod {name}-{i} advertises {advertised}, another pod's name")
+        self.advertised[i] = advertised
+        with open(self.hosts_file, "r+") as f:  # in place: running nodes see the new names too
+            f.truncate(0)
+            f.write("127.0.0.1 localhost\n::1 localhost\n" + "".join(f"{ip} {h}\n" for h, ip in sorted(self.hosts.items())))
         env["DAGG_API_ADDR"] = f"127.0.0.1:{self.api[i]}"
-        env["DAGG_PEER_ADDR"] = f"127.0.0.1:{self.peer[i]}"
+        env["DAGG_PEER_ADDR"] = f"{self.ip(i)}:{port_of(advertised)}"
         env["DAGG_DATA_DIR"] = data_dir or f"{self.tmp}/data-{i}"
-        env |= {"PATH": f"{self.binary.parent}:/usr/bin:/bin", "HOME": self.tmp, "TMPDIR": self.tmp}
+        # Secret volumes, written as the kubelet writes them (fresh at every start).
+        pod_dir = Path(self.tmp, f"pod-{i}")
+        shutil.rmtree(pod_dir, ignore_errors=True)
+        pod_dir.mkdir()
+        volumes = {v["name"]: v for v in sts["spec"]["template"]["spec"].get("volumes", [])}
+        for m in c["volumeMounts"]:
+            if not {"secret", "projected"} & set(volumes.get(m["name"], {})):
+                continue
+            d = pod_dir / m["name"]
+            d.mkdir(parents=True)
+            for path, data in volume_files(sts, secrets, m["name"]).items():
+                (d / path).write_bytes(data)
+                (d / path).chmod(0o400)
+            root = m["mountPath"].rstrip("/") + "/"
+            env = {k: v.replace(root, f"{d}/") if v.startswith(root) else v for k, v in env.items()}
+        if "DAGG_PEER_CERT" in env:
+            self.peer_tls[i] = tuple(Path(env[v]).read_bytes() for v in PEER_TLS_ENV)  # type: ignore[assignment]
+        if "DAGG_TLS_CERT" in env:
+            # The API over HTTPS: the client trusts the CA of the API's Secret.
+            src = mounted_file(sts, effective_env(objs, c, f"{name}-{i}", "dagg")["DAGG_TLS_CERT"])
+            self.ctx = ssl.create_default_context(cadata=secret_value(secrets[src[0]], "ca.crt"))
+            self.scheme = "https"
+        tmpdir = "/tmp" if read_only else self.tmp
+        env |= {"PATH": f"{self.binary.parent}:/usr/bin:/bin", "HOME": tmpdir, "TMPDIR": tmpdir}
+        env |= {"POD_NS_HOSTS": str(self.hosts_file), "POD_NS_KEEP": f"{self.binary.parent}:{pod_dir}", "POD_NS_READ_ONLY": "1" if read_only else ""}
         log = open(f"{self.tmp}/node-{i}.log", "ab")
+        wrap = [self.unshare, "--user", "--map-root-user", "--mount", "--propagation", "private", "sh", "-c", POD_NAMESPACE, "pod-namespace"]
         argv = ["sh"] + c["command"][1:] + c["args"]
-        self.procs[i] = subprocess.Popen((wrap or []) + argv, env=env, cwd="/" if wrap else self.tmp, stdout=log, stderr=log)
+        self.procs[i] = subprocess.Popen(wrap + argv, env=env, cwd="/", stdout=log, stderr=log)
+
+    def url(self, i: int, path: str) -> str:
+        return f"{self.scheme}://127.0.0.1:{self.api[i]}{path}"
+
+    def call(self, i: int, path: str, token: str | None = None, body: dict[str, Any] | None = None, timeout: float = 5) -> tuple[int, Any]:
+        return http_json(self.url(i, path), token=token, body=body, timeout=timeout, ctx=self.ctx)
 
     def log(self, i: int) -> str:
         return Path(self.tmp, f"node-{i}.log").read_text(errors="replace")[-1500:]
 
-    def wait_healthy(self, pods: list[int], seconds: float = 45) -> None:
+    def wait_healthy(self, pods: list[int], seconds: float = 60) -> None:
         deadline = time.monotonic() + seconds
         ready: set[int] = set()
         while len(ready) < len(pods) and time.monotonic() < deadline:
@@ -1098,7 +1214,7 @@ class LoopbackPods:
                 ensure(self.procs[i].poll() is None, f"node {i + 1} exited: {self.log(i)}")
                 if i not in ready:
                     try:
-                        if http_json(f"http://127.0.0.1:{self.api[i]}/health", timeout=1)[0] == 200:
+                        if self.call(i, "/health", timeout=1)[0] == 200:
                             ready.add(i)
                     except OSError:
                         pass
@@ -1121,20 +1237,20 @@ class LoopbackPods:
             self.stop(i)
 
     def login(self, i: int, secret: dict[str, Any]) -> str:
-        status, body = http_json(f"http://127.0.0.1:{self.api[i]}/auth/login", body={"username": "admin", "password": secret_value(secret, "admin-password")})
+        status, body = self.call(i, "/auth/login", body={"username": "admin", "password": secret_value(secret, "admin-password")})
         ensure(status == 200, f"admin login with the Secret's password on node {i + 1}: {status} {body}")
         return body["access_token"]
 
     def agree(self, pods: list[int], token: str, seconds: float = 30) -> None:
         """Every pod answers GET /cluster with the token (one node's token works on all: they
         share the JWT secret): pod N is node N+1, one leader, and the voters are exactly these
-        pods at their advertised addresses."""
+        pods at their advertised (stable) addresses."""
         deadline = time.monotonic() + seconds
         while True:
             try:
                 views = []
                 for i in pods:
-                    status, view = http_json(f"http://127.0.0.1:{self.api[i]}/cluster", token=token)
+                    status, view = self.call(i, "/cluster", token=token)
                     ensure(status == 200, f"GET /cluster on node {i + 1}: {status} {view}")
                     ensure(view["node_id"] == i + 1, f"pod {i} is node {view['node_id']}, want {i + 1}")
                     views.append(view)
@@ -1144,133 +1260,202 @@ class LoopbackPods:
                     voters = sorted(m["id"] for m in v["members"] if m["voter"])
                     ensure(voters == [i + 1 for i in pods], f"node {v['node_id']} sees voters {voters}, want {[i + 1 for i in pods]}")
                     for m in v["members"]:
-                        ensure(m["peer_addr"] == f"127.0.0.1:{self.peer[m['id'] - 1]}", f"member {m['id']} at {m['peer_addr']}")
+                        ensure(m["peer_addr"] == self.advertised[m["id"] - 1], f"member {m['id']} at {m['peer_addr']}, want {self.advertised[m['id'] - 1]}")
                 return
             except CheckError:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.3)
 
+    def peer_port_demands_certificates(self, i: int, stranger: tuple[bytes, bytes] | None = None) -> None:
+        """Pod i's peer port, seen from outside: with another pod's certificate (and checking
+        pod i's for its stable name) a TLS client gets an answer; without a certificate, with
+        one from another CA, or in plain HTTP it gets nothing."""
+        cert, key, ca = self.peer_tls[(i + 1) % len(self.peer_tls)]
+        host, port = host_of(self.advertised[i]), port_of(self.advertised[i])
+        with tempfile.TemporaryDirectory() as d:
+            Path(d, "c.crt").write_bytes(cert)
+            Path(d, "c.key").write_bytes(key)
 
-_loopback_failed: list[str] = []
+            def get(client: tuple[str, str] | None) -> str:
+                ctx = ssl.create_default_context(cadata=self.peer_tls[i][2].decode())
+                if client:
+                    ctx.load_cert_chain(*client)
+                try:
+                    with socket.create_connection((self.ip(i), port), timeout=5) as raw, ctx.wrap_socket(raw, server_hostname=host) as t:
+                        t.sendall(f"GET /raft/info HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n\r\n".encode())
+                        return t.recv(64).decode(errors="replace")
+                except (ssl.SSLError, OSError) as e:
+                    return f"refused: {e}"
+
+            answer = get((str(Path(d, "c.crt")), str(Path(d, "c.key"))))
+            ensure(answer.startswith("HTTP/1.1 200"), f"node {i + 1}'s peer port with a member's certificate, for {host}: {answer!r}")
+            answer = get(None)
+            ensure(not answer.startswith("HTTP/"), f"node {i + 1}'s peer port answered a client without a certificate: {answer!r}")
+            if stranger:
+                Path(d, "s.crt").write_bytes(stranger[0])
+                Path(d, "s.key").write_bytes(stranger[1])
+                answer = get((str(Path(d, "s.crt")), str(Path(d, "s.key"))))
+                ensure(not answer.startswith("HTTP/"), f"node {i + 1}'s peer port answered a certificate of another CA: {answer!r}")
+        try:
+            with socket.create_connection((self.ip(i), port), timeout=5) as s:
+                s.sendall(f"GET /raft/info HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n\r\n".encode())
+                plain = s.recv(64)
+        except OSError as e:
+            plain = str(e).encode()
+        ensure(not plain.startswith(b"HTTP/1.1 200"), f"node {i + 1}'s peer port answers plain HTTP: {plain!r}")
 
 
-def cluster_binary() -> Path:
-    if _loopback_failed:
-        raise SkipCheck(f"the first cluster on loopback did not form ({_loopback_failed[0]})")
-    binary = find_binary()
-    if binary is None:
-        raise SkipCheck("no dagg binary built (target/debug/dagg or DAGG_BIN)")
-    help_text = subprocess.run([str(binary), "serve", "--help"], capture_output=True, text=True, timeout=30).stdout
-    if "DAGG_NODE_ID" not in help_text:
-        raise SkipCheck(f"{binary} has no cluster options yet")
-    return binary
-
-
-def form_cluster(binary: Path, objs: list[dict[str, Any]]) -> None:
-    secret = one(objs, "Secret")
+def form_cluster(binary: Path, objs: list[dict[str, Any]], secrets: dict[str, dict[str, Any]], stranger: tuple[bytes, bytes] | None = None) -> None:
+    """All pods start; they become healthy, agree on one leader and their stable addresses,
+    log in with the Secret's admin password, and their peer ports speak only mutual TLS."""
     n = one(objs, "StatefulSet")["spec"]["replicas"]
     with tempfile.TemporaryDirectory() as tmp:
         pods = LoopbackPods(binary, tmp, n)
         try:
             for i in range(n):
-                pods.start(objs, i, secret)
+                pods.start(objs, i, secrets)
             pods.wait_healthy(list(range(n)))
-            pods.agree(list(range(n)), pods.login(0, secret))
+            pods.agree(list(range(n)), pods.login(0, credentials_secret_from(objs, secrets)))
+            ensure(len(pods.peer_tls) == n, "every pod got its peer certificate")
+            for i in range(n):
+                pods.peer_port_demands_certificates(i, stranger)
         finally:
             pods.stop_all()
 
 
-@check("the chart's pods form one 3-node cluster: the real `dagg serve` with each pod's rendered command and environment, on loopback")
+def credentials_secret_from(objs: list[dict[str, Any]], secrets: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    ref = env_of(container(one(objs, "StatefulSet")))["DAGG_MASTER_KEY"]["valueFrom"]["secretKeyRef"]
+    return secrets[ref["name"]]
+
+
+def k8s_objects() -> list[dict[str, Any]]:
+    objs = []
+    for f in sorted(K8S.glob("*.yaml")):
+        if f.name != "kustomization.yaml":
+            objs.extend(d for d in yaml.safe_load_all(f.read_text()) if d)
+    return objs
+
+
+def secret_sh() -> dict[str, Any]:
+    return yaml.safe_load(subprocess.run(["sh", str(K8S / "secret.sh")], capture_output=True, text=True, check=True, timeout=10).stdout)
+
+
+@check("the chart's pods form one 3-node cluster over mutual TLS with the chart's generated certificates: the real `dagg serve` with each pod's rendered command, environment and Secret volumes, its stable name on loopback")
 def _cluster_on_loopback() -> None:
     binary = cluster_binary()
+    objs = rendered_objects(None, "dagg")
+    other = objects_of(render(None))
+    stranger = pod_peer_tls(other, "dagg", all_secrets(other), 0)
     try:
-        form_cluster(binary, rendered_objects(None, "dagg"))
+        form_cluster(binary, objs, all_secrets(objs), stranger=(stranger[0], stranger[1]))
     except CheckError:
         _loopback_failed.append("see the failure above")
         raise
 
 
-@check("k8s/: the manifests' pods form one 3-node cluster the same way")
+@check("peer certificates from cert-manager: the chart's pods form a cluster with what its Certificates ask for (made with `dagg cert` as the CA issuer would, in cert-manager's Secret layout)")
+def _cert_manager_on_loopback() -> None:
+    binary = cluster_binary()
+    if not dagg_cert_available(binary):
+        raise SkipCheck(f"{binary} has no `dagg cert`")
+    objs = objects_of(render({"peerTLS": {"source": "certManager", "certManager": {"issuerRef": {"name": "cluster-ca", "kind": "Issuer"}}}}))
+    secrets = all_secrets(objs)
+    with tempfile.TemporaryDirectory() as tmp:
+        ca = f"{tmp}/ca"
+        subprocess.run([str(binary), "cert", "ca", "--out", ca], check=True, capture_output=True, timeout=60)
+        for n, cert in enumerate(by_kind(objs, "Certificate")):
+            out = f"{tmp}/{n}"
+            hosts = [a for h in cert["spec"]["dnsNames"] for a in ("--host", h)]
+            r = subprocess.run([str(binary), "cert", "node", "--node-id", str(n + 1), *hosts, "--ca-dir", ca, "--out", out], capture_output=True, text=True, timeout=60)
+            ensure(r.returncode == 0, f"dagg cert node: {r.stderr}")
+            data = {"tls.crt": Path(out, "node.crt"), "tls.key": Path(out, "node.key"), "ca.crt": Path(ca, "ca.crt")}
+            secrets[cert["spec"]["secretName"]] = {"kind": "Secret", "metadata": {"name": cert["spec"]["secretName"]}, "type": "kubernetes.io/tls", "data": {k: base64.b64encode(p.read_bytes()).decode() for k, p in data.items()}}
+    form_cluster(binary, objs, secrets)
+
+
+@check("k8s/: the manifests' pods form one 3-node cluster the same way, with the certificates of k8s/make-certs.sh (`dagg cert`)")
 def _k8s_cluster_on_loopback() -> None:
     binary = cluster_binary()
-    objs = []
-    for f in sorted(K8S.glob("*.yaml")):
-        if f.name != "kustomization.yaml":
-            objs.extend(d for d in yaml.safe_load_all(f.read_text()) if d)
-    objs.append(yaml.safe_load(subprocess.run(["sh", str(K8S / "secret.sh")], capture_output=True, text=True, check=True, timeout=10).stdout))
-    form_cluster(binary, objs)
+    if not dagg_cert_available(binary):
+        raise SkipCheck(f"{binary} has no `dagg cert`")
+    objs = k8s_objects()
+    with tempfile.TemporaryDirectory() as tmp:
+        certs = make_certs(binary, f"{tmp}/ca", 3)
+    validate_object(certs, "k8s/make-certs.sh")
+    secrets = {"dagg-secrets": secret_sh(), "dagg-peer-tls": certs}
+    check_peer_certs(objs, "any-namespace", secrets)
+    form_cluster(binary, objs, secrets)
 
 
-# Run a command with every mount read-only except a fresh /tmp and the data directory (/mnt),
-# as in a pod with readOnlyRootFilesystem: a user and mount namespace, no root needed.
-READ_ONLY_ROOT = r"""
-set -e
-awk '{print $2}' /proc/self/mounts | sort -u | while read -r m; do
-  case "$m" in /proc*|/sys*|/dev*) continue ;; esac
-  mount -o remount,bind,ro "$m" 2>/dev/null || true
-done
-mount -t tmpfs -o size=256m tmpfs /tmp
-mount -t tmpfs -o size=256m tmpfs /mnt
-if touch /etc/.dagg-ro-test 2>/dev/null || touch "$DAGG_BIN_DIR/.dagg-ro-test" 2>/dev/null; then
-  echo "the root filesystem is still writable" >&2; exit 97
-fi
-exec "$@"
-"""
-
-
-@check("a node runs with a read-only root filesystem (writable: /tmp and its data directory only); an API key scrapes /metrics")
+@check("a node runs with a read-only root filesystem (writable: /tmp and its data directory only), its binary in a folder under /tmp; the API over HTTPS with the chart's generated certificate; an API key scrapes /metrics")
 def _read_only_root() -> None:
     binary = find_binary()
     if binary is None:
         raise SkipCheck("no dagg binary built (target/debug/dagg or DAGG_BIN)")
-    unshare = shutil.which("unshare")
-    probe = subprocess.run([unshare or "unshare", "--user", "--map-root-user", "--mount", "true"], capture_output=True) if unshare else None
-    if probe is None or probe.returncode != 0:
-        raise SkipCheck("no user and mount namespaces here (unshare)")
-    objs = objects_of(render({"replicas": 1}))
-    secret = one(objs, "Secret")
-    wrap = [unshare, "--user", "--map-root-user", "--mount", "--propagation", "private", "sh", "-c", READ_ONLY_ROOT, "read-only-root"]
-    with tempfile.TemporaryDirectory() as tmp:
-        pods = LoopbackPods(binary, tmp, 1)
+    help_text = subprocess.run([str(binary), "serve", "--help"], capture_output=True, text=True, timeout=30).stdout
+    https = "DAGG_TLS_CERT" in help_text
+    objs = objects_of(render({"replicas": 1, "api": {"tls": {"enabled": https}}}))
+    with tempfile.TemporaryDirectory(dir="/tmp") as tmp:
+        # The binary in a folder under /tmp, as in a checkout there (issue 24): the fresh /tmp
+        # of the namespace must not hide it.
+        Path(tmp, "bin").mkdir()
+        shutil.copy2(binary, Path(tmp, "bin", "dagg"))
+        pods = LoopbackPods(Path(tmp, "bin", "dagg"), tmp, 1)
         try:
-            os.environ["DAGG_BIN_DIR"] = str(binary.parent)
-            pods.start(objs, 0, secret, wrap=wrap, data_dir="/mnt")
+            pods.start(objs, 0, all_secrets(objs), read_only=True, data_dir="/mnt")
             pods.wait_healthy([0])
-            token = pods.login(0, secret)
+            ensure(pods.scheme == ("https" if https else "http"), f"the API is served over {pods.scheme}")
+            token = pods.login(0, credentials_secret(objs))
             # A write through the API lands in the data directory: a personal API key, which is
             # also what the ServiceMonitor presents to /metrics.
-            status, body = http_json(f"http://127.0.0.1:{pods.api[0]}/me/api-keys", token=token, body={"name": "metrics"})
+            status, body = pods.call(0, "/me/api-keys", token=token, body={"name": "metrics"})
             ensure(status in (200, 201), f"POST /me/api-keys on a read-only root: {status} {body}")
-            status, text = http_text(f"http://127.0.0.1:{pods.api[0]}/metrics", body["key"])
+            status, text = http_text(pods.url(0, "/metrics"), body["key"], ctx=pods.ctx)
             ensure(status == 200 and "dagg_api_requests_total" in text, f"GET /metrics with the API key as bearer token: {status} {text[:300]}")
+            try:
+                http_json(f"http://127.0.0.1:{pods.api[0]}/health", timeout=2)
+                plain = "answered"
+            except (OSError, urllib.error.URLError) as e:
+                plain = str(e)
+            ensure(not https or plain != "answered", "the API port does not answer plain HTTP when TLS is on")
         finally:
             pods.stop_all()
-            os.environ.pop("DAGG_BIN_DIR", None)
+    if not https:
+        raise NoteCheck(f"the API over HTTPS not tried: {binary} has no --tls-cert")
 
 
-@check("scaling replicas 3 -> 4 -> 3 as docs/deploy.md says: the new pod joins as a voter, restarted pods keep their membership, a removed pod stays a (down) voter")
+@check("scaling replicas 3 -> 4 -> 3 as docs/deploy.md says (peer certificates in an existing Secret from k8s/make-certs.sh, the new pod's signed by the same CA): the new pod joins as a voter, restarted pods keep their membership, a removed pod stays a (down) voter")
 def _scale_up_on_loopback() -> None:
     binary = cluster_binary()
-    three = rendered_objects(None, "dagg")
-    four = objects_of(render({"replicas": 4}))
-    secret = one(three, "Secret")  # the upgrade keeps the Secret (lookup)
+    if not dagg_cert_available(binary):
+        raise SkipCheck(f"{binary} has no `dagg cert`")
+    peer = {"peerTLS": {"source": "existingSecret", "existingSecret": "dagg-node-certs"}}
+    three = objects_of(render(peer))
+    four = objects_of(render(peer | {"replicas": 4}))
+    names = {"NAME": "dagg", "HOST_SUFFIX": "dagg-peers.dagg.svc.cluster.local", "SECRET": "dagg-node-certs"}
     with tempfile.TemporaryDirectory() as tmp:
+        secrets = all_secrets(three) | {"dagg-node-certs": make_certs(binary, f"{tmp}/ca", 3, **names)}
+        check_peer_certs(three, "dagg", secrets)
+        secret = credentials_secret(three)  # the upgrade keeps the Secret (lookup)
         pods = LoopbackPods(binary, tmp, 4)
         try:
             for i in range(3):
-                pods.start(three, i, secret)
+                pods.start(three, i, secrets)
             pods.wait_healthy([0, 1, 2])
             token = pods.login(0, secret)
             pods.agree([0, 1, 2], token)
-            # helm upgrade --set replicas=4: the new pod starts with the 4-entry list ...
-            pods.start(four, 3, secret)
+            # helm upgrade --set replicas=4, after k8s/make-certs.sh with REPLICAS=4 and the same
+            # CA: the new pod starts with the 4-entry list ...
+            secrets["dagg-node-certs"] = make_certs(binary, f"{tmp}/ca", 4, **names)
+            check_peer_certs(four, "dagg", secrets)
+            pods.start(four, 3, secrets)
             pods.wait_healthy([3])
             pods.agree([0, 1, 2, 3], token)
             # ... and the rolling update restarts the others with it, highest ordinal first.
             for i in (2, 1, 0):
                 pods.stop(i)
-                pods.start(four, i, secret)
+                pods.start(four, i, secrets)
                 pods.wait_healthy([i])
             pods.agree([0, 1, 2, 3], token)
             # Scaling back to 3 stops pod 3, but node 4 stays a voting member (reported down):
@@ -1278,7 +1463,7 @@ def _scale_up_on_loopback() -> None:
             pods.stop(3)
             deadline = time.monotonic() + 20
             while True:
-                status, view = http_json(f"http://127.0.0.1:{pods.api[0]}/cluster", token=token)
+                status, view = pods.call(0, "/cluster", token=token)
                 ensure(status == 200, f"GET /cluster: {status} {view}")
                 four_m = [m for m in view["members"] if m["id"] == 4]
                 if view["view"] == "leader" and four_m and not four_m[0]["up"]:
