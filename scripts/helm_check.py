@@ -704,6 +704,59 @@ def _peer_tls_generated() -> None:
     check_peer_certs(five, "dagg", all_secrets(five))
 
 
+def render_upgrade(values: dict[str, Any] | None, cluster: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The chart rendered as `helm upgrade` renders it against a cluster that holds the Secrets
+    in `cluster`: the SDK renders without a cluster (its `lookup` finds nothing), so this
+    renders a copy of the chart whose `lookup "v1" "Secret"` calls read those Secrets from a
+    value instead."""
+    with tempfile.TemporaryDirectory() as d:
+        copy = Path(d, "dagg")
+        shutil.copytree(CHART, copy)
+        n = 0
+        for tpl in (copy / "templates").glob("*.yaml"):
+            text, k = re.subn(r'lookup "v1" "Secret" (?:\$ns|\.Release\.Namespace) (\$\w+)', r'index $.Values.clusterSecrets \1', tpl.read_text())
+            tpl.write_text(text)
+            n += k
+        ensure(n == 4, f"the chart's lookups of Secrets: {n}, want 4 (credentials, peer CA, peer certificates, API certificate)")
+        schema = json.loads((copy / "values.schema.json").read_text())
+        schema["properties"]["clusterSecrets"] = {"type": "object"}
+        (copy / "values.schema.json").write_text(json.dumps(schema))
+        secrets = {o["metadata"]["name"]: clean(o) for o in by_kind(cluster, "Secret")}
+        with helm.Chart.load(copy) as chart:
+            return objects_of(chart.render(values=(values or {}) | {"clusterSecrets": secrets}, name="dagg", namespace="dagg", is_upgrade=True))
+
+
+@check("helm upgrade keeps the generated certificates (lookup): the same CA and pod certificates; scaling up signs only the new pod's, with the same CA; new names get new certificates; a lost CA makes all new")
+def _peer_tls_upgrade() -> None:
+    first = rendered_objects(None, "dagg")
+    before = all_secrets(first)
+    again = all_secrets(render_upgrade(None, first))
+    for name in ("dagg-secrets", "dagg-peer-ca", "dagg-peer-tls"):
+        ensure(again[name]["data"] == before[name]["data"], f"an upgrade keeps the Secret {name}")
+    four = render_upgrade({"replicas": 4}, first)
+    after = all_secrets(four)
+    ensure(after["dagg-peer-ca"]["data"] == before["dagg-peer-ca"]["data"], "scaling up keeps the CA")
+    for i in range(3):
+        ensure(after["dagg-peer-tls"]["data"][f"dagg-{i}.crt"] == before["dagg-peer-tls"]["data"][f"dagg-{i}.crt"], f"scaling up keeps pod dagg-{i}'s certificate")
+    ensure("dagg-3.crt" in after["dagg-peer-tls"]["data"], "scaling up signs a certificate for the new pod")
+    check_peer_certs(four, "dagg", after)  # old and new pods' certificates work together
+    moved = render_upgrade({"clusterDomain": "k8s.internal"}, first)
+    got = all_secrets(moved)
+    ensure(got["dagg-peer-ca"]["data"] == before["dagg-peer-ca"]["data"], "another cluster domain keeps the CA")
+    ensure(all(got["dagg-peer-tls"]["data"][f"dagg-{i}.crt"] != before["dagg-peer-tls"]["data"][f"dagg-{i}.crt"] for i in range(3)), "another cluster domain: new certificates for the new names")
+    check_peer_certs(moved, "dagg", got)
+    lost = render_upgrade(None, [o for o in first if o["metadata"]["name"] != "dagg-peer-ca"])
+    got = all_secrets(lost)
+    ensure(got["dagg-peer-ca"]["data"] != before["dagg-peer-ca"]["data"] and got["dagg-peer-tls"]["data"]["dagg-0.crt"] != before["dagg-peer-tls"]["data"]["dagg-0.crt"], "a lost CA: a new CA and new certificates for all pods")
+    check_peer_certs(lost, "dagg", got)
+    api = {"api": {"tls": {"enabled": True}}}
+    first = objects_of(render(api))
+    kept = all_secrets(render_upgrade(api, first))["dagg-api-tls"]
+    ensure(kept["data"] == all_secrets(first)["dagg-api-tls"]["data"], "an upgrade keeps the API certificate")
+    renamed = all_secrets(render_upgrade({"api": {"tls": {"enabled": True, "extraDnsNames": ["dagg.example.org"]}}}, first))["dagg-api-tls"]
+    ensure(renamed["data"]["tls.crt"] != kept["data"]["tls.crt"], "new API names: a new API certificate")
+
+
 @check("peer TLS from an existing Secret (ci/single-values.yaml): the pods mount it and read their own files; no Secret rendered for it")
 def _peer_tls_existing() -> None:
     objs = rendered_objects(CHART / "ci" / "single-values.yaml", "dagg")
