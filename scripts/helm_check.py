@@ -832,6 +832,11 @@ def _api_tls() -> None:
                 ensure(err is not None and "server" in err and "hostname" not in err.lower(), f"the API certificate for {name}: only the client certificate should be missing here: {err}")
             err = tls_handshake(data["ca.crt"], (data["tls.crt"], data["tls.key"]), None, "evil.example.org")
             ensure(err is not None and "hostname" in err.lower(), f"the API certificate is not valid for other names: {err}")
+            monitored = objects_of(render({"api": {"tls": {"enabled": True}}, "serviceMonitor": {"enabled": True, "bearerTokenSecret": {"name": "metrics", "key": "token"}}}))
+            for o in monitored:
+                validate_object(o, o["__source"])
+            tls = one(monitored, "ServiceMonitor")["spec"]["endpoints"][0]["tlsConfig"]
+            ensure(tls == {"serverName": "dagg.dagg.svc", "ca": {"secret": {"name": "dagg-api-tls", "key": "ca.crt"}}}, f"the ServiceMonitor trusts the generated API CA for the Service's name: {tls}")
             notes = render(load_values(vf))["dagg/templates/NOTES.txt"]
             ensure("https://127.0.0.1:8001/ui/" in notes and "jsonpath='{.data.ca\\.crt}'" in notes, f"NOTES.txt: https and how to get the API CA: {notes}")
 
