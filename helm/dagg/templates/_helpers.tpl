@@ -67,7 +67,43 @@ The stable DNS name of pod N's peer port: `<fullname>-N.<fullname>-peers.<ns>.sv
 {{- define "dagg.peerHost" -}}
 {{- $ctx := index . 0 -}}
 {{- $i := index . 1 -}}
-{{- printf "%s-%d.%s.%s.svc.%s:%d" (include "dagg.fullname" $ctx) (int $i) (include "dagg.peersService" $ctx) $ctx.Release.Namespace $ctx.Values.clusterDomain (int $ctx.Values.ports.peer) -}}
+{{- printf "%s:%d" (include "dagg.peerHostName" (list $ctx $i)) (int $ctx.Values.ports.peer) -}}
+{{- end -}}
+
+{{/*
+Pod N's stable DNS name without the port: the host its node certificate names (SAN).
+*/}}
+{{- define "dagg.peerHostName" -}}
+{{- $ctx := index . 0 -}}
+{{- $i := index . 1 -}}
+{{- printf "%s-%d.%s.%s.svc.%s" (include "dagg.fullname" $ctx) (int $i) (include "dagg.peersService" $ctx) $ctx.Release.Namespace $ctx.Values.clusterDomain -}}
+{{- end -}}
+
+{{/*
+The Secret mounted at peerTLS.mountPath (generate and existingSecret): `ca.crt` and
+`<pod>.crt` / `<pod>.key` per pod.
+*/}}
+{{- define "dagg.peerTLSSecret" -}}
+{{- if eq .Values.peerTLS.source "existingSecret" -}}
+{{- .Values.peerTLS.existingSecret -}}
+{{- else -}}
+{{- printf "%s-peer-tls" (include "dagg.fullname" .) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* cert-manager: the Certificate (and its Secret) of pod N. */}}
+{{- define "dagg.peerCertificate" -}}
+{{- $ctx := index . 0 -}}
+{{- $i := index . 1 -}}
+{{- printf "%s-%d-peer" (include "dagg.fullname" $ctx) (int $i) -}}
+{{- end -}}
+
+{{- define "dagg.apiTLSSecret" -}}
+{{- default (printf "%s-api-tls" (include "dagg.fullname" .)) .Values.api.tls.existingSecret -}}
+{{- end -}}
+
+{{- define "dagg.apiScheme" -}}
+{{- if .Values.api.tls.enabled -}}https{{- else -}}http{{- end -}}
 {{- end -}}
 
 {{/*
