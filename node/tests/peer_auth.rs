@@ -224,6 +224,7 @@ fn spawn_serve(dir: &Path, args: &[&str]) -> (std::process::Child, std::sync::mp
         .env("DAGG_DATA_DIR", dir)
         .env("DAGG_LOG", "warn")
         .env("DAGG_ADMIN_PASSWORD", PASSWORD)
+        .env("DAGG_CLUSTER_TOKEN", "cluster-test-token")
         .env_remove("DAGG_CONFIG")
         .env_remove("DAGG_PEER_CERT")
         .env_remove("DAGG_INSECURE_PEER")
@@ -328,4 +329,51 @@ fn the_api_answers_https_with_tls_cert_and_key_from_dagg_cert() {
     let (st, body) = r.unwrap();
     assert_eq!(st, 200, "{body}");
     assert!(plain_r.is_err() || plain_r.as_ref().is_ok_and(|(st, _)| *st == 400), "plain HTTP on the HTTPS port: {plain_r:?}");
+}
+
+#[test]
+fn in_the_certificate_mode_a_node_joins_only_with_a_certificate_of_the_cluster_ca() {
+    let mut c = Cluster::new(3, false);
+    c.use_certs();
+    // Node 3 holds a certificate of another CA (for the same host and id), and trusts ours.
+    let other_ca = c.root.path().join("other-ca");
+    let rogue = c.root.path().join("rogue");
+    dagg_ok(&["cert", "ca", "--out", other_ca.to_str().unwrap()]);
+    dagg_ok(&["cert", "node", "--node-id", "3", "--host", "127.0.0.1", "--ca-dir", other_ca.to_str().unwrap(), "--out", rogue.to_str().unwrap()]);
+
+    c.nodes[0].alone = true;
+    c.nodes[0].start();
+    let admin = login(&c.nodes[0].api);
+    let api = format!("http://{}", c.nodes[0].api);
+    // A member of the CA joins through the API (with the join token every test node has).
+    c.nodes[1].join = Some(api.clone());
+    c.nodes[1].start();
+    let members = |c: &Cluster| -> Vec<u64> {
+        let v = http(&c.nodes[0].api, "GET", "/cluster", Some(&admin), None).1;
+        v["members"].as_array().map(|a| a.iter().filter(|m| m["voter"] == true).filter_map(|m| m["id"].as_u64()).collect()).unwrap_or_default()
+    };
+    wait_for(Duration::from_secs(30), "node 2 to join as a voter", || (members(&c) == vec![1, 2]).then_some(()));
+
+    // The rogue asks the same way (with the join token) and is refused: the leader cannot
+    // verify it. It never opens its API: it waits to be a member.
+    let r = &c.nodes[2];
+    let ca = c.ca_dir.clone().unwrap().join("ca.crt");
+    let (crt, key) = (rogue.join("node.crt"), rogue.join("node.key"));
+    let args = [
+        "--api-addr", &r.api, "--node-id", "3", "--peer-addr", &r.peer_listen.to_string(), "--advertise-addr", &r.advertise, "--join", &api,
+        "--peer-cert", crt.to_str().unwrap(), "--peer-key", key.to_str().unwrap(), "--peer-ca", ca.to_str().unwrap(),
+    ];
+    let (mut child, rx) = spawn_serve(&r.dir, &args);
+    let lines = lines_until(&rx, "HTTP 409", Duration::from_secs(60));
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(lines.last().is_some_and(|l| l.contains("cannot reach node 3")), "the rogue's join: {}", lines.join("\n"));
+    // Even an admin cannot add it.
+    let body = json!({"node_id": 3, "peer_addr": c.nodes[2].advertise, "api_addr": c.nodes[2].api});
+    let (st, v) = http(&c.nodes[0].api, "POST", "/cluster/join", Some(&admin), Some(&body));
+    assert_eq!(st, 409, "{v}");
+    assert!(v.to_string().contains("cannot reach node 3"), "{v}");
+    let v = http(&c.nodes[0].api, "GET", "/cluster", Some(&admin), None).1;
+    let ids: Vec<u64> = v["members"].as_array().unwrap().iter().filter_map(|m| m["id"].as_u64()).collect();
+    assert_eq!(ids, vec![1, 2], "no trace of node 3, not even as a learner: {v}");
 }
