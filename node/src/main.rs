@@ -70,7 +70,7 @@ enum Command {
         limit: usize,
     },
     /// Serves the admin API (guide section 7) until Ctrl-C or SIGTERM.
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Works with a pipeline's connectors (`dagg connector test FILE`).
     Connector(connector_cmd::ConnectorArgs),
     /// Makes the certificates of a cluster's peer TLS: `dagg cert ca`, `dagg cert node`.
@@ -98,7 +98,7 @@ fn main() -> ExitCode {
             }
             Command::Validate { file, json } => validate(&file, json),
             Command::Preview { file, limit } => preview(&file, limit).await,
-            Command::Serve(args) => serve::serve(args).await,
+            Command::Serve(args) => serve::serve(*args).await,
             Command::Connector(args) => connector_cmd::run(args).await,
             Command::Cert(args) => cert_cmd::run(args),
         }
