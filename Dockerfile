@@ -4,8 +4,9 @@
 #
 #   docker build -t dagg:0.1.0 .
 #
-# The image runs `dagg serve` listening on all interfaces (API and UI on 8001, peers on 9001)
-# with its data in /var/lib/dagg; it writes nowhere else, so it runs with a read-only root
+# The image runs `dagg serve` with the API and UI on all interfaces (8001) and the peer port
+# on loopback (9001: a cluster sets DAGG_PEER_ADDR=0.0.0.0:9001 with peer certificates, as
+# helm/dagg and k8s/ do; see docs/cluster.md) with its data in /var/lib/dagg; it writes nowhere else, so it runs with a read-only root
 # filesystem (see helm/dagg and k8s/).
 
 ARG RUST_VERSION=1.94
@@ -46,7 +47,7 @@ RUN apt-get update \
     && install -d -o dagg -g dagg -m 0750 /var/lib/dagg
 COPY --from=build /out/dagg /usr/local/bin/dagg
 ENV DAGG_API_ADDR=0.0.0.0:8001 \
-    DAGG_PEER_ADDR=0.0.0.0:9001 \
+    DAGG_PEER_ADDR=127.0.0.1:9001 \
     DAGG_DATA_DIR=/var/lib/dagg \
     DAGG_LOG=info
 USER 10001:10001

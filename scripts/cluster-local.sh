@@ -8,6 +8,8 @@
 # folder DIR/shared (so a run moves to another node when its node dies), waits until they
 # agree on a leader, prints `GET /cluster`, and stops them all on Ctrl-C. The admin password
 # is DAGG_ADMIN_PASSWORD, or `admin-password-1` when unset. Logs: DIR/node<N>.log.
+# The peer ports stay on loopback and the nodes authenticate each other with one cluster
+# token, DIR/cluster-token (generated once, mode 0600; see docs/cluster.md).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 dir=$(mkdir -p "${1:-.dagg-cluster}" && cd "${1:-.dagg-cluster}" && pwd)
@@ -23,9 +25,12 @@ stop() {
 }
 trap stop EXIT INT TERM
 mkdir -p "$dir/shared"
+if [ ! -s "$dir/cluster-token" ]; then
+  (umask 077 && head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$dir/cluster-token")
+fi
 for i in 1 2 3; do
   DAGG_ADMIN_PASSWORD="$password" "$dagg" serve --node-id "$i" --api-addr "127.0.0.1:800$i" \
-    --peer-addr "127.0.0.1:900$i" --peers "$peers" --data-dir "$dir/node$i" --shared-dir "$dir/shared" \
+    --peer-addr "127.0.0.1:900$i" --peers "$peers" --data-dir "$dir/node$i" --shared-dir "$dir/shared" --cluster-token-file "$dir/cluster-token" \
     > "$dir/node$i.log" 2>&1 &
   pids+=($!)
 done

@@ -293,13 +293,19 @@ fn cors_layer(origins: &[String]) -> Option<CorsLayer> {
     )
 }
 
-/// Serves `app(state)` on `listener` until `shutdown` resolves.
-pub async fn serve(listener: tokio::net::TcpListener, state: AppState, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+/// Serves `app(state)` on `listener` (a `TcpListener`, or a TLS one for HTTPS) until
+/// `shutdown` resolves.
+pub async fn serve<L>(listener: L, state: AppState, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> std::io::Result<()>
+where
+    L: axum::serve::Listener<Addr = std::net::SocketAddr>,
+{
     let app = app(state.clone());
     // Cron schedules fire from here (only where the leader check says so).
     let ticker = tokio::spawn(scheduler::Scheduler::new(state.clone()).run(Duration::from_secs(1)));
     // Event triggers (NATS subjects, Kafka topics): a listener per event-scheduled pipeline.
     let triggers = tokio::spawn(triggers::Triggers::new(state.clone()).run(Duration::from_secs(2)));
+    // `tap_io` (a no-op) lets any listener with socket addresses give `ConnectInfo`.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |_: &mut L::Io| {});
     let r = axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>()).with_graceful_shutdown(shutdown).await;
     ticker.abort();
     triggers.abort();

@@ -4,6 +4,8 @@
 //! node opens a TCP connection and asks for an HTTP upgrade to [`PROTOCOL`]; after the
 //! `101 Switching Protocols` answer the connection carries the link's frames. One port per
 //! node for everything between nodes, which is what a Kubernetes headless Service exposes.
+//! The link is authenticated like every peer request (see [`crate::peer_auth`]): over mutual
+//! TLS, or with the cluster token in the upgrade request.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -15,7 +17,8 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+
+use crate::peer_auth::{PeerAuth, PeerStream, TOKEN_HEADER};
 
 /// The path a keyed instance's link is opened on.
 pub const KEYED: &str = "/data/keyed";
@@ -63,12 +66,13 @@ where
 }
 
 /// Opens a link's connection on `path` ([`KEYED`] or [`SINK`]) to the node at `peer_addr`
-/// (`host:port`), from node `from`: connected and upgraded, ready for the link's frames.
-pub async fn connect(peer_addr: &str, path: &str, from: u64, timeout: Duration) -> Result<TcpStream, String> {
+/// (`host:port`), from node `from`, with `auth`'s credentials: connected and upgraded, ready
+/// for the link's frames.
+pub async fn connect(auth: &PeerAuth, peer_addr: &str, path: &str, from: u64, timeout: Duration) -> Result<PeerStream, String> {
     let work = async {
-        let mut s = TcpStream::connect(peer_addr).await.map_err(|e| format!("cannot connect to {peer_addr}: {e}"))?;
-        s.set_nodelay(true).map_err(|e| e.to_string())?;
-        let req = format!("GET {path} HTTP/1.1\r\nHost: {peer_addr}\r\nConnection: Upgrade\r\nUpgrade: {PROTOCOL}\r\nX-Dagg-Node: {from}\r\n\r\n");
+        let mut s = auth.connect(peer_addr, None).await?;
+        let token = auth.sent_token().map(|t| format!("{TOKEN_HEADER}: {t}\r\n")).unwrap_or_default();
+        let req = format!("GET {path} HTTP/1.1\r\nHost: {peer_addr}\r\nConnection: Upgrade\r\nUpgrade: {PROTOCOL}\r\nX-Dagg-Node: {from}\r\n{token}\r\n");
         s.write_all(req.as_bytes()).await.map_err(|e| format!("{peer_addr}: {e}"))?;
         // The answer's head, byte by byte: nothing of the link may be read past it.
         let mut head = Vec::with_capacity(256);

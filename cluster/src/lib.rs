@@ -3,7 +3,9 @@
 //! A [`ClusterNode`] runs one Raft member whose log and vote live in sled
 //! ([`log_store`]) and whose state machine is the application's store behind the
 //! [`Machine`] trait ([`state_machine`]): this crate never looks inside a command. Members
-//! talk JSON over HTTP on their peer address ([`network`] sends, [`server`] answers).
+//! talk JSON over HTTP on their peer address ([`network`] sends, [`server`] answers),
+//! mutually authenticated ([`peer_auth`]: TLS with certificates from the cluster CA, or a
+//! cluster token on a loopback peer port).
 //!
 //! Writes: [`ClusterNode::write`] on any member; a follower forwards the command to the
 //! leader, then waits until its own store has applied it, so a reader on the same node sees
@@ -18,8 +20,10 @@
 pub mod log_store;
 pub mod network;
 pub mod data_plane;
+pub mod peer_auth;
 pub mod server;
 pub mod state_machine;
+pub mod tls;
 pub mod types;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -34,6 +38,7 @@ use openraft::{ChangeMembers, Config, ServerState, SnapshotPolicy};
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 
+pub use peer_auth::{PeerAuth, PeerCerts, PeerStream};
 pub use state_machine::Machine;
 pub use types::{NodeId, PeerNode, Raft, Request, Response};
 
@@ -59,10 +64,12 @@ pub struct ClusterConfig {
     pub election_timeout: (Duration, Duration),
     /// A snapshot every this many log entries.
     pub snapshot_every: u64,
+    /// How members prove who they are to each other.
+    pub auth: PeerAuth,
 }
 
 impl ClusterConfig {
-    pub fn new(node_id: NodeId, raft_dir: PathBuf, advertise: PeerNode) -> ClusterConfig {
+    pub fn new(node_id: NodeId, raft_dir: PathBuf, advertise: PeerNode, auth: PeerAuth) -> ClusterConfig {
         ClusterConfig {
             node_id,
             raft_dir,
@@ -72,6 +79,7 @@ impl ClusterConfig {
             heartbeat: Duration::from_millis(200),
             election_timeout: (Duration::from_millis(800), Duration::from_millis(1600)),
             snapshot_every: 5000,
+            auth,
         }
     }
 }
@@ -193,12 +201,8 @@ impl ClusterNode {
             ..Default::default()
         };
         let raft_config = Arc::new(raft_config.validate().map_err(|e| StartError::Config(e.to_string()))?);
-        let mut builder = reqwest::Client::builder().no_proxy().connect_timeout(Duration::from_secs(1)).pool_idle_timeout(Duration::from_secs(30));
-        if let Some(ip) = config.bind_ip {
-            builder = builder.local_address(ip);
-        }
-        let client = builder.build().map_err(|e| StartError::Config(e.to_string()))?;
-        let net = Network { client, liveness: Arc::new(Liveness::default()) };
+        let client = config.auth.http_client(config.bind_ip).map_err(StartError::Config)?;
+        let net = Network { client, auth: config.auth.clone(), liveness: Arc::new(Liveness::default()) };
         let raft = Raft::new(config.node_id, raft_config, net.clone(), log, SmHandle(sm)).await.map_err(|e| StartError::Raft(e.to_string()))?;
         // Appends are flushed one by one unless this node is a cluster of one (see log_store).
         let mut metrics = raft.metrics();
@@ -219,8 +223,20 @@ impl ClusterNode {
         self.fresh
     }
 
+    /// The client for other members' peer ports (with this node's credentials).
     pub fn client(&self) -> &reqwest::Client {
         &self.net.client
+    }
+
+    /// How this member authenticates itself and its peers.
+    pub fn auth(&self) -> &PeerAuth {
+        &self.net.auth
+    }
+
+    /// A data-plane link on `path` (`data_plane::KEYED` or `SINK`) to the member whose peer
+    /// address is `peer_addr`, with this member's credentials.
+    pub async fn data_link(&self, peer_addr: &str, path: &str, timeout: Duration) -> Result<PeerStream, String> {
+        data_plane::connect(&self.net.auth, peer_addr, path, self.id, timeout).await
     }
 
     pub fn leader(&self) -> Option<NodeId> {
@@ -270,7 +286,7 @@ impl ClusterNode {
 
     /// What the member at `peer_addr` says of itself (`/raft/info`).
     pub async fn peer_info(&self, peer_addr: &str, timeout: Duration) -> Result<PeerInfo, String> {
-        let r = self.net.client.get(format!("http://{peer_addr}/raft/info")).timeout(timeout).send().await.map_err(|e| e.to_string())?;
+        let r = self.net.client.get(self.net.auth.url(peer_addr, "/raft/info")).timeout(timeout).send().await.map_err(|e| e.to_string())?;
         r.json().await.map_err(|e| e.to_string())
     }
 
@@ -309,7 +325,7 @@ impl ClusterNode {
         }
         let leader = self.leader().ok_or("no leader")?;
         let addr = self.members().get(&leader).map(|n| n.peer_addr.clone()).ok_or("the leader is not in the membership")?;
-        let resp = self.net.client.get(format!("http://{addr}/raft/members")).timeout(Duration::from_secs(1)).send().await.map_err(|e| e.to_string())?;
+        let resp = self.net.client.get(self.net.auth.url(&addr, "/raft/members")).timeout(Duration::from_secs(1)).send().await.map_err(|e| e.to_string())?;
         let v: Option<MembersView> = resp.json().await.map_err(|e| e.to_string())?;
         v.ok_or_else(|| "the leader stepped down".into())
     }
@@ -379,7 +395,7 @@ impl ClusterNode {
 
     async fn forward(&self, leader: NodeId, command: &Json, timeout: Duration) -> Result<WriteReply, String> {
         let addr = self.members().get(&leader).map(|n| n.peer_addr.clone()).ok_or_else(|| format!("node {leader} is not in the membership"))?;
-        let resp = self.net.client.post(format!("http://{addr}/raft/write")).timeout(timeout).json(command).send().await.map_err(|e| e.to_string())?;
+        let resp = self.net.client.post(self.net.auth.url(&addr, "/raft/write")).timeout(timeout).json(command).send().await.map_err(|e| e.to_string())?;
         resp.json().await.map_err(|e| e.to_string())
     }
 
@@ -412,7 +428,7 @@ impl ClusterNode {
                 if *id == self.id {
                     continue;
                 }
-                if let Ok(r) = self.net.client.get(format!("http://{addr}/raft/info")).timeout(Duration::from_secs(1)).send().await
+                if let Ok(r) = self.net.client.get(self.net.auth.url(addr, "/raft/info")).timeout(Duration::from_secs(1)).send().await
                     && let Ok(info) = r.json::<PeerInfo>().await
                 {
                     infos.insert(*id, info);
@@ -422,7 +438,7 @@ impl ClusterNode {
                 if !running.members.contains(&self.id) {
                     let req = JoinRequest { node_id: self.id, node: self.node.clone() };
                     let addr = &running.node.peer_addr;
-                    match self.net.client.post(format!("http://{addr}/raft/join")).timeout(Duration::from_secs(70)).json(&req).send().await {
+                    match self.net.client.post(self.net.auth.url(addr, "/raft/join")).timeout(Duration::from_secs(70)).json(&req).send().await {
                         Ok(r) => match r.json::<Result<(), String>>().await {
                             Ok(Ok(())) => tracing::info!(node = self.id, "joined the running cluster"),
                             Ok(Err(e)) => tracing::warn!(node = self.id, "joining the running cluster: {e}"),
@@ -455,18 +471,28 @@ impl ClusterNode {
     }
 
     /// Asks the member whose admin API is at `api_url` to add this node, until it is a
-    /// member (a restarted node that already is one does nothing).
+    /// member (a restarted node that already is one does nothing). `token` goes in
+    /// `X-Dagg-Cluster-Token`; the member then checks this node's peer credentials itself
+    /// (its certificate, or the token) before it adds it.
     pub async fn join(self: Arc<Self>, api_url: String, token: Option<String>) {
         let url = format!("{}/cluster/join", api_url.trim_end_matches('/'));
+        // The admin API is not a peer port: a client of its own, without the peer TLS roots.
+        let client = match reqwest::Client::builder().no_proxy().connect_timeout(Duration::from_secs(2)).build() {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(node = self.id, "joining through {url}: no HTTP client: {e}");
+                return;
+            }
+        };
         // The admin API's body (`POST /cluster/join`), flat.
         let req = serde_json::json!({"node_id": self.id, "peer_addr": self.node.peer_addr, "api_addr": self.node.api_addr});
         loop {
             if self.members().contains_key(&self.id) && self.voters().contains(&self.id) {
                 return;
             }
-            let mut r = self.net.client.post(&url).timeout(Duration::from_secs(70)).json(&req);
+            let mut r = client.post(&url).timeout(Duration::from_secs(70)).json(&req);
             if let Some(t) = &token {
-                r = r.header("x-dagg-cluster-token", t);
+                r = r.header(peer_auth::TOKEN_HEADER, t);
             }
             match r.send().await {
                 Ok(resp) if resp.status().is_success() => {
@@ -489,7 +515,7 @@ impl ClusterNode {
         if !self.is_leader() {
             let leader = self.leader().ok_or("no leader is known; try again")?;
             let addr = self.members().get(&leader).map(|n| n.peer_addr.clone()).ok_or("the leader is not in the membership")?;
-            let resp = self.net.client.post(format!("http://{addr}/raft/join")).timeout(Duration::from_secs(70)).json(&req).send().await.map_err(|e| e.to_string())?;
+            let resp = self.net.client.post(self.net.auth.url(&addr, "/raft/join")).timeout(Duration::from_secs(70)).json(&req).send().await.map_err(|e| e.to_string())?;
             return resp.json::<Result<(), String>>().await.map_err(|e| e.to_string())?;
         }
         if req.node_id == 0 {
@@ -505,7 +531,7 @@ impl ClusterNode {
             // Only a node that answers as the id it claims is added: a wrong address would
             // sit in the membership as a learner that never catches up.
             let info = async {
-                let r = self.net.client.get(format!("http://{}/raft/info", req.node.peer_addr)).timeout(Duration::from_secs(2)).send().await.map_err(|e| e.to_string())?;
+                let r = self.net.client.get(self.net.auth.url(&req.node.peer_addr, "/raft/info")).timeout(Duration::from_secs(2)).send().await.map_err(|e| e.to_string())?;
                 r.json::<PeerInfo>().await.map_err(|e| e.to_string())
             };
             match info.await {
@@ -537,7 +563,7 @@ impl ClusterNode {
         if !self.is_leader() {
             let leader = self.leader().ok_or("no leader is known; try again")?;
             let addr = self.members().get(&leader).map(|n| n.peer_addr.clone()).ok_or("the leader is not in the membership")?;
-            let resp = self.net.client.post(format!("http://{addr}/raft/leave")).timeout(Duration::from_secs(40)).json(&id).send().await.map_err(|e| e.to_string())?;
+            let resp = self.net.client.post(self.net.auth.url(&addr, "/raft/leave")).timeout(Duration::from_secs(40)).json(&id).send().await.map_err(|e| e.to_string())?;
             return resp.json::<Result<(), String>>().await.map_err(|e| e.to_string())?;
         }
         if !self.members().contains_key(&id) {

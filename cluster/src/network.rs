@@ -1,5 +1,5 @@
-//! Raft RPC to other members: JSON over HTTP to their peer address (`/raft/*`), one pooled
-//! client per node. Every answered RPC is remembered per target: on the leader, which sends
+//! Raft RPC to other members: JSON over HTTP (HTTPS with the cluster's certificates, else
+//! with the cluster token) to their peer address (`/raft/*`), one pooled client per node. Every answered RPC is remembered per target: on the leader, which sends
 //! heartbeats to every member, that is the members' liveness.
 
 use std::collections::HashMap;
@@ -34,6 +34,7 @@ impl Liveness {
 #[derive(Clone)]
 pub struct Network {
     pub client: reqwest::Client,
+    pub auth: crate::PeerAuth,
     pub liveness: Arc<Liveness>,
 }
 
@@ -58,7 +59,7 @@ impl Connection {
         Resp: DeserializeOwned,
         Err: std::error::Error + DeserializeOwned,
     {
-        let url = format!("http://{}/raft/{path}", self.addr);
+        let url = self.net.auth.url(&self.addr, &format!("/raft/{path}"));
         let resp = self.net.client.post(&url).timeout(timeout).json(req).send().await.map_err(|e| {
             if e.is_connect() { RPCError::Unreachable(Unreachable::new(&e)) } else { RPCError::Network(NetworkError::new(&e)) }
         })?;

@@ -2,8 +2,9 @@
 //! forwarded writes (`/raft/write`), membership (`/raft/info`, `/raft/join`, `/raft/leave`,
 //! `/raft/members`); the data plane's links are [`crate::data_plane::router`]'s.
 //! Kept apart from the admin API: the peer port belongs on a private
-//! network between the nodes.
+//! network between the nodes, and every request on it is authenticated ([`serve`]).
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::extract::{DefaultBodyLimit, State};
@@ -16,6 +17,14 @@ use crate::types::{NodeId, TypeConfig};
 use crate::{ClusterNode, JoinRequest, MembersView, PeerInfo, WriteReply};
 
 type S = State<Arc<ClusterNode>>;
+
+/// Serves the peer routes and the data plane's on `listener` until dropped, each request
+/// behind the member's peer authentication (see [`crate::peer_auth`]).
+pub async fn serve(node: Arc<ClusterNode>, listener: tokio::net::TcpListener, files_dir: PathBuf) -> std::io::Result<()> {
+    let auth = node.auth().clone();
+    let routes = router(node).merge(crate::data_plane::router(files_dir));
+    auth.serve(listener, routes).await
+}
 
 pub fn router(node: Arc<ClusterNode>) -> Router {
     Router::new()

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod cert_cmd;
 mod connector_cmd;
 mod serve;
 
@@ -69,13 +70,18 @@ enum Command {
         limit: usize,
     },
     /// Serves the admin API (guide section 7) until Ctrl-C or SIGTERM.
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Works with a pipeline's connectors (`dagg connector test FILE`).
     Connector(connector_cmd::ConnectorArgs),
+    /// Makes the certificates of a cluster's peer TLS: `dagg cert ca`, `dagg cert node`.
+    Cert(cert_cmd::CertArgs),
 }
 
 fn main() -> ExitCode {
     init_tracing();
+    // One TLS provider for the process (aws-lc-rs): with two compiled in, rustls would not
+    // know which to take.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let cli = Cli::parse();
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
@@ -92,8 +98,9 @@ fn main() -> ExitCode {
             }
             Command::Validate { file, json } => validate(&file, json),
             Command::Preview { file, limit } => preview(&file, limit).await,
-            Command::Serve(args) => serve::serve(args).await,
+            Command::Serve(args) => serve::serve(*args).await,
             Command::Connector(args) => connector_cmd::run(args).await,
+            Command::Cert(args) => cert_cmd::run(args),
         }
     })
 }

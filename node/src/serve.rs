@@ -7,6 +7,11 @@
 //! `--join URL` it asks a running member to add it. Every option also comes from the
 //! environment variable named, and from the `--config` file (YAML, JSON or TOML, the
 //! options' long names as keys); a flag or variable wins over the file.
+//!
+//! The peer port is authenticated: with `--peer-cert/--peer-key/--peer-ca` by mutual TLS
+//! between nodes holding certificates of one cluster CA (`dagg cert`), otherwise by a cluster
+//! token (`<data-dir>/cluster-token`, generated, or `--cluster-token-file`) on a peer port
+//! that must then be on loopback unless `--insecure-peer` says otherwise.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -18,7 +23,7 @@ use std::time::{Duration, Instant};
 use dagg_api::cluster::{Meta, MetaMachine, placement};
 use dagg_api::meta::MetaStore;
 use dagg_api::{ApiConfig, AppState};
-use dagg_cluster::{ClusterConfig, ClusterNode, PeerNode};
+use dagg_cluster::{ClusterConfig, ClusterNode, PeerAuth, PeerCerts, PeerNode};
 use serde::Deserialize;
 
 const DEFAULT_API_ADDR: &str = "127.0.0.1:8001";
@@ -80,6 +85,31 @@ pub struct ServeArgs {
     /// file paths must stay inside `<data-dir>/files`).
     #[arg(long, env = "DAGG_ALLOW_ANY_FILE_PATH")]
     pub allow_any_file_path: bool,
+    /// This node's certificate for the peer port (PEM, signed by the cluster CA, naming the
+    /// host it advertises; `dagg cert node` makes it). With --peer-key and --peer-ca, every
+    /// connection between nodes is mutual TLS.
+    #[arg(long, env = "DAGG_PEER_CERT")]
+    pub peer_cert: Option<PathBuf>,
+    /// The private key of --peer-cert (PEM).
+    #[arg(long, env = "DAGG_PEER_KEY")]
+    pub peer_key: Option<PathBuf>,
+    /// The cluster CA's certificate (PEM): peers must present a certificate it signed.
+    #[arg(long, env = "DAGG_PEER_CA")]
+    pub peer_ca: Option<PathBuf>,
+    /// Without peer certificates: the file with the cluster token every node of the cluster
+    /// shares (at least 16 characters) [default: `<data-dir>/cluster-token`, generated].
+    #[arg(long, env = "DAGG_CLUSTER_TOKEN_FILE")]
+    pub cluster_token_file: Option<PathBuf>,
+    /// Let a peer address that is not loopback go without certificates: peers then prove
+    /// themselves with the cluster token only, sent in clear. A warning at every start.
+    #[arg(long, env = "DAGG_INSECURE_PEER")]
+    pub insecure_peer: bool,
+    /// Serve the API over HTTPS with this certificate (PEM; with --tls-key).
+    #[arg(long, env = "DAGG_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, env = "DAGG_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
 }
 
 /// The `--config` file: the same options by their long names.
@@ -100,6 +130,20 @@ struct FileConfig {
     shared_dir: Option<PathBuf>,
     #[serde(alias = "data_dir")]
     data_dir: Option<PathBuf>,
+    #[serde(alias = "peer_cert")]
+    peer_cert: Option<PathBuf>,
+    #[serde(alias = "peer_key")]
+    peer_key: Option<PathBuf>,
+    #[serde(alias = "peer_ca")]
+    peer_ca: Option<PathBuf>,
+    #[serde(alias = "cluster_token_file")]
+    cluster_token_file: Option<PathBuf>,
+    #[serde(alias = "insecure_peer")]
+    insecure_peer: Option<bool>,
+    #[serde(alias = "tls_cert")]
+    tls_cert: Option<PathBuf>,
+    #[serde(alias = "tls_key")]
+    tls_key: Option<PathBuf>,
 }
 
 /// `peers` in a file: the flag's text, or a map of id to address.
@@ -174,6 +218,28 @@ pub struct Settings {
     pub join: Option<String>,
     pub shared_dir: Option<PathBuf>,
     pub data_dir: PathBuf,
+    pub peer_security: PeerSecurity,
+    /// The API's certificate and key, for HTTPS.
+    pub api_tls: Option<(PathBuf, PathBuf)>,
+}
+
+/// How the peer port is protected.
+#[derive(Debug)]
+pub enum PeerSecurity {
+    /// Mutual TLS with certificates of the cluster CA.
+    Certs(PeerCerts),
+    /// The cluster token from `file` (`None`: `<data-dir>/cluster-token`, generated);
+    /// `insecure` when the peer address is not loopback.
+    Token { file: Option<PathBuf>, insecure: bool },
+}
+
+/// Whether the host of `host:port` is a loopback address (`localhost` included).
+fn is_loopback(host_port: &str) -> bool {
+    let host = host_of(host_port).trim_start_matches('[').trim_end_matches(']');
+    match host.parse::<IpAddr>() {
+        Ok(ip) => ip.is_loopback(),
+        Err(_) => host.eq_ignore_ascii_case("localhost"),
+    }
 }
 
 impl ServeArgs {
@@ -215,6 +281,29 @@ impl ServeArgs {
             .or(file.data_dir)
             .or_else(|| std::env::var_os("DAGG_HOME").filter(|v| !v.is_empty()).map(PathBuf::from))
             .unwrap_or_else(|| PathBuf::from(".dagg"));
+        let peer_security = match (self.peer_cert.clone().or(file.peer_cert), self.peer_key.clone().or(file.peer_key), self.peer_ca.clone().or(file.peer_ca)) {
+            (Some(cert), Some(key), Some(ca)) => PeerSecurity::Certs(PeerCerts { cert, key, ca }),
+            (None, None, None) => {
+                let insecure = self.insecure_peer || file.insecure_peer.unwrap_or(false);
+                if !is_loopback(&peer_addr) && !insecure {
+                    return Err(format!(
+                        "the peer address {peer_addr} is not on loopback, and this node has no peer certificates: give --peer-cert, --peer-key and --peer-ca \
+                         (`dagg cert ca` and `dagg cert node` make them), or --insecure-peer to let peers in with the cluster token only, sent in clear"
+                    ));
+                }
+                PeerSecurity::Token { file: self.cluster_token_file.clone().or(file.cluster_token_file), insecure: !is_loopback(&peer_addr) }
+            }
+            (cert, key, ca) => {
+                let missing: Vec<&str> = [("--peer-cert", cert.is_none()), ("--peer-key", key.is_none()), ("--peer-ca", ca.is_none())].into_iter().filter(|(_, m)| *m).map(|(n, _)| n).collect();
+                return Err(format!("--peer-cert, --peer-key and --peer-ca go together: {} missing", missing.join(" and ")));
+            }
+        };
+        let api_tls = match (self.tls_cert.clone().or(file.tls_cert), self.tls_key.clone().or(file.tls_key)) {
+            (Some(c), Some(k)) => Some((c, k)),
+            (None, None) => None,
+            (Some(_), None) => return Err("--tls-cert needs --tls-key".into()),
+            (None, Some(_)) => return Err("--tls-key needs --tls-cert".into()),
+        };
         Ok(Settings {
             node_id,
             api_addr: self.api_addr.or(file.api_addr).unwrap_or_else(|| DEFAULT_API_ADDR.parse().expect("the default parses")),
@@ -225,6 +314,8 @@ impl ServeArgs {
             join,
             shared_dir: self.shared_dir.clone().or(file.shared_dir),
             data_dir,
+            peer_security,
+            api_tls,
         })
     }
 
@@ -270,6 +361,37 @@ pub async fn serve(args: ServeArgs) -> ExitCode {
     if let Err(e) = AppState::create_dirs(&config) {
         return fail(format!("cannot open the data directory {}: {e}", data_dir.display()));
     }
+    let auth = match &s.peer_security {
+        PeerSecurity::Certs(c) => match PeerAuth::from_certs(c) {
+            Ok(a) => a,
+            Err(e) => return fail(format!("peer certificates: {e}")),
+        },
+        PeerSecurity::Token { file, insecure } => {
+            let token = match file {
+                Some(f) => dagg_cluster::peer_auth::read_token(f),
+                None => dagg_cluster::peer_auth::load_or_create_token(&data_dir.join("cluster-token")),
+            };
+            let token = match token {
+                Ok(t) => t,
+                Err(e) => return fail(e),
+            };
+            if *insecure {
+                tracing::warn!(
+                    "INSECURE: the peer address {} is not on loopback and the node has no peer certificates (--insecure-peer): \
+                     anyone who can reach it and learns the cluster token, sent in clear, controls the cluster",
+                    s.peer_addr
+                );
+            }
+            PeerAuth::token(token)
+        }
+    };
+    let api_tls = match &s.api_tls {
+        Some((cert, key)) => match dagg_cluster::tls::server_config(cert, key) {
+            Ok(c) => Some(c),
+            Err(e) => return fail(format!("the API's certificate: {e}")),
+        },
+        None => None,
+    };
     let api_listener = match tokio::net::TcpListener::bind(s.api_addr).await {
         Ok(l) => l,
         Err(e) => return fail(format!("cannot listen on {}: {e}", s.api_addr)),
@@ -306,22 +428,20 @@ pub async fn serve(args: ServeArgs) -> ExitCode {
     };
     let placement_changed = Arc::new(tokio::sync::Notify::new());
     let machine = Arc::new(MetaMachine { store: store.clone(), placement_changed: placement_changed.clone() });
-    let mut cc = ClusterConfig::new(s.node_id, data_dir.join("raft"), PeerNode { peer_addr: advertise.clone(), api_addr: api_advertise.clone() });
+    let join_token = std::env::var("DAGG_CLUSTER_TOKEN").ok().filter(|t| !t.is_empty()).or_else(|| auth.sent_token().map(str::to_string));
+    let mut cc = ClusterConfig::new(s.node_id, data_dir.join("raft"), PeerNode { peer_addr: advertise.clone(), api_addr: api_advertise.clone() }, auth);
     cc.bind_ip = bind_ip;
     let node = match ClusterNode::start(cc, machine).await {
         Ok(n) => n,
         Err(e) => return fail(format!("cannot start the cluster node: {e}")),
     };
-    let peer_server = peer_listener.map(|l| {
-        let router = dagg_cluster::server::router(node.clone()).merge(dagg_cluster::data_plane::router(config.files_dir()));
-        tokio::spawn(async move { axum::serve(l, router).await })
-    });
+    let peer_server = peer_listener.map(|l| tokio::spawn(dagg_cluster::server::serve(node.clone(), l, config.files_dir())));
     if let Some(peers) = s.peers.clone() {
         eprintln!("node {} (peer {advertise}): bootstrapping with {} peers", s.node_id, peers.len());
         tokio::spawn(node.clone().bootstrap(peers));
     } else if let Some(url) = s.join.clone() {
         eprintln!("node {} (peer {advertise}): joining through {url}", s.node_id);
-        tokio::spawn(node.clone().join(url, std::env::var("DAGG_CLUSTER_TOKEN").ok().filter(|t| !t.is_empty())));
+        tokio::spawn(node.clone().join(url, join_token));
     } else if let Err(e) = node.initialize_alone().await {
         return fail(format!("cannot initialize the one-node cluster: {e}"));
     }
@@ -350,8 +470,16 @@ pub async fn serve(args: ServeArgs) -> ExitCode {
     let placer = tokio::spawn(placement::run_placement(state.clone()));
     let runner = tokio::spawn(placement::run_assigned_here(state.clone()));
     let addr = api_local.to_string();
-    eprintln!("dagg API listening on http://{addr} (docs at http://{addr}/docs, data in {}; node {}, peer {advertise})", data_dir.display(), s.node_id);
-    let r = dagg_api::serve(api_listener, state, shutdown_signal()).await;
+    let scheme = if api_tls.is_some() { "https" } else { "http" };
+    let peer_mode = if node.auth().is_tls() { "mutual TLS" } else { "cluster token" };
+    eprintln!("dagg API listening on {scheme}://{addr} (docs at {scheme}://{addr}/docs, data in {}; node {}, peer {advertise} with {peer_mode})", data_dir.display(), s.node_id);
+    let r = match api_tls {
+        Some(tls) => match dagg_cluster::tls::TlsListener::new(api_listener, tls) {
+            Ok(l) => dagg_api::serve(l, state, shutdown_signal()).await,
+            Err(e) => Err(e),
+        },
+        None => dagg_api::serve(api_listener, state, shutdown_signal()).await,
+    };
     placer.abort();
     runner.abort();
     node.shutdown().await;
@@ -437,7 +565,7 @@ mod tests {
     fn the_config_file_gives_options_and_flags_win_over_it() {
         let dir = tempfile::tempdir().unwrap();
         let yaml = dir.path().join("dagg.yaml");
-        std::fs::write(&yaml, "node-id: 2\npeers: \"1=a:9001,2=b:9001\"\npeer-addr: 0.0.0.0:9001\nadvertise-addr: b:9001\nshared_dir: /shared\n").unwrap();
+        std::fs::write(&yaml, "node-id: 2\npeers: \"1=a:9001,2=b:9001\"\npeer-addr: 0.0.0.0:9001\nadvertise-addr: b:9001\nshared_dir: /shared\ninsecure-peer: true\n").unwrap();
         let s = settings_of(&["--config", yaml.to_str().unwrap()]).unwrap();
         assert_eq!((s.node_id, s.peers.as_ref().unwrap().len(), s.advertise_addr.as_deref()), (2, 2, Some("b:9001")));
         assert_eq!(s.shared_dir.as_deref(), Some(std::path::Path::new("/shared")));
@@ -455,6 +583,36 @@ mod tests {
         assert!(e.contains("this node's id 1 is not in the list"), "{e}");
         let e = settings_of(&["--peers", "1=a:9001", "--join", "http://x:8001"]).unwrap_err();
         assert!(e.contains("not both"), "{e}");
+    }
+
+    #[test]
+    fn a_peer_address_off_loopback_needs_certificates_or_insecure_peer() {
+        let s = settings_of(&[]).unwrap();
+        assert!(matches!(s.peer_security, PeerSecurity::Token { file: None, insecure: false }), "{s:?}");
+        for addr in ["127.0.0.5:9001", "localhost:9001", "[::1]:9001"] {
+            assert!(matches!(settings_of(&["--peer-addr", addr]).unwrap().peer_security, PeerSecurity::Token { insecure: false, .. }), "{addr}");
+        }
+        for addr in ["0.0.0.0:9001", "10.0.0.3:9001", "dagg-0.dagg-peers:9001"] {
+            let e = settings_of(&["--peer-addr", addr]).unwrap_err();
+            assert!(e.contains(addr) && e.contains("not on loopback") && e.contains("--insecure-peer"), "{e}");
+            let s = settings_of(&["--peer-addr", addr, "--insecure-peer"]).unwrap();
+            assert!(matches!(s.peer_security, PeerSecurity::Token { insecure: true, .. }), "{s:?}");
+            let s = settings_of(&["--peer-addr", addr, "--peer-cert", "n.crt", "--peer-key", "n.key", "--peer-ca", "ca.crt"]).unwrap();
+            assert!(matches!(s.peer_security, PeerSecurity::Certs(_)), "{s:?}");
+        }
+        let e = settings_of(&["--peer-cert", "n.crt", "--peer-ca", "ca.crt"]).unwrap_err();
+        assert!(e.contains("--peer-key missing"), "{e}");
+        assert!(settings_of(&["--tls-cert", "a.crt"]).unwrap_err().contains("--tls-key"));
+        // From the config file too.
+        let dir = tempfile::tempdir().unwrap();
+        let yaml = dir.path().join("dagg.yaml");
+        std::fs::write(&yaml, "peer-addr: 0.0.0.0:9001\npeer-cert: /c/n.crt\npeer-key: /c/n.key\npeer-ca: /c/ca.crt\ntls-cert: /t/a.crt\ntls-key: /t/a.key\n").unwrap();
+        let s = settings_of(&["--config", yaml.to_str().unwrap()]).unwrap();
+        assert!(matches!(&s.peer_security, PeerSecurity::Certs(c) if c.ca == std::path::Path::new("/c/ca.crt")), "{s:?}");
+        assert!(s.api_tls.is_some());
+        std::fs::write(&yaml, "peer-addr: 0.0.0.0:9001\ninsecure-peer: true\ncluster-token-file: /t/token\n").unwrap();
+        let s = settings_of(&["--config", yaml.to_str().unwrap()]).unwrap();
+        assert!(matches!(&s.peer_security, PeerSecurity::Token { file: Some(f), insecure: true } if f == std::path::Path::new("/t/token")), "{s:?}");
     }
 
     #[test]

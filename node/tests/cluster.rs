@@ -459,6 +459,31 @@ fn keyed_instances_run_on_all_three_nodes_and_survive_the_leaders_kill_exactly_o
 }
 
 #[test]
+fn three_nodes_with_certificates_from_dagg_cert_elect_replicate_and_run_a_parallel_pipeline_over_mutual_tls() {
+    const N: u64 = 300_000;
+    let mut c = Cluster::new(3, true);
+    c.use_certs();
+    c.start_all();
+    let token = login(&c.nodes[0].api);
+    let (leader, _) = wait_for(Duration::from_secs(15), "every node to agree on the leader", || agreed_leader(&c, &token, 3));
+    for n in &c.nodes {
+        assert!(n.log_text().contains("with mutual TLS"), "node {} runs its peer port on mutual TLS: {}", n.id, n.log_text());
+    }
+    // A write on a follower goes to the leader and back to every node over TLS.
+    let follower = c.nodes.iter().find(|n| n.id != leader).unwrap();
+    let (st, body) = put_setting(&follower.api, &token, "written-over-tls", json!(follower.id));
+    assert_eq!(st, 200, "{body}");
+    for n in &c.nodes {
+        wait_for(Duration::from_secs(5), "the write on every node", || (setting(&n.api, &token, "written-over-tls") == Some(json!(follower.id))).then_some(()));
+    }
+    // The keyed instances on the other nodes talk over TLS data links.
+    let (out, run_id, _runner) = start_keyed_run(&c, &token, N);
+    let done = wait_run_end(&c.nodes[1].api, &token, &run_id, Duration::from_secs(180));
+    assert_eq!(done["status"], "success", "{done}\n{}", c.logs());
+    assert_exactly_once(&out, N);
+}
+
+#[test]
 fn a_run_whose_instance_node_dies_retries_from_its_checkpoint_with_the_instance_elsewhere() {
     const N: u64 = 1_500_000;
     let (mut c, token) = start_three(true);

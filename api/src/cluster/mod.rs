@@ -308,7 +308,7 @@ pub async fn status(state: &AppState) -> ApiResult<ClusterStatus> {
     responses((status = 200, description = "The node is a voter", body = ClusterStatus), (status = 400, description = "A bad request", body = crate::error::ErrorBody),
         (status = 409, description = "The change was refused (no cluster here, the id is taken, or it did not commit)", body = crate::error::ErrorBody)))]
 async fn join(State(state): State<AppState>, headers: HeaderMap, admin: Result<Admin, ApiError>, body: axum::body::Bytes) -> ApiResult<axum::Json<ClusterStatus>> {
-    if !cluster_token_ok(&headers) {
+    if !cluster_token_ok(&state, &headers) {
         admin?;
     }
     // The body after the caller: a caller without the right gets 401/403 whatever it sent.
@@ -337,7 +337,7 @@ async fn join(State(state): State<AppState>, headers: HeaderMap, admin: Result<A
         (status = 404, description = "No such member", body = crate::error::ErrorBody),
         (status = 409, description = "The change was refused (no cluster here, the last voter, or it did not commit)", body = crate::error::ErrorBody)))]
 async fn remove_member(State(state): State<AppState>, headers: HeaderMap, admin: Result<Admin, ApiError>, crate::error::ApiPath(id): crate::error::ApiPath<String>) -> ApiResult<axum::Json<ClusterStatus>> {
-    if !cluster_token_ok(&headers) {
+    if !cluster_token_ok(&state, &headers) {
         admin?;
     }
     // The id after the caller: a caller without the right gets 401/403 whatever it sent.
@@ -352,11 +352,16 @@ async fn remove_member(State(state): State<AppState>, headers: HeaderMap, admin:
     Ok(axum::Json(status(&state).await?))
 }
 
-/// The request carries the cluster token (`DAGG_CLUSTER_TOKEN`, when set) in
-/// `X-Dagg-Cluster-Token`.
-fn cluster_token_ok(headers: &HeaderMap) -> bool {
-    match (std::env::var("DAGG_CLUSTER_TOKEN").ok().filter(|t| !t.is_empty()), headers.get("x-dagg-cluster-token").and_then(|v| v.to_str().ok())) {
-        (Some(want), Some(got)) => crate::auth::sha256_hex(&want) == crate::auth::sha256_hex(got),
-        _ => false,
+/// The request carries, in `X-Dagg-Cluster-Token`, the join token (`DAGG_CLUSTER_TOKEN`,
+/// when set) or the peer token of a cluster in the token mode (the one a member sends on its
+/// peer port).
+fn cluster_token_ok(state: &AppState, headers: &HeaderMap) -> bool {
+    let Some(got) = headers.get(dagg_cluster::peer_auth::TOKEN_HEADER).and_then(|v| v.to_str().ok()) else { return false };
+    if state.meta.node().is_some_and(|n| n.auth().accepts_token(got)) {
+        return true;
+    }
+    match std::env::var("DAGG_CLUSTER_TOKEN").ok().filter(|t| !t.is_empty()) {
+        Some(want) => crate::auth::sha256_hex(&want) == crate::auth::sha256_hex(got),
+        None => false,
     }
 }

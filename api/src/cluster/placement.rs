@@ -221,8 +221,8 @@ impl InstancePlacer for Spread {
         if target.id == self.node.id {
             return None;
         }
-        let io = dagg_cluster::data_plane::connect(&target.peer_addr, dagg_cluster::data_plane::KEYED, self.node.id, CONNECT_TIMEOUT).await;
-        Some(io.map(|s| Remote { node: target.id, io: Box::new(s) }))
+        let io = self.node.data_link(&target.peer_addr, dagg_cluster::data_plane::KEYED, CONNECT_TIMEOUT).await;
+        Some(io.map(|io| Remote { node: target.id, io }))
     }
 
     async fn destinations(&self, _run_id: &str, node: u64) -> Option<Result<Remote, String>> {
@@ -239,8 +239,8 @@ impl InstancePlacer for Spread {
         if !target.up {
             return Some(Err(format!("node {node} is not up")));
         }
-        let io = dagg_cluster::data_plane::connect(&target.peer_addr, dagg_cluster::data_plane::SINK, self.node.id, CONNECT_TIMEOUT).await;
-        Some(io.map(|s| Remote { node, io: Box::new(s) }))
+        let io = self.node.data_link(&target.peer_addr, dagg_cluster::data_plane::SINK, CONNECT_TIMEOUT).await;
+        Some(io.map(|io| Remote { node, io }))
     }
 }
 

@@ -5,6 +5,10 @@
 //! that address too) and advertises its proxy on `127.0.0.1`. Cutting node `i` off makes
 //! every proxy refuse (and drop) connections to it and from it, in both directions, while
 //! the test still reaches every API directly.
+//!
+//! The peer ports are authenticated: by default with one cluster token file the nodes share
+//! (`--cluster-token-file`); [`Cluster::use_certs`] gives them certificates made by
+//! `dagg cert` instead (mutual TLS).
 
 #![allow(dead_code)]
 
@@ -129,6 +133,10 @@ pub struct Node {
     pub join: Option<String>,
     /// More environment for the process.
     pub env: Vec<(String, String)>,
+    /// More arguments for `dagg serve`.
+    pub args: Vec<String>,
+    /// The shared cluster token file (`--cluster-token-file`), when the node has one.
+    pub token_file: Option<PathBuf>,
     child: Option<Child>,
     pub log: Arc<Mutex<Vec<String>>>,
 }
@@ -166,13 +174,17 @@ impl Node {
         if let Some(s) = &self.shared {
             cmd.args(["--shared-dir", &s.display().to_string()]);
         }
+        if let Some(f) = &self.token_file {
+            cmd.args(["--cluster-token-file", &f.display().to_string()]);
+        }
+        cmd.args(&self.args);
         let mut child = cmd.spawn().expect("dagg starts");
         let lines = BufReader::new(child.stderr.take().unwrap()).lines();
         let log = self.log.clone();
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             for l in lines.map_while(Result::ok) {
-                if l.contains("listening on http://") {
+                if l.contains("listening on http") {
                     let _ = tx.send(());
                 }
                 log.lock().unwrap().push(l);
@@ -228,6 +240,10 @@ pub struct Cluster {
     pub nodes: Vec<Node>,
     pub proxies: Proxies,
     pub root: tempfile::TempDir,
+    /// The cluster token every node reads (`--cluster-token-file`).
+    pub token_file: PathBuf,
+    /// The cluster CA's directory (`ca.crt`, `ca.key`) after [`Cluster::use_certs`].
+    pub ca_dir: Option<PathBuf>,
     /// One cluster test at a time (each runs in its own process under nextest): three nodes
     /// and their elections on two shared cores are what the timings assume.
     _turn: std::fs::File,
@@ -243,6 +259,8 @@ impl Cluster {
         let proxies = Proxies::start(&listens);
         let peers = proxies.addrs.iter().enumerate().map(|(i, a)| format!("{}={a}", i + 1)).collect::<Vec<_>>().join(",");
         let shared_dir = shared.then(|| root.path().join("shared"));
+        let token_file = root.path().join("cluster-token");
+        std::fs::write(&token_file, format!("cluster-test-{}", uuid::Uuid::new_v4().simple())).unwrap();
         let nodes = (0..n)
             .map(|i| Node {
                 index: i,
@@ -256,11 +274,35 @@ impl Cluster {
                 alone: false,
                 join: None,
                 env: Vec::new(),
+                args: Vec::new(),
+                token_file: Some(token_file.clone()),
                 child: None,
                 log: Arc::default(),
             })
             .collect();
-        Cluster { nodes, proxies, root, _turn: turn }
+        Cluster { nodes, proxies, root, token_file, ca_dir: None, _turn: turn }
+    }
+
+    /// The peer ports on mutual TLS: a CA and a certificate per node made by `dagg cert`,
+    /// naming the host the node advertises (its proxy's, 127.0.0.1), and no token file.
+    pub fn use_certs(&mut self) {
+        let ca = self.root.path().join("ca");
+        dagg_ok(&["cert", "ca", "--out", ca.to_str().unwrap()]);
+        for n in &mut self.nodes {
+            let dir = self.root.path().join(format!("certs{}", n.id));
+            let host = n.advertise.rsplit_once(':').unwrap().0.to_string();
+            dagg_ok(&["cert", "node", "--node-id", &n.id.to_string(), "--host", &host, "--host", "localhost", "--ca-dir", ca.to_str().unwrap(), "--out", dir.to_str().unwrap()]);
+            n.token_file = None;
+            for (flag, file) in [("--peer-cert", dir.join("node.crt")), ("--peer-key", dir.join("node.key")), ("--peer-ca", ca.join("ca.crt"))] {
+                n.args.extend([flag.to_string(), file.display().to_string()]);
+            }
+        }
+        self.ca_dir = Some(ca);
+    }
+
+    /// The cluster token the nodes share.
+    pub fn token(&self) -> String {
+        std::fs::read_to_string(&self.token_file).unwrap().trim().to_string()
     }
 
     /// Starts every node at once (each waits for the others before it opens its API).
@@ -333,6 +375,19 @@ pub fn wait_for<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// Runs `dagg args...` to its end: whether it succeeded, and what it printed (both streams).
+pub fn dagg(args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_dagg")).args(args).env("DAGG_LOG", "warn").output().expect("dagg runs");
+    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+}
+
+/// Runs `dagg args...`, which must succeed.
+pub fn dagg_ok(args: &[&str]) -> String {
+    let (ok, text) = dagg(args);
+    assert!(ok, "dagg {}: {text}", args.join(" "));
+    text
 }
 
 pub fn dir_size(p: &Path) -> u64 {
