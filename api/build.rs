@@ -14,15 +14,18 @@ use std::time::SystemTime;
 const SOURCES: &[&str] = &["package.json", "package-lock.json", "index.html", "vite.config.ts", "tsconfig.json", "src"];
 
 fn main() {
+    let started = SystemTime::now();
     println!("cargo:rerun-if-env-changed=DAGG_SKIP_UI_BUILD");
     let ui = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR")).join("../ui");
     for s in SOURCES {
         println!("cargo:rerun-if-changed={}", ui.join(s).display());
     }
-    // Not `ui/dist`: this script writes it, and a file written during the build is newer than
-    // the build, so cargo would run the script (and rebuild the crate) again next time with
-    // nothing changed. A release build embeds `ui/dist` through `include_bytes!`, which rustc
-    // tracks by itself.
+    // `ui/dist/index.html` too (a deleted or hand-built UI reruns this), but this script writes
+    // it: a file newer than the build would make cargo rerun the script and rebuild the crate
+    // at every later build with nothing changed. So a build made here is dated just before
+    // this run began (see `npm_build`). A release build embeds `ui/dist` through
+    // `include_bytes!`, which rustc tracks by itself.
+    println!("cargo:rerun-if-changed={}", ui.join("dist/index.html").display());
     if std::env::var("DAGG_SKIP_UI_BUILD").is_ok_and(|v| !v.is_empty() && v != "0") || !ui.join("package.json").exists() {
         return;
     }
@@ -40,7 +43,13 @@ fn main() {
     if (modules.is_none() || modules < lock) && !npm(&ui, &["ci", "--no-audit", "--no-fund"]) {
         return;
     }
-    npm(&ui, &["run", "build"]);
+    if npm(&ui, &["run", "build"]) {
+        let before = started - std::time::Duration::from_secs(2);
+        let dated = std::fs::File::options().write(true).open(ui.join("dist/index.html")).and_then(|f| f.set_modified(before));
+        if let Err(e) = dated {
+            println!("cargo:warning=cannot date ui/dist/index.html before this build ({e}): the next build will run this script again");
+        }
+    }
 }
 
 fn npm(dir: &Path, args: &[&str]) -> bool {
