@@ -17,6 +17,7 @@ use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 
 use dagg_model::{Record, Value};
+use dagg_model::value::MAX_DEPTH;
 use serde::{Deserialize, Serialize};
 
 /// Distinct values counted exactly (by hash) before the estimate takes over.
@@ -45,10 +46,15 @@ fn type_index(v: &Value) -> usize {
     }
 }
 
-/// A stable 64-bit hash of a value (SipHash with fixed keys); `1` and `1.0` differ.
+/// A stable 64-bit hash of a value (SipHash with fixed keys); `1` and `1.0` differ. Values
+/// are nested fewer than [`MAX_DEPTH`] levels (every reader refuses deeper ones); the walk
+/// stops there all the same, so it never depends on that for its stack.
 fn hash_value(v: &Value) -> u64 {
-    fn feed(v: &Value, h: &mut std::hash::DefaultHasher) {
+    fn feed(v: &Value, h: &mut std::hash::DefaultHasher, level: usize) {
         type_index(v).hash(h);
+        if level >= MAX_DEPTH {
+            return;
+        }
         match v {
             Value::Null => {}
             Value::Bool(b) => b.hash(h),
@@ -58,20 +64,20 @@ fn hash_value(v: &Value) -> u64 {
             Value::Array(a) => {
                 a.len().hash(h);
                 for x in a {
-                    feed(x, h);
+                    feed(x, h, level + 1);
                 }
             }
             Value::Object(m) => {
                 m.len().hash(h);
                 for (k, x) in m.iter() {
                     k.as_bytes().hash(h);
-                    feed(x, h);
+                    feed(x, h, level + 1);
                 }
             }
         }
     }
     let mut h = std::hash::DefaultHasher::new();
-    feed(v, &mut h);
+    feed(v, &mut h, 1);
     h.finish()
 }
 

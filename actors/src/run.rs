@@ -45,6 +45,16 @@ use crate::supervisor::{PipelineSupervisor, SupervisorArgs, SupervisorMsg};
 pub trait ConnectorFactory: Send + Sync {
     fn source(&self, spec: &ConnectorSpec, base_dir: &Path) -> Result<Box<dyn SourceConnector>, ConnectorError>;
     fn sink(&self, spec: &ConnectorSpec, base_dir: &Path) -> Result<Box<dyn SinkConnector>, ConnectorError>;
+    /// A source held to the pipeline's `limits`; by default the limits are the source's own.
+    fn source_limited(
+        &self,
+        spec: &ConnectorSpec,
+        base_dir: &Path,
+        limits: &dagg_model::spec::pipeline::Limits,
+    ) -> Result<Box<dyn SourceConnector>, ConnectorError> {
+        let _ = limits;
+        self.source(spec, base_dir)
+    }
 }
 
 /// The connector registry of `dagg-connectors`.
@@ -56,6 +66,14 @@ impl ConnectorFactory for Registry {
     }
     fn sink(&self, spec: &ConnectorSpec, base_dir: &Path) -> Result<Box<dyn SinkConnector>, ConnectorError> {
         dagg_connectors::open_sink(spec, base_dir)
+    }
+    fn source_limited(
+        &self,
+        spec: &ConnectorSpec,
+        base_dir: &Path,
+        limits: &dagg_model::spec::pipeline::Limits,
+    ) -> Result<Box<dyn SourceConnector>, ConnectorError> {
+        dagg_connectors::open_source_limited(spec, base_dir, limits)
     }
 }
 

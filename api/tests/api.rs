@@ -364,6 +364,12 @@ async fn execute_runs_a_file_pipeline_to_success_with_logs_and_counts() {
         assert_eq!(r.status, StatusCode::BAD_REQUEST, "limit={bad}: {r:?}");
         assert_eq!(r.body["error"]["details"][0]["path"], "limit");
     }
+    // A record over the shown-record cap (1 MiB) is skipped by the streaming reader, never held.
+    let mut f = std::fs::OpenOptions::new().append(true).open(api.files().join("out/done.jsonl")).unwrap();
+    std::io::Write::write_all(&mut f, format!("{{\"big\":\"{}\"}}\n", "x".repeat(3 << 20)).as_bytes()).unwrap();
+    let written = api.get(&format!("/runs/{run_id}/output?limit=10"), &viewer).await;
+    assert_eq!(written.status, StatusCode::OK, "{written:?}");
+    assert_eq!((written.body["total"].as_u64(), written.body["records"].as_array().map(Vec::len)), (Some(5), Some(5)));
 
     let runs = api.get(&format!("/pipelines/{id}/runs"), &viewer).await;
     assert_eq!(runs.body["total"], 1);

@@ -212,8 +212,17 @@ pub trait SinkConnector: Send {
 /// Builds the source for a spec. Relative paths resolve against `base_dir` (the pipeline
 /// file's folder). Checks that the input exists; reading starts at the first `next_batch`.
 pub fn open_source(spec: &ConnectorSpec, base_dir: &Path) -> Result<Box<dyn SourceConnector>, ConnectorError> {
+    open_source_limited(spec, base_dir, &dagg_model::spec::pipeline::Limits::default())
+}
+
+/// [`open_source`] with the pipeline's `limits` on one record's size.
+pub fn open_source_limited(
+    spec: &ConnectorSpec,
+    base_dir: &Path,
+    limits: &dagg_model::spec::pipeline::Limits,
+) -> Result<Box<dyn SourceConnector>, ConnectorError> {
     match &spec.config {
-        ConnectorConfig::File(c) => Ok(Box::new(file::FileSource::open(c, base_dir)?)),
+        ConnectorConfig::File(c) => Ok(Box::new(file::FileSource::open_limited(c, base_dir, limits)?)),
         ConnectorConfig::RestApi(c) => Ok(Box::new(rest::RestSource::open(c)?)),
         ConnectorConfig::Postgres(c) => postgres::source(c, base_dir),
         ConnectorConfig::Mysql(c) => mysql::source(c, base_dir),

@@ -338,3 +338,32 @@ async fn unusable_answers_are_clear_errors() {
     let ok = dagg_connectors::test_connection_as(&rest(json!({"url": format!("http://{addr}/html")}), Role::Source), base(), Role::Source).await.unwrap();
     assert!(ok.contains("200"), "{ok}");
 }
+
+#[tokio::test]
+async fn a_response_body_over_the_cap_is_refused_without_being_read_whole() {
+    use std::sync::atomic::AtomicU64;
+    // 1 MiB chunks without end, and no Content-Length: only the client's cap stops it.
+    async fn endless(State(sent): State<Arc<AtomicU64>>) -> Response {
+        let chunks = futures_util::stream::unfold(sent, |sent| async move {
+            sent.fetch_add(1 << 20, Ordering::SeqCst);
+            Some((Ok::<_, std::io::Error>(vec![b' '; 1 << 20]), sent))
+        });
+        axum::body::Body::from_stream(chunks).into_response()
+    }
+    let sent = Arc::new(AtomicU64::new(0));
+    let addr = serve(axum::Router::new().route("/big", get(endless)).with_state(sent.clone())).await;
+    let s = rest(json!({"url": format!("http://{addr}/big"), "retry_attempts": 0}), Role::Source);
+    let e = tokio::time::timeout(Duration::from_secs(60), open_source(&s, base()).unwrap().next_batch(10)).await.expect("the read ends").unwrap_err().to_string();
+    assert!(e.contains("the response body is larger than 64 MiB"), "{e}");
+    assert!(sent.load(Ordering::SeqCst) < 128 << 20, "the server sent {} bytes", sent.load(Ordering::SeqCst));
+
+    // A body nested past the depth limit is refused by the JSON parser, not a crash.
+    async fn deep() -> Response {
+        let n = 100_000;
+        ([(header::CONTENT_TYPE, "application/json")], format!("{}{}", "[".repeat(n), "]".repeat(n))).into_response()
+    }
+    let addr = serve(axum::Router::new().route("/deep", get(deep))).await;
+    let s = rest(json!({"url": format!("http://{addr}/deep"), "retry_attempts": 0}), Role::Source);
+    let e = open_source(&s, base()).unwrap().next_batch(10).await.unwrap_err().to_string();
+    assert!(e.contains("recursion limit exceeded"), "{e}");
+}

@@ -5,7 +5,17 @@
 //!   have no fractional part, so a value reads back with the type it had.
 //! - Objects keep the order of their fields ([`Map`]).
 //! - Strings are [`Str`] (inline up to 24 bytes, so most field values never allocate).
+//!
+//! # Depth
+//! No value is nested [`MAX_DEPTH`] levels deep or more (the record itself counting as one,
+//! as serde_json counts its recursion limit). Every place that builds values from outside
+//! data keeps to it: the file readers, scripts ([`depth`] on what they return),
+//! deserialization (the visitors below count the levels they are in, whatever the format),
+//! so the recursive walks over values (clone, drop, equality, serialization, the JSON writer,
+//! conditions, masking, profiles) are bounded by it and cannot overflow a thread's stack.
+//! Serialization checks the bound again and fails instead of recursing past it.
 
+use std::cell::Cell;
 use std::cmp::Ordering;
 use std::fmt;
 
@@ -13,6 +23,78 @@ use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::ser::{Serialize, SerializeMap, SerializeSeq, Serializer};
 
 pub use compact_str::CompactString as Str;
+
+/// Values are nested fewer levels than this (a record with an object field is 2 deep); a
+/// record nested this deep or deeper is refused where it is read, with [`depth_error`].
+pub const MAX_DEPTH: usize = 128;
+
+/// The reason given for a value nested too deep.
+pub fn depth_error() -> String {
+    format!("nested {MAX_DEPTH} levels deep or more (the limit on nesting)")
+}
+
+/// How many levels of arrays and objects `v` has (a scalar 0, `{}` 1, `{"a":[1]}` 2),
+/// counted without recursion, stopping once `limit` is reached (so the walk costs at most
+/// the values above that level).
+pub fn depth(v: &Value, limit: usize) -> usize {
+    let mut deepest = 0;
+    let mut stack: Vec<(&Value, usize)> = vec![(v, 1)];
+    while let Some((v, d)) = stack.pop() {
+        match v {
+            Value::Array(a) => {
+                deepest = deepest.max(d);
+                if d >= limit {
+                    return d;
+                }
+                stack.extend(a.iter().filter(|x| x.is_container()).map(|x| (x, d + 1)));
+            }
+            Value::Object(m) => {
+                deepest = deepest.max(d);
+                if d >= limit {
+                    return d;
+                }
+                stack.extend(m.values().filter(|x| x.is_container()).map(|x| (x, d + 1)));
+            }
+            _ => {}
+        }
+    }
+    deepest
+}
+
+/// Whether a record (an object, level 1) is nested [`MAX_DEPTH`] levels deep or more.
+pub fn too_deep(m: &Map) -> bool {
+    m.values().filter(|v| v.is_container()).any(|v| depth(v, MAX_DEPTH - 1) + 1 >= MAX_DEPTH)
+}
+
+thread_local! {
+    /// Levels of arrays and objects the deserializers on this thread are inside.
+    static DE_DEPTH: Cell<usize> = const { Cell::new(0) };
+    /// The same for serializers.
+    static SER_DEPTH: Cell<usize> = const { Cell::new(0) };
+}
+
+/// One level of nesting entered on this thread, left when dropped; `None` past the limit.
+struct Level(&'static std::thread::LocalKey<Cell<usize>>);
+
+impl Level {
+    #[inline]
+    fn enter(key: &'static std::thread::LocalKey<Cell<usize>>) -> Option<Level> {
+        let d = key.with(|c| {
+            let d = c.get() + 1;
+            c.set(d);
+            d
+        });
+        let level = Level(key);
+        (d < MAX_DEPTH).then_some(level)
+    }
+}
+
+impl Drop for Level {
+    #[inline]
+    fn drop(&mut self) {
+        self.0.with(|c| c.set(c.get() - 1));
+    }
+}
 
 /// One value of a record.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -30,6 +112,12 @@ pub enum Value {
 impl Value {
     pub fn is_null(&self) -> bool {
         matches!(self, Value::Null)
+    }
+
+    /// An array or an object.
+    #[inline]
+    pub fn is_container(&self) -> bool {
+        matches!(self, Value::Array(_) | Value::Object(_))
     }
 
     /// The JSON type name, for error messages: `null`, `boolean`, `integer`, `float`,
@@ -412,6 +500,9 @@ impl Serialize for Value {
             Value::Float(f) => s.serialize_f64(*f),
             Value::String(v) => s.serialize_str(v),
             Value::Array(a) => {
+                let Some(_level) = Level::enter(&SER_DEPTH) else {
+                    return Err(serde::ser::Error::custom(depth_error()));
+                };
                 let mut seq = s.serialize_seq(Some(a.len()))?;
                 for v in a {
                     seq.serialize_element(v)?;
@@ -425,6 +516,9 @@ impl Serialize for Value {
 
 impl Serialize for Map {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let Some(_level) = Level::enter(&SER_DEPTH) else {
+            return Err(serde::ser::Error::custom(depth_error()));
+        };
         let mut map = s.serialize_map(Some(self.entries.len()))?;
         for (k, v) in &self.entries {
             map.serialize_entry(k.as_str(), v)?;
@@ -470,6 +564,9 @@ impl<'de> Visitor<'de> for ValueVisitor {
         Ok(Value::String(Str::from(s)))
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let Some(_level) = Level::enter(&DE_DEPTH) else {
+            return Err(de::Error::custom(depth_error()));
+        };
         let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
         while let Some(v) = seq.next_element()? {
             out.push(v);
@@ -490,6 +587,9 @@ impl<'de> Visitor<'de> for MapVisitor {
         f.write_str("a JSON object")
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Map, A::Error> {
+        let Some(_level) = Level::enter(&DE_DEPTH) else {
+            return Err(de::Error::custom(depth_error()));
+        };
         // Room for a few more fields than the input has: pipelines usually add some
         // (`total_price`, `processed_timestamp`), and growing the vector then would copy it.
         let mut out = Map::with_capacity(map.size_hint().unwrap_or(8).min(256) + 4);
@@ -561,6 +661,52 @@ mod tests {
 
     fn parse(s: &str) -> Value {
         serde_json::from_str(s).unwrap()
+    }
+
+    /// An object nested `levels` deep, built without recursion.
+    fn nested(levels: usize) -> Value {
+        let mut v = Value::Int(1);
+        for _ in 0..levels {
+            v = Value::Object([(Str::from("a"), v)].into_iter().collect());
+        }
+        v
+    }
+
+    #[test]
+    fn depth_counts_levels_and_stops_at_its_limit() {
+        assert_eq!(depth(&Value::Int(1), usize::MAX), 0);
+        assert_eq!(depth(&parse(r#"{"a":[1,{"b":{}}],"c":2}"#), usize::MAX), 4);
+        assert_eq!(depth(&nested(500), usize::MAX), 500);
+        assert_eq!(depth(&nested(500), 10), 10);
+        let Value::Object(m) = nested(MAX_DEPTH - 1) else { unreachable!() };
+        assert!(!too_deep(&m));
+        let Value::Object(m) = nested(MAX_DEPTH) else { unreachable!() };
+        assert!(too_deep(&m));
+        std::mem::forget(m);
+    }
+
+    #[test]
+    fn every_deserializer_refuses_values_nested_past_the_limit() {
+        let text = |n: usize| format!("{}1{}", "[".repeat(n), "]".repeat(n));
+        assert!(serde_json::from_str::<Value>(&text(MAX_DEPTH - 1)).is_ok());
+        // sonic-rs alone would go to 255 levels; the visitor stops it at the limit.
+        let e = sonic_rs::from_str::<Value>(&text(200)).unwrap_err().to_string();
+        assert!(e.contains(&depth_error()), "{e}");
+        let e = sonic_rs::from_str::<Map>(&format!("{{\"a\":{}}}", text(MAX_DEPTH - 1))).unwrap_err().to_string();
+        assert!(e.contains(&depth_error()), "{e}");
+        assert!(sonic_rs::from_str::<Map>(&format!("{{\"a\":{}}}", text(MAX_DEPTH - 2))).is_ok());
+        // The count is per thread and goes back to zero after an error.
+        assert!(sonic_rs::from_str::<Value>(&text(MAX_DEPTH - 1)).is_ok());
+    }
+
+    #[test]
+    fn serializing_a_value_nested_past_the_limit_fails_instead_of_recursing() {
+        let deep = nested(100_000);
+        let e = serde_json::to_string(&deep).unwrap_err().to_string();
+        assert!(e.contains(&depth_error()), "{e}");
+        assert!(serde_json::to_string(&nested(MAX_DEPTH - 1)).is_ok());
+        // Never built by dagg (every reader refuses it); dropping it would recurse.
+        std::mem::forget(deep);
     }
 
     #[test]

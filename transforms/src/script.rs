@@ -11,12 +11,17 @@
 //! Limits per record: `max_operations` (Rhai's operation count), `timeout_ms` of wall-clock
 //! time (checked every 256 operations), strings up to 1 MiB, arrays and maps up to 100 000
 //! entries, and the call and expression depths of `dagg_model::spec::transform::script`.
+//! What a script leaves in the record may nest fewer than [`MAX_DEPTH`] levels (the record
+//! itself counting as one): a deeper value fails the record with that reason, checked level by
+//! level as the value is converted back (never by recursing past the limit).
 
 use std::cell::Cell;
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use dagg_model::spec::transform::ScriptSpec;
 use dagg_model::spec::transform::script::base_engine;
+use dagg_model::value::{MAX_DEPTH, depth, depth_error};
 use dagg_model::{Map, Record, Str, Value};
 use rhai::{AST, Dynamic, Engine, EvalAltResult, ImmutableString, Scope};
 
@@ -27,11 +32,26 @@ thread_local! {
     static DEADLINE: Cell<Option<Instant>> = const { Cell::new(None) };
 }
 
-pub(crate) struct ScriptStep {
+/// The compiled script and its limits: what the script thread runs.
+struct Runner {
     engine: Engine,
     ast: AST,
     timeout: Duration,
     max_operations: u64,
+}
+
+/// One record for the script thread, and where its answer goes.
+struct Job {
+    rec: Record,
+    now: ImmutableString,
+    reply: mpsc::SyncSender<(Record, Result<Scripted, String>)>,
+}
+
+pub(crate) struct ScriptStep {
+    /// The script thread; `None` only when it could not be started (scripts then run on the
+    /// caller's thread).
+    jobs: Option<mpsc::Sender<Job>>,
+    runner: Arc<Runner>,
 }
 
 pub(crate) enum Scripted {
@@ -41,6 +61,11 @@ pub(crate) enum Scripted {
 
 const MAX_STRING: usize = 1 << 20;
 const MAX_COLLECTION: usize = 100_000;
+/// The script thread's stack. Rhai clones, drops and measures its values recursively, and
+/// a script can nest maps and arrays as deep as their size limits allow (100 000 each) before
+/// anything of dagg's sees them: this leaves room for that on a thread whose stack is known,
+/// whatever thread the pipeline runs the step on (only the pages used are ever resident).
+const SCRIPT_STACK: usize = 512 << 20;
 
 impl ScriptStep {
     pub(crate) fn new(spec: &ScriptSpec) -> ScriptStep {
@@ -57,19 +82,57 @@ impl ScriptStep {
             let late = DEADLINE.with(|d| d.get().is_some_and(|t| Instant::now() >= t));
             late.then(|| Dynamic::from("time limit"))
         });
-        ScriptStep {
+        let runner = Arc::new(Runner {
             engine,
             ast: spec.ast.clone(),
             timeout: Duration::from_millis(spec.timeout_ms),
             max_operations: spec.max_operations,
-        }
+        });
+        let (tx, rx) = mpsc::channel::<Job>();
+        let on_thread = runner.clone();
+        let started = std::thread::Builder::new().name("dagg-script".into()).stack_size(SCRIPT_STACK).spawn(move || {
+            // Ends when the step (the sender) is dropped.
+            for mut job in rx {
+                let result = on_thread.apply(&mut job.rec, &job.now);
+                let _ = job.reply.send((job.rec, result));
+            }
+        });
+        let jobs = match started {
+            Ok(_) => Some(tx),
+            Err(e) => {
+                tracing::warn!("cannot start the script thread ({e}); scripts run on the pipeline's thread");
+                None
+            }
+        };
+        ScriptStep { jobs, runner }
     }
 
     pub(crate) fn apply(&self, rec: &mut Record, env: &Env) -> Result<Scripted, String> {
+        let Some(jobs) = &self.jobs else {
+            return self.runner.apply(rec, &env.now_text);
+        };
+        let (reply, answer) = mpsc::sync_channel(1);
+        let job = Job { rec: std::mem::take(rec), now: env.now_text.clone(), reply };
+        if let Err(mpsc::SendError(job)) = jobs.send(job) {
+            *rec = job.rec;
+            return Err("the script thread has stopped".into());
+        }
+        match answer.recv() {
+            Ok((back, result)) => {
+                *rec = back;
+                result
+            }
+            Err(_) => Err("the script thread has stopped".into()),
+        }
+    }
+}
+
+impl Runner {
+    fn apply(&self, rec: &mut Record, now: &ImmutableString) -> Result<Scripted, String> {
         let mut scope = Scope::new();
         // A copy: a record that fails leaves the step as it came in.
         scope.push("record", ScriptRecord(rec.clone()));
-        scope.push_constant("now", env.now_text.clone());
+        scope.push_constant("now", now.clone());
         DEADLINE.with(|d| d.set(Some(Instant::now() + self.timeout)));
         let run = self.engine.run_ast_with_scope(&mut scope, &self.ast);
         DEADLINE.with(|d| d.set(None));
@@ -86,7 +149,7 @@ impl ScriptStep {
         let Some(map) = out.try_cast::<rhai::Map>() else {
             return Err(format!("the script left `record` as {type_name}; it must stay an object (or be `()` to drop it)"));
         };
-        merge(rec, map)?;
+        merge(rec, map, 1)?;
         Ok(Scripted::Kept)
     }
 
@@ -146,9 +209,9 @@ fn set_field(m: &mut Map, key: &str, v: Dynamic) -> Result<(), String> {
     if let Some(Value::Object(inner)) = m.get_mut(key)
         && v.is_map()
     {
-        return merge(inner, v.cast::<rhai::Map>());
+        return merge(inner, v.cast::<rhai::Map>(), 2);
     }
-    let v = from_dynamic(v, key)?;
+    let v = from_dynamic(v, key, 2)?;
     m.insert(key, v);
     Ok(())
 }
@@ -170,25 +233,42 @@ fn to_dynamic(v: &Value) -> Dynamic {
     }
 }
 
-/// Writes the script's map back into `rec`: fields keep their places, removed ones go, new
-/// ones are appended. Nested objects merge the same way.
-fn merge(rec: &mut Map, mut new: rhai::Map) -> Result<(), String> {
+/// Writes the script's map back into `rec` (nested `level` deep, the record being 1): fields
+/// keep their places, removed ones go, new ones are appended. Nested objects merge the same
+/// way.
+fn merge(rec: &mut Map, mut new: rhai::Map, level: usize) -> Result<(), String> {
+    if level >= MAX_DEPTH {
+        return Err(too_deep(""));
+    }
     rec.retain(|k, _| new.contains_key(k));
     for (k, slot) in rec.iter_mut() {
         let d = new.remove(k.as_str()).expect("retained keys are present");
         match (slot, d) {
-            (Value::Object(inner), d) if d.is_map() => merge(inner, d.cast::<rhai::Map>())?,
-            (slot, d) => *slot = from_dynamic(d, k)?,
+            (Value::Object(inner), d) if d.is_map() => merge(inner, d.cast::<rhai::Map>(), level + 1)?,
+            (slot, d) => *slot = from_dynamic(d, k, level + 1)?,
         }
     }
     for (k, d) in new {
-        let v = from_dynamic(d, &k)?;
+        let v = from_dynamic(d, &k, level + 1)?;
         rec.push_unchecked(Str::from(k.as_str()), v);
     }
     Ok(())
 }
 
-fn from_dynamic(d: Dynamic, at: &str) -> Result<Value, String> {
+/// Why a script's value cannot be kept: nested too deep, under field `at`.
+fn too_deep(at: &str) -> String {
+    if at.is_empty() {
+        format!("the script built a record {}", depth_error())
+    } else {
+        format!("the script set `{at}` to a value {}", depth_error())
+    }
+}
+
+/// The script's value `d` as a record value nested `level` deep (a field of the record is 2).
+fn from_dynamic(d: Dynamic, at: &str, level: usize) -> Result<Value, String> {
+    if level >= MAX_DEPTH && (d.is_array() || d.is_map() || d.is::<ScriptRecord>()) {
+        return Err(too_deep(at));
+    }
     if d.is_unit() {
         return Ok(Value::Null);
     }
@@ -214,16 +294,21 @@ fn from_dynamic(d: Dynamic, at: &str) -> Result<Value, String> {
     }
     if d.is_array() {
         let a = d.into_array().expect("checked");
-        return a.into_iter().map(|x| from_dynamic(x, at)).collect::<Result<Vec<_>, _>>().map(Value::Array);
+        return a.into_iter().map(|x| from_dynamic(x, at, level + 1)).collect::<Result<Vec<_>, _>>().map(Value::Array);
     }
     if d.is::<ScriptRecord>() {
-        return Ok(Value::Object(d.cast::<ScriptRecord>().0));
+        // A copy of the record (`record.x = record`): its depth is counted, not assumed.
+        let v = Value::Object(d.cast::<ScriptRecord>().0);
+        if level - 1 + depth(&v, MAX_DEPTH) >= MAX_DEPTH {
+            return Err(too_deep(at));
+        }
+        return Ok(v);
     }
     if d.is_map() {
         let m = d.cast::<rhai::Map>();
         let mut out = Map::with_capacity(m.len());
         for (k, x) in m {
-            let v = from_dynamic(x, &k)?;
+            let v = from_dynamic(x, &k, level + 1)?;
             out.push_unchecked(Str::from(k.as_str()), v);
         }
         return Ok(Value::Object(out));
@@ -282,6 +367,25 @@ mod tests {
         assert!(out.rejected[0].reason.contains("not a finite number"), "{}", out.rejected[0].reason);
         let out = script("import \"x\" as x;", json!([{}]));
         assert_eq!(out.rejected.len(), 1, "no module can be loaded");
+    }
+
+    #[test]
+    fn values_nested_past_the_depth_limit_fail_the_record_not_the_process() {
+        let deep = |n: usize, set: &str| {
+            let source = format!("let m = #{{}}; for i in 0..{n} {{ m = #{{ a: m.take() }}; }} {set}");
+            run(json!([{"type": "script", "source": source, "max_operations": 100_000_000, "timeout_ms": 60_000}]), json!([{"x": 1}]))
+        };
+        // A field of the record is level 2: 126 maps below it make 127 levels, the most kept.
+        let out = deep(125, "record.deep = m;");
+        assert!(out.rejected.is_empty(), "{:?}", out.rejected.first().map(|r| &r.reason));
+        for (n, set) in [(126, "record.deep = m;"), (20_000, "record.deep = m;"), (300, "record = m;"), (300, "record.list = [m];")] {
+            let out = deep(n, set);
+            assert_eq!(out.records.len(), 0, "{n} {set}");
+            assert!(out.rejected[0].reason.contains("nested 128 levels deep or more"), "{n} {set}: {}", out.rejected[0].reason);
+        }
+        // A copy of the record inside itself, again and again.
+        let out = script("for i in 0..200 { record.me = record; }", json!([{"x": 1}]));
+        assert!(out.rejected[0].reason.contains("nested 128 levels deep or more"), "{}", out.rejected[0].reason);
     }
 
     #[test]

@@ -1,10 +1,14 @@
 //! `GET /runs/{id}/output`: the records in a run's file destination, so the UI can show what
 //! a run wrote. Only file destinations (`json`, `jsonl`, `csv`, uncompressed) can be read
 //! back here; the file is read as it is now (a later run of the same pipeline overwrites it).
+//!
+//! The file is streamed through the file connector's reader, so a file of any size costs a
+//! bounded amount of memory: only the first `limit` records are kept, and a record over
+//! [`MAX_SHOWN_RECORD`] bytes is skipped without being held (and not counted).
 
 use axum::extract::State;
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value as Json};
+use serde_json::Value as Json;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -41,34 +45,43 @@ pub struct RunOutput {
     pub records: Vec<Json>,
 }
 
-/// Reads a file destination's records (CSV rows become objects of strings).
-fn read_records(path: &std::path::Path, format: &str) -> Result<Vec<Json>, String> {
-    if path.extension().is_some_and(|e| e == "gz") {
+/// The largest record shown; larger ones are skipped by the reader.
+pub const MAX_SHOWN_RECORD: u64 = 1 << 20;
+
+/// Streams a file destination: how many records it holds and the first `limit` of them.
+async fn read_records(files_dir: &std::path::Path, path: &str, format: &str, delimiter: Option<&Json>, limit: usize) -> Result<(usize, Vec<Json>), String> {
+    if path.ends_with(".gz") {
         return Err("the destination file is compressed; read it with the CLI".into());
     }
-    let text = match std::fs::read(path) {
-        Ok(b) => String::from_utf8_lossy(&b).into_owned(),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(format!("cannot read the destination file: {e}")),
-    };
-    match format {
-        "json" if text.trim().is_empty() => Ok(Vec::new()),
-        "json" => match serde_json::from_str::<Json>(&text) {
-            Ok(Json::Array(a)) => Ok(a),
-            Ok(_) => Err("the destination file is not a JSON array".into()),
-            Err(e) => Err(format!("the destination file is not JSON: {e}")),
-        },
-        "jsonl" => text.lines().filter(|l| !l.trim().is_empty()).map(|l| serde_json::from_str(l).map_err(|e| format!("a line is not JSON: {e}"))).collect(),
-        "csv" => {
-            let mut lines = text.lines().filter(|l| !l.is_empty());
-            let Some(header) = lines.next() else { return Ok(Vec::new()) };
-            let names: Vec<&str> = header.split(',').collect();
-            Ok(lines
-                .map(|l| Json::Object(names.iter().zip(l.split(',')).map(|(k, v)| (k.to_string(), Json::String(v.to_string()))).collect::<Map<_, _>>()))
-                .collect())
-        }
-        other => Err(format!("`{other}` files cannot be read here")),
+    if !matches!(format, "json" | "jsonl" | "csv") {
+        return Err(format!("`{format}` files cannot be read here"));
     }
+    if !files_dir.join(path).is_file() {
+        return Ok((0, Vec::new()));
+    }
+    let mut config = serde_json::json!({"path": path, "format": format});
+    if let Some(d) = delimiter {
+        config["delimiter"] = d.clone();
+    }
+    let doc = serde_json::json!({"connector_type": "file", "config": config});
+    let mut errs = dagg_model::SpecErrors::default();
+    let Some(spec) = dagg_model::spec::connector::parse_connector(&doc, "destination", dagg_model::spec::connector::Role::Source, &mut errs) else {
+        return Err(format!("the destination cannot be read: {errs}"));
+    };
+    let limits = dagg_model::spec::pipeline::Limits { max_record_bytes: MAX_SHOWN_RECORD };
+    let mut source = dagg_connectors::open_source_limited(&spec, files_dir, &limits).map_err(|e| format!("cannot read the destination file: {e}"))?;
+    let (mut total, mut records) = (0, Vec::new());
+    loop {
+        let batch = source.next_batch(1024).await.map_err(|e| format!("cannot read the destination file: {e}"))?;
+        let Some(b) = batch else { break };
+        total += b.batch.records.len();
+        for r in b.batch.records {
+            if records.len() < limit {
+                records.push(serde_json::to_value(&r).map_err(|e| format!("a record cannot be shown: {e}"))?);
+            }
+        }
+    }
+    Ok((total, records))
 }
 
 /// The records a run's file destination holds.
@@ -102,7 +115,6 @@ async fn run_output(State(state): State<AppState>, _auth: Viewer, ApiPath(id): A
     let cfg = dest.get("config").cloned().unwrap_or_default();
     let path = cfg.get("path").and_then(Json::as_str).unwrap_or_default().to_string();
     let format = cfg.get("format").and_then(Json::as_str).unwrap_or("jsonl").to_string();
-    let full = state.config.files_dir().join(&path);
-    let all = read_records(&full, &format).map_err(ApiError::Conflict)?;
-    Ok(axum::Json(RunOutput { path, format, total: all.len(), records: all.iter().take(limit).map(masked).collect() }))
+    let (total, records) = read_records(&state.config.files_dir(), &path, &format, cfg.get("delimiter"), limit).await.map_err(ApiError::Conflict)?;
+    Ok(axum::Json(RunOutput { path, format, total, records: records.iter().map(masked).collect() }))
 }

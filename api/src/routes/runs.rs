@@ -229,25 +229,38 @@ impl Sortable for DeadLetterOut {
 }
 
 /// Reads the dead-letter entries of `run_id` from a file dead-letter destination.
-fn read_dead_letters(path: &std::path::Path, format: &str, run_id: &str) -> Result<Vec<DeadLetterOut>, String> {
-    let text = match std::fs::read(path) {
-        Ok(b) => {
-            if path.extension().is_some_and(|e| e == "gz") {
-                return Err("the dead-letter file is compressed; read it with the CLI".into());
+/// The most dead letters listed for one run, and the largest entry read: the file is streamed
+/// through the file connector's reader, so a file of any size costs bounded memory.
+const MAX_LISTED: usize = 1000;
+const MAX_ENTRY_BYTES: u64 = 256 << 10;
+
+async fn read_dead_letters(files_dir: &std::path::Path, path: &str, format: &str, run_id: &str) -> Result<Vec<DeadLetterOut>, String> {
+    if path.ends_with(".gz") {
+        return Err("the dead-letter file is compressed; read it with the CLI".into());
+    }
+    if !matches!(format, "json" | "jsonl") {
+        return Err(format!("dead letters in `{format}` files cannot be listed here"));
+    }
+    if !files_dir.join(path).is_file() {
+        return Ok(Vec::new());
+    }
+    let doc = serde_json::json!({"connector_type": "file", "config": {"path": path, "format": format}});
+    let mut errs = dagg_model::SpecErrors::default();
+    let Some(spec) = dagg_model::spec::connector::parse_connector(&doc, "dead_letter", dagg_model::spec::connector::Role::Source, &mut errs) else {
+        return Err(format!("the dead-letter file cannot be read: {errs}"));
+    };
+    let limits = dagg_model::spec::pipeline::Limits { max_record_bytes: MAX_ENTRY_BYTES };
+    let mut source = dagg_connectors::open_source_limited(&spec, files_dir, &limits).map_err(|e| format!("cannot read the dead-letter file: {e}"))?;
+    let mut entries: Vec<Json> = Vec::new();
+    while entries.len() < MAX_LISTED {
+        let batch = source.next_batch(1024).await.map_err(|e| format!("cannot read the dead-letter file: {e}"))?;
+        let Some(b) = batch else { break };
+        for r in b.batch.records {
+            if entries.len() < MAX_LISTED && r.get("run_id").and_then(|v| v.as_str()) == Some(run_id) {
+                entries.push(serde_json::to_value(&r).map_err(|e| format!("an entry cannot be shown: {e}"))?);
             }
-            String::from_utf8_lossy(&b).into_owned()
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(format!("cannot read the dead-letter file: {e}")),
-    };
-    let entries: Vec<Json> = match format {
-        "json" => match serde_json::from_str::<Json>(&text) {
-            Ok(Json::Array(a)) => a,
-            _ => Vec::new(),
-        },
-        "jsonl" => text.lines().filter(|l| !l.trim().is_empty()).filter_map(|l| serde_json::from_str(l).ok()).collect(),
-        other => return Err(format!("dead letters in `{other}` files cannot be listed here")),
-    };
+    }
     Ok(entries
         .into_iter()
         .filter(|e| e.get("run_id").and_then(Json::as_str) == Some(run_id))
@@ -280,8 +293,7 @@ async fn run_dead_letters(State(state): State<AppState>, _auth: Viewer, ApiPath(
             let cfg = dl.get("config").cloned().unwrap_or_default();
             let path = cfg.get("path").and_then(Json::as_str).unwrap_or_default();
             let format = cfg.get("format").and_then(Json::as_str).unwrap_or("jsonl");
-            let full = state.config.files_dir().join(path);
-            read_dead_letters(&full, format, &id).map_err(ApiError::Conflict)?
+            read_dead_letters(&state.config.files_dir(), path, format, &id).await.map_err(ApiError::Conflict)?
         }
         Some(dl) => {
             let t = dl.get("connector_type").and_then(Json::as_str).unwrap_or("?");

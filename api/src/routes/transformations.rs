@@ -224,6 +224,10 @@ async fn preview(_auth: Editor, ApiJson(req): ApiJson<PreviewRequest>) -> ApiRes
     })
     .await
     .map_err(ApiError::internal)?;
+    // A value nested past the limit is a fault of the rules, not of one sample record.
+    if let Some(r) = out.rejected.iter().find(|r| r.reason.contains(&dagg_model::value::depth_error())) {
+        return Err(ApiError::field(&r.stage, r.reason.clone()));
+    }
     let errors = out
         .rejected
         .iter()

@@ -5,7 +5,9 @@
 //! Cells may be quoted, with `""` for a quote and line breaks inside; rows end with LF or
 //! CRLF; blank lines are skipped. A row with the wrong number of cells, text after a closing
 //! quote, or a cell that is not UTF-8 is a bad input with the line the row starts on. A quote
-//! that is never closed swallows the rest of the file, so it is an error.
+//! that is never closed swallows the rest of the file, so it is an error. A row longer than
+//! `limits.max_record_bytes` is a bad input: the reader stops buffering it at the limit and
+//! skips to its end (quotes respected), keeping its first bytes for the dead letter.
 //!
 //! Writing: strings as they are (quoted when they hold the delimiter, a quote or a line
 //! break), null as an empty unquoted cell, the empty string as `""`, numbers and booleans
@@ -14,7 +16,7 @@
 use dagg_model::{Map, Position, Str, Value};
 use memchr::{memchr, memchr_iter, memchr2};
 
-use super::input::Input;
+use super::input::{Input, too_large};
 use super::source::{Cursor, Emitter, Stop};
 use crate::ConnectorError;
 
@@ -51,6 +53,8 @@ enum Parsed {
     More,
     /// A quoted cell never closes before the end of the file.
     Unterminated,
+    /// The row is longer than the record size limit (and not read whole).
+    TooLarge,
 }
 
 /// Parses the row at the start of `data` (which is not empty).
@@ -144,6 +148,7 @@ fn next_row(input: &mut Input, delim: u8, row: &mut Row, line: u64) -> Result<Op
             return Ok(None);
         }
         match parse_row(input.data(), input.eof(), delim, row) {
+            Parsed::More if input.data().len() > input.max_record() => return Ok(Some(Parsed::TooLarge)),
             Parsed::More => {
                 input.fill()?;
             }
@@ -172,6 +177,13 @@ pub(crate) fn read(input: &mut Input, at: Cursor, delim: u8, out: &mut Emitter) 
                 input.consume(used);
                 line += 1;
             }
+            Some(Parsed::TooLarge) => {
+                return Err(Stop::Failed(ConnectorError::Decode {
+                    path: input.path().to_string(),
+                    line,
+                    reason: format!("the header row is longer than limits.max_record_bytes ({} bytes)", input.max_record()),
+                }));
+            }
             Some(Parsed::Row { used, newlines }) => {
                 let header = header(input, &row, line)?;
                 input.consume(used);
@@ -196,11 +208,25 @@ pub(crate) fn read(input: &mut Input, at: Cursor, delim: u8, out: &mut Emitter) 
                 continue;
             }
             Parsed::Row { used, newlines } => (used, newlines),
+            Parsed::TooLarge => {
+                let raw = input.raw_prefix();
+                let limit = input.max_record();
+                let (size, newlines) = skip_row(input)?;
+                let pos = Position { unit, seq: line };
+                line += newlines;
+                let end = Cursor { unit, offset: input.offset(), line, elements: 0 };
+                out.bad(pos, &raw, too_large("row", size, limit), end)?;
+                continue;
+            }
             p => unreachable!("next_row returned {p:?}"),
         };
         let pos = Position { unit, seq: line };
         let end = Cursor { unit, offset: input.offset() + used as u64, line: line + newlines, elements: 0 };
-        let problem = if let Some(e) = row.error.take() {
+        let size = used - usize::from(input.data()[used - 1] == b'\n');
+        let problem = if size > input.max_record() {
+            // Whole in the buffer, but over the limit all the same.
+            Some(too_large("row", size as u64, input.max_record()))
+        } else if let Some(e) = row.error.take() {
             Some(e)
         } else if row.cells.len() != header.len() {
             Some(format!("the row has {} cells, the header has {}", row.cells.len(), header.len()))
@@ -216,11 +242,37 @@ pub(crate) fn read(input: &mut Input, at: Cursor, delim: u8, out: &mut Emitter) 
         if let Some(reason) = problem {
             let raw = &input.data()[..used];
             let raw = raw.strip_suffix(b"\n").map(|r| r.strip_suffix(b"\r").unwrap_or(r)).unwrap_or(raw);
+            let raw = if size > input.max_record() { &raw[..raw.len().min(super::input::RAW_PREFIX)] } else { raw };
             out.bad(pos, raw, reason, end)?;
         }
         input.consume(used);
         line += newlines;
     }
+}
+
+/// Consumes the row at the start of the data through its line break, quotes respected
+/// (`""` toggles twice), a buffer at a time. Returns its size and the line breaks consumed.
+fn skip_row(input: &mut Input) -> Result<(u64, u64), Stop> {
+    let mut quoted = false;
+    let mut newlines = 0u64;
+    let (size, found) = input.skip_through(|d| {
+        let mut i = 0;
+        while let Some(j) = memchr2(b'"', b'\n', &d[i..]) {
+            i += j;
+            if d[i] == b'"' {
+                quoted = !quoted;
+            } else {
+                newlines += 1;
+                if !quoted {
+                    return Some(i);
+                }
+            }
+            i += 1;
+        }
+        None
+    })?;
+    // The size of the row itself, without its line break.
+    Ok((size - u64::from(found), newlines))
 }
 
 fn header(input: &Input, row: &Row, line: u64) -> Result<Vec<Str>, Stop> {
@@ -311,6 +363,25 @@ mod tests {
             .map(|i| (String::from_utf8(row.cell(i).to_vec()).unwrap(), row.cells[i].quoted))
             .collect();
         (p, cells, row.error)
+    }
+
+    #[test]
+    fn a_row_over_the_size_limit_is_a_bad_input_quotes_respected() {
+        use super::super::source::testing::read_all_limited;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.csv");
+        // The long row holds a quoted cell with line breaks and `""` in it.
+        let long = format!("2,\"{}\n\"\"x\n{}\"", "a".repeat(3000), "b".repeat(3000));
+        std::fs::write(&p, format!("id,v\n1,x\n{long}\n3,y\n")).unwrap();
+        for buf in [16, 64, 1 << 20] {
+            let c = read_all_limited(&p, FileFormat::Csv, false, buf, 1000);
+            assert_eq!(c.error, None, "buffer {buf}");
+            let got: Vec<(u64, String)> = c.records.iter().map(|r| (r.0.seq, r.1.get("v").unwrap().to_text())).collect();
+            assert_eq!(got, [(2, "x".to_string()), (6, "y".to_string())], "buffer {buf}");
+            assert_eq!(c.bad.len(), 1);
+            assert_eq!(c.bad[0].0.position.seq, 3);
+            assert!(c.bad[0].0.reason.contains(&format!("the row is {} bytes, over the limit of 1000 bytes", long.len())), "{}", c.bad[0].0.reason);
+        }
     }
 
     #[test]

@@ -12,6 +12,8 @@ use crate::ConnectorError;
 
 /// The default buffer: large reads keep system calls and refills rare.
 pub(crate) const BUF_SIZE: usize = 1 << 20;
+/// How much of a record over the size limit is kept for the dead letter.
+pub(crate) const RAW_PREFIX: usize = 1024;
 
 enum Raw {
     Plain(File),
@@ -30,6 +32,9 @@ pub(crate) struct Input {
     /// Stream offset of `buf[0]`.
     base: u64,
     eof: bool,
+    /// The most bytes one record may take (`limits.max_record_bytes`): the readers stop
+    /// buffering a record at this size and skip the rest of it.
+    max_record: usize,
 }
 
 impl Input {
@@ -41,7 +46,46 @@ impl Input {
         } else {
             Raw::Plain(file)
         };
-        Ok(Input { raw, path: name, buf: vec![0; buf_size.max(16)], start: 0, end: 0, base: 0, eof: false })
+        Ok(Input { raw, path: name, buf: vec![0; buf_size.max(16)], start: 0, end: 0, base: 0, eof: false, max_record: usize::MAX })
+    }
+
+    /// Sets the most bytes one record may take.
+    pub fn with_max_record(mut self, max: u64) -> Input {
+        self.max_record = usize::try_from(max).unwrap_or(usize::MAX).max(1);
+        self
+    }
+
+    /// The most bytes one record may take.
+    #[inline]
+    pub fn max_record(&self) -> usize {
+        self.max_record
+    }
+
+    /// The first [`RAW_PREFIX`] bytes of `data()`, for the dead letter of a record too large.
+    pub fn raw_prefix(&self) -> Vec<u8> {
+        let d = self.data();
+        d[..d.len().min(RAW_PREFIX)].to_vec()
+    }
+
+    /// Consumes bytes through the first `stop` byte that `at_stop` accepts (given the bytes
+    /// seen since the last call), reading as needed and never holding more than a buffer.
+    /// Returns the bytes consumed and whether a stop was found before the end of the file.
+    pub fn skip_through(&mut self, mut at_stop: impl FnMut(&[u8]) -> Option<usize>) -> Result<(u64, bool), ConnectorError> {
+        let mut total = 0u64;
+        loop {
+            let data = self.data();
+            if let Some(i) = at_stop(data) {
+                total += i as u64 + 1;
+                self.consume(i + 1);
+                return Ok((total, true));
+            }
+            let n = data.len();
+            total += n as u64;
+            self.consume(n);
+            if !self.fill()? {
+                return Ok((total, false));
+            }
+        }
     }
 
     pub fn path(&self) -> &str {
@@ -167,6 +211,20 @@ impl Input {
     pub fn capacity(&self) -> usize {
         self.buf.len()
     }
+}
+
+/// The dead letter's reason for a record over the size limit (`what`: "line", "row", …),
+/// with how large it was (`None` when the file ended inside it).
+pub(crate) fn too_large(what: &str, size: u64, limit: usize) -> String {
+    format!(
+        "the {what} is {size} bytes, over the limit of {limit} bytes (limits.max_record_bytes); \
+         only its first {RAW_PREFIX} bytes are kept here"
+    )
+}
+
+/// The dead letter's reason for a record nested too deep.
+pub(crate) fn too_deep(what: &str) -> String {
+    format!("the {what} is {}", dagg_model::value::depth_error())
 }
 
 #[cfg(test)]

@@ -8,12 +8,18 @@
 //! structure (mismatched brackets, a missing `,`, the file ending inside the array) leaves
 //! no safe place to continue, so it is an error naming the line — after every record before
 //! it has been handed out.
+//!
+//! An element longer than `limits.max_record_bytes` is a bad input: the scanner goes on to
+//! its end consuming the buffer as it goes, so it is never held whole. One nested
+//! [`MAX_DEPTH`] levels deep or more is a bad input too (the parsers count levels).
+//!
+//! [`MAX_DEPTH`]: dagg_model::value::MAX_DEPTH
 
 use dagg_model::Position;
 use memchr::{memchr_iter, memchr2};
 
-use super::input::Input;
-use super::jsonl::{parse_object, without_position};
+use super::input::{Input, too_deep, too_large};
+use super::jsonl::{is_depth_error, parse_object, without_position};
 use super::source::{Cursor, Emitter, Stop, start_at};
 use crate::ConnectorError;
 
@@ -107,7 +113,19 @@ pub(crate) fn read(input: &mut Input, at: Cursor, out: &mut Emitter) -> Result<(
                 scan.reset();
                 let len = loop {
                     match scan.run(input.data(), input.eof()) {
-                        Ok(Some(len)) => break len,
+                        Ok(Some(len)) => break Some(len),
+                        Ok(None) if input.data().len() > input.max_record() => {
+                            let start_line = line;
+                            let raw = input.raw_prefix();
+                            let size = skip_element(input, &mut scan, &mut line)
+                                .map_err(|(l, reason)| decode(input, l, reason))?;
+                            elements += 1;
+                            let pos = Position { unit, seq: start_line };
+                            let end = Cursor { unit, offset: input.offset(), line, elements };
+                            out.bad(pos, &raw, too_large("array element", size, input.max_record()), end)?;
+                            state = State::AfterElement;
+                            break None;
+                        }
                         Ok(None) => {
                             if !input.fill()? {
                                 return Err(decode(
@@ -123,12 +141,21 @@ pub(crate) fn read(input: &mut Input, at: Cursor, out: &mut Emitter) -> Result<(
                         }
                     }
                 };
+                let Some(len) = len else { continue };
                 let text = &input.data()[..len];
                 let start_line = line;
                 line += newlines(text);
                 elements += 1;
                 let pos = Position { unit, seq: start_line };
                 let end = Cursor { unit, offset: input.offset() + len as u64, line, elements };
+                if len > input.max_record() {
+                    // Whole in the buffer, but over the limit all the same.
+                    let reason = too_large("array element", len as u64, input.max_record());
+                    out.bad(pos, &text[..len.min(super::input::RAW_PREFIX)], reason, end)?;
+                    input.consume(len);
+                    state = State::AfterElement;
+                    continue;
+                }
                 match parse_object(text) {
                     Ok(record) => out.record(record, pos, end)?,
                     Err(e) => out.bad(pos, text, reason(text, &e), end)?,
@@ -149,6 +176,9 @@ fn shown(b: u8) -> String {
 }
 
 fn reason(text: &[u8], e: &serde_json::Error) -> String {
+    if is_depth_error(e) {
+        return too_deep("array element");
+    }
     match serde_json::from_slice::<serde_json::Value>(text) {
         Ok(v) => {
             let kind = match v {
@@ -168,11 +198,47 @@ fn reason(text: &[u8], e: &serde_json::Error) -> String {
     }
 }
 
+/// Reads on to the end of an element over the size limit, consuming what the scanner has
+/// passed so the buffer never holds more than a refill beyond it. Returns the element's
+/// size; `line` moves past its line breaks. An error is a broken structure (or the end of
+/// the file), with its line.
+fn skip_element(input: &mut Input, scan: &mut Scan, line: &mut u64) -> Result<u64, (u64, String)> {
+    let mut size = 0u64;
+    let io = |e: ConnectorError, line: u64| (line, e.to_string());
+    loop {
+        let n = scan.pos;
+        *line += newlines(&input.data()[..n]);
+        size += n as u64;
+        input.consume(n);
+        scan.pos = 0;
+        if !input.fill().map_err(|e| io(e, *line))? && input.data().is_empty() {
+            return Err((*line, "the file ends inside an array element".into()));
+        }
+        match scan.run(input.data(), input.eof()) {
+            Ok(Some(len)) => {
+                *line += newlines(&input.data()[..len]);
+                input.consume(len);
+                return Ok(size + len as u64);
+            }
+            Ok(None) => {
+                if input.eof() {
+                    return Err((*line, "the file ends inside an array element".into()));
+                }
+            }
+            Err((at, reason)) => return Err((*line + newlines(&input.data()[..at]), reason)),
+        }
+    }
+}
+
 /// Finds where one array element ends. Resumable: when the data runs out it remembers how
 /// far it got, and continues there once the buffer holds more (the element's start stays
 /// at the front of the data, so offsets stay valid).
 #[derive(Default)]
 struct Scan {
+    /// The first byte has been looked at.
+    started: bool,
+    /// The element is a bare scalar (its end is the next `,`, `]` or white space).
+    scalar: bool,
     pos: usize,
     /// Open brackets, innermost last.
     stack: Vec<u8>,
@@ -181,6 +247,8 @@ struct Scan {
 
 impl Scan {
     fn reset(&mut self) {
+        self.started = false;
+        self.scalar = false;
         self.pos = 0;
         self.stack.clear();
         self.in_string = false;
@@ -189,14 +257,24 @@ impl Scan {
     /// `Ok(Some(len))` when the element is `data[..len]`, `Ok(None)` when more data is
     /// needed, `Err((offset, reason))` when the structure is broken.
     fn run(&mut self, data: &[u8], eof: bool) -> Result<Option<usize>, (usize, String)> {
-        if self.pos == 0 && !self.in_string {
+        if self.scalar {
+            // Scalars are short or refused anyway: scanned again from their start.
+            let end = scalar_end(data, eof);
+            self.pos = if end.is_none() { data.len() } else { 0 };
+            return Ok(end);
+        }
+        if !self.started {
+            self.started = true;
             match data[0] {
                 b'{' | b'[' => {}
                 b'"' => {
                     self.in_string = true;
                     self.pos = 1;
                 }
-                _ => return Ok(scalar_end(data, eof)),
+                _ => {
+                    self.scalar = true;
+                    return self.run(data, eof);
+                }
             }
         }
         let mut i = self.pos;
@@ -277,6 +355,38 @@ mod tests {
         let p = dir.path().join("a.json");
         std::fs::write(&p, text).unwrap();
         (dir, p)
+    }
+
+    #[test]
+    fn an_element_over_the_size_limit_is_a_bad_input_and_reading_goes_on() {
+        use super::super::source::testing::read_all_limited;
+        let long = format!("{{\"s\": \"{}\\\"]}}\",\n \"t\": [{}]}}", "x".repeat(3000), "1,".repeat(1000) + "1");
+        let (_d, p) = write(&format!("[\n{{\"a\": 1}},\n{long},\n{{\"a\": 2}}, \"{}\"\n]\n", "z".repeat(5000)));
+        for buf in [16, 64, 4096, 1 << 20] {
+            let c = read_all_limited(&p, FileFormat::Json, false, buf, 1000);
+            assert_eq!(c.error, None, "buffer {buf}");
+            let got: Vec<(u64, String)> = c.records.iter().map(|r| (r.0.seq, serde_json::to_string(&r.1).unwrap())).collect();
+            assert_eq!(got, [(2, r#"{"a":1}"#.to_string()), (5, r#"{"a":2}"#.to_string())], "buffer {buf}");
+            let bad: Vec<u64> = c.bad.iter().map(|b| b.0.position.seq).collect();
+            assert_eq!(bad, [3, 5], "buffer {buf}");
+            assert!(c.bad[0].0.reason.contains(&format!("the array element is {} bytes, over the limit of 1000", long.len())), "{}", c.bad[0].0.reason);
+            assert!(c.bad[1].0.reason.contains("5002 bytes"), "{}", c.bad[1].0.reason);
+            assert_eq!(c.bad[1].1.elements, 4);
+        }
+    }
+
+    #[test]
+    fn an_element_nested_past_the_depth_limit_is_a_bad_input() {
+        let max = dagg_model::value::MAX_DEPTH;
+        let nested = |n: usize| format!("{}1{}", "{\"a\":".repeat(n), "}".repeat(n));
+        let (_d, p) = write(&format!("[{},\n{},\n{},\n{{}}]", nested(max - 1), nested(max), nested(50_000)));
+        let c = read_all(&p, FileFormat::Json, false, 1 << 20, Cursor::start(0));
+        assert_eq!(c.error, None);
+        assert_eq!(c.records.iter().map(|r| r.0.seq).collect::<Vec<_>>(), [1, 4]);
+        assert_eq!(c.bad.iter().map(|b| b.0.position.seq).collect::<Vec<_>>(), [2, 3]);
+        for b in &c.bad {
+            assert!(b.0.reason.contains("nested 128 levels deep or more"), "{}", b.0.reason);
+        }
     }
 
     #[test]

@@ -1,10 +1,15 @@
 //! JSON Lines: one object per line. Blank lines are skipped; a line that is not a JSON
-//! object is a bad input with its line number. Lines may be as long as memory allows.
+//! object is a bad input with its line number. A line longer than `limits.max_record_bytes`
+//! is a bad input too: the reader stops buffering it at the limit and skips to its end, so
+//! memory stays bounded whatever the file holds. An object nested [`MAX_DEPTH`] levels deep
+//! or more is a bad input (the parsers count levels as they go).
+//!
+//! [`MAX_DEPTH`]: dagg_model::value::MAX_DEPTH
 
 use dagg_model::{Map, Position};
 use memchr::memchr;
 
-use super::input::Input;
+use super::input::{Input, too_deep, too_large};
 use super::source::{Cursor, Emitter, Stop, start_at};
 
 pub(crate) fn read(input: &mut Input, at: Cursor, out: &mut Emitter) -> Result<(), Stop> {
@@ -23,6 +28,18 @@ pub(crate) fn read(input: &mut Input, at: Cursor, out: &mut Emitter) -> Result<(
                 }
                 (data, data.len())
             }
+            None if data.len() > input.max_record() => {
+                // Too long to keep: its start for the dead letter, then skip to its end.
+                scanned = 0;
+                let raw = input.raw_prefix();
+                let (size, found) = input.skip_through(|d| memchr(b'\n', d))?;
+                let size = size - u64::from(found);
+                let pos = Position { unit, seq: line };
+                let end = Cursor { unit, offset: input.offset(), line: line + 1, elements: 0 };
+                out.bad(pos, &raw, too_large("line", size, input.max_record()), end)?;
+                line += 1;
+                continue;
+            }
             None => {
                 scanned = data.len();
                 input.fill()?;
@@ -30,6 +47,16 @@ pub(crate) fn read(input: &mut Input, at: Cursor, out: &mut Emitter) -> Result<(
             }
         };
         scanned = 0;
+        if text.len() > input.max_record() {
+            let (size, limit) = (text.len() as u64, input.max_record());
+            let raw = &text[..text.len().min(super::input::RAW_PREFIX)];
+            let pos = Position { unit, seq: line };
+            let end = Cursor { unit, offset: input.offset() + used as u64, line: line + 1, elements: 0 };
+            out.bad(pos, raw, too_large("line", size, limit), end)?;
+            input.consume(used);
+            line += 1;
+            continue;
+        }
         let text = text.strip_suffix(b"\r").unwrap_or(text);
         let pos = Position { unit, seq: line };
         let end = Cursor { unit, offset: input.offset() + used as u64, line: line + 1, elements: 0 };
@@ -59,8 +86,18 @@ pub(crate) fn parse_object(text: &[u8]) -> Result<Map, serde_json::Error> {
     }
 }
 
+/// Whether a parser refused the text for its nesting (serde_json's recursion limit, or the
+/// model's own count of levels).
+pub(crate) fn is_depth_error(e: &serde_json::Error) -> bool {
+    let m = e.to_string();
+    m.starts_with("recursion limit exceeded") || m.contains(&dagg_model::value::depth_error())
+}
+
 /// Why a line is not a record, in words that say what to fix.
 fn reason(text: &[u8], e: &serde_json::Error) -> String {
+    if is_depth_error(e) {
+        return too_deep("line");
+    }
     match serde_json::from_slice::<serde_json::Value>(text) {
         Ok(v) => {
             let kind = match v {
@@ -108,6 +145,74 @@ mod tests {
             assert!(c.bad[0].0.reason.contains("an array, not a JSON object"), "{}", c.bad[0].0.reason);
             assert_eq!((c.bad[1].0.position.seq, c.bad[1].0.raw.as_str()), (6, "{bad"));
             assert!(c.bad[1].0.reason.starts_with("the line is not valid JSON"), "{}", c.bad[1].0.reason);
+        }
+    }
+
+    /// A JSON object nested `levels` deep (the record counting as one).
+    fn nested(levels: usize) -> String {
+        format!("{}1{}", "{\"a\":".repeat(levels), "}".repeat(levels))
+    }
+
+    #[test]
+    fn a_line_over_the_size_limit_is_a_bad_input_and_reading_goes_on() {
+        use super::super::source::testing::read_all_limited;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.jsonl");
+        let long = format!("{{\"s\":\"{}\"}}", "x".repeat(5000));
+        std::fs::write(&p, format!("{{\"a\":1}}\n{long}\n{{\"a\":2}}\n{long}")).unwrap();
+        for buf in [16, 64, 4096, 1 << 20] {
+            let c = read_all_limited(&p, FileFormat::Jsonl, false, buf, 1000);
+            assert_eq!(c.error, None, "buffer {buf}");
+            let lines: Vec<u64> = c.records.iter().map(|r| r.0.seq).collect();
+            assert_eq!(lines, [1, 3], "buffer {buf}");
+            assert_eq!(c.bad.len(), 2, "buffer {buf}");
+            for (b, line) in c.bad.iter().zip([2, 4]) {
+                assert_eq!(b.0.position.seq, line);
+                assert!(b.0.reason.contains("5008 bytes, over the limit of 1000 bytes (limits.max_record_bytes)"), "{}", b.0.reason);
+                assert!(b.0.raw.len() <= super::super::input::RAW_PREFIX && long.starts_with(&b.0.raw), "buffer {buf}");
+            }
+            // The cursor after the first long line resumes at the next record.
+            let rest = read_all(&p, FileFormat::Jsonl, false, buf, c.bad[0].1);
+            assert_eq!(rest.records[0].0.seq, 3);
+        }
+    }
+
+    #[test]
+    fn a_gzip_line_over_the_limit_is_skipped_in_bounded_memory() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.jsonl.gz");
+        let mut e = flate2::write::GzEncoder::new(std::fs::File::create(&p).unwrap(), flate2::Compression::fast());
+        e.write_all(b"{\"a\":1}\n{\"s\":\"").unwrap();
+        let chunk = vec![b'y'; 1 << 20];
+        for _ in 0..64 {
+            e.write_all(&chunk).unwrap();
+        }
+        e.write_all(b"\"}\n{\"a\":2}\n").unwrap();
+        e.finish().unwrap();
+        let (tx, mut rx) = tokio::sync::mpsc::channel(1 << 10);
+        let mut out = Emitter::for_test(tx, 7);
+        let mut input = Input::open(&p, true, 4096).unwrap().with_max_record(1 << 20);
+        assert!(read(&mut input, Cursor::start(0), &mut out).is_ok());
+        assert!(input.capacity() <= 4 << 20, "the buffer grew to {}", input.capacity());
+        drop(out);
+        let _ = rx.try_recv();
+    }
+
+    #[test]
+    fn a_line_nested_past_the_depth_limit_is_a_bad_input() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.jsonl");
+        let max = dagg_model::value::MAX_DEPTH;
+        let text = [nested(max - 1), nested(max), nested(100_000), format!("{{\"a\":{}1{}}}", "[".repeat(max), "]".repeat(max))].join("\n");
+        std::fs::write(&p, text).unwrap();
+        let c = read_all(&p, FileFormat::Jsonl, false, 1 << 20, Cursor::start(0));
+        assert_eq!(c.error, None);
+        assert_eq!(c.records.iter().map(|r| r.0.seq).collect::<Vec<_>>(), [1]);
+        assert_eq!(dagg_model::value::depth(&dagg_model::Value::Object(c.records[0].1.clone()), usize::MAX), max - 1);
+        assert_eq!(c.bad.iter().map(|b| b.0.position.seq).collect::<Vec<_>>(), [2, 3, 4]);
+        for b in &c.bad {
+            assert!(b.0.reason.contains("nested 128 levels deep or more"), "{}", b.0.reason);
         }
     }
 

@@ -32,6 +32,7 @@ mod xml;
 use std::path::{Path, PathBuf};
 
 use dagg_model::spec::connector::{Compression, FileConfig};
+use dagg_model::spec::pipeline::Limits;
 
 pub use parquet::ParquetSink;
 pub use rolling::RollingSink;
@@ -72,6 +73,12 @@ fn is_glob(path: &str) -> bool {
 impl FileSource {
     /// Finds the source's files (expanding a glob) and checks they exist; reads nothing.
     pub fn open(config: &FileConfig, base_dir: &Path) -> Result<FileSource, ConnectorError> {
+        FileSource::open_limited(config, base_dir, &Limits::default())
+    }
+
+    /// [`FileSource::open`] with the pipeline's `limits` (a record over
+    /// `max_record_bytes` is a bad input, skipped without being held whole).
+    pub fn open_limited(config: &FileConfig, base_dir: &Path, limits: &Limits) -> Result<FileSource, ConnectorError> {
         let relative = Path::new(&config.path).is_relative();
         let files = if is_glob(&config.path) {
             matches(config, base_dir, relative)?
@@ -98,7 +105,7 @@ impl FileSource {
             .collect();
         let gzip = config.effective_compression() == Compression::Gzip;
         let record_element = config.record_element.as_deref().unwrap_or(xml::DEFAULT_RECORD);
-        Ok(FileSource::new(files, units, config.format, gzip, config.delimiter_byte(), record_element))
+        Ok(FileSource::new(files, units, config.format, gzip, config.delimiter_byte(), record_element, limits.max_record_bytes))
     }
 }
 

@@ -155,6 +155,8 @@ pub struct FileSource {
     delimiter: u8,
     /// XML: the element of one record.
     record_element: Arc<str>,
+    /// `limits.max_record_bytes`.
+    max_record: u64,
     /// Right after everything returned so far.
     cursor: Cursor,
     rx: Option<mpsc::Receiver<Result<Chunk, ConnectorError>>>,
@@ -170,6 +172,7 @@ impl FileSource {
         gzip: bool,
         delimiter: u8,
         record_element: &str,
+        max_record: u64,
     ) -> FileSource {
         FileSource {
             files: Arc::new(files),
@@ -178,6 +181,7 @@ impl FileSource {
             gzip,
             delimiter,
             record_element: Arc::from(record_element),
+            max_record,
             cursor: Cursor::start(0),
             rx: None,
             pending: None,
@@ -200,6 +204,7 @@ impl FileSource {
             delimiter: self.delimiter,
             record_element: self.record_element.clone(),
             buf_size: BUF_SIZE,
+            max_record: self.max_record,
         };
         let from = self.cursor;
         let out = Emitter { tx, size, cur: Chunk::with_capacity(size) };
@@ -344,6 +349,7 @@ pub(crate) struct Reader {
     pub delimiter: u8,
     pub record_element: Arc<str>,
     pub buf_size: usize,
+    pub max_record: u64,
 }
 
 impl Reader {
@@ -358,7 +364,7 @@ impl Reader {
                     out.set_end(Cursor::start(unit + 1));
                     continue;
                 }
-                let mut input = Input::open(&self.files[unit], self.gzip, self.buf_size)?;
+                let mut input = Input::open(&self.files[unit], self.gzip, self.buf_size)?.with_max_record(self.max_record);
                 match self.format {
                     FileFormat::Jsonl => jsonl::read(&mut input, at, &mut out)?,
                     FileFormat::Json => json::read(&mut input, at, &mut out)?,
@@ -410,17 +416,22 @@ pub(crate) mod testing {
         buf_size: usize,
         from: Cursor,
     ) -> Collected {
-        read_all_impl(path, format, gzip, buf_size, from, xml::DEFAULT_RECORD)
+        read_all_impl(path, format, gzip, buf_size, from, xml::DEFAULT_RECORD, u64::MAX)
+    }
+
+    /// [`read_all`] with a record size limit.
+    pub fn read_all_limited(path: &std::path::Path, format: FileFormat, gzip: bool, buf_size: usize, max_record: u64) -> Collected {
+        read_all_impl(path, format, gzip, buf_size, Cursor::start(0), xml::DEFAULT_RECORD, max_record)
     }
 
     /// [`read_all`] of an XML file with its record element.
     pub fn read_all_with(path: &std::path::Path, format: FileFormat, record_element: &str, from: Cursor) -> Collected {
-        read_all_impl(path, format, false, 64, from, record_element)
+        read_all_impl(path, format, false, 64, from, record_element, u64::MAX)
     }
 
-    fn read_all_impl(path: &std::path::Path, format: FileFormat, gzip: bool, buf_size: usize, from: Cursor, record_element: &str) -> Collected {
+    fn read_all_impl(path: &std::path::Path, format: FileFormat, gzip: bool, buf_size: usize, from: Cursor, record_element: &str, max_record: u64) -> Collected {
         let (tx, mut rx) = mpsc::channel(1 << 16);
-        let reader = Reader { files: Arc::new(vec![path.to_path_buf()]), format, gzip, delimiter: b',', record_element: Arc::from(record_element), buf_size };
+        let reader = Reader { files: Arc::new(vec![path.to_path_buf()]), format, gzip, delimiter: b',', record_element: Arc::from(record_element), buf_size, max_record };
         let out = Emitter { tx, size: 7, cur: Chunk::with_capacity(7) };
         std::thread::spawn(move || reader.run(from, out)).join().unwrap();
         let mut c = Collected::default();

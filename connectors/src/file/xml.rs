@@ -15,6 +15,16 @@
 //! objects nested, arrays as repeated elements, null as `nil="true"`, numbers and booleans
 //! as their text. A field name that is not an XML name refuses the record.
 //!
+//! # Limits
+//! A record whose elements nest [`MAX_DEPTH`] levels deep or more (the record element counting
+//! as one), or whose text from its start tag on is longer than `limits.max_record_bytes`, is
+//! a bad input: the reader stops building it there, reads on to its end tag keeping nothing,
+//! and sends it to the dead letter with the reason. A single tag or text run longer than the
+//! limit leaves no safe place to go on from, so it is an error naming the line; it is never
+//! held whole either.
+//!
+//! [`MAX_DEPTH`]: dagg_model::value::MAX_DEPTH
+//!
 //! # Positions and checkpoints
 //! A record's `seq` is the line its start tag ends on; the cursor after it is the byte
 //! offset right after its end tag and the line there. A resume seeks to that offset and reads
@@ -28,7 +38,9 @@ use quick_xml::Reader as XmlReader;
 use quick_xml::XmlVersion;
 use quick_xml::events::{BytesStart, Event};
 
-use super::input::Input;
+use dagg_model::value::MAX_DEPTH;
+
+use super::input::{Input, too_deep, too_large};
 use super::source::{Cursor, Emitter, Stop, start_at};
 use crate::ConnectorError;
 
@@ -37,11 +49,17 @@ pub(crate) const DEFAULT_RECORD: &str = "record";
 /// The sink's root element when `root_element` is not set.
 pub(crate) const DEFAULT_ROOT: &str = "records";
 
-/// [`Input`] as a `BufRead` that counts the lines it consumes.
+/// [`Input`] as a `BufRead` that counts the lines it consumes, and refuses to hand out more
+/// than the record size limit within one event (so quick-xml never buffers more).
 struct Lines<'a> {
     input: &'a mut Input,
     line: u64,
+    /// Where the event being read started.
+    event_start: u64,
 }
+
+/// The message of the error [`Lines`] returns for an event over the limit.
+const EVENT_TOO_LARGE: &str = "a single tag or text run is longer than limits.max_record_bytes";
 
 impl Read for Lines<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
@@ -55,6 +73,9 @@ impl Read for Lines<'_> {
 
 impl BufRead for Lines<'_> {
     fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        if self.input.offset().saturating_sub(self.event_start) > self.input.max_record() as u64 {
+            return Err(io::Error::other(format!("{EVENT_TOO_LARGE} ({} bytes)", self.input.max_record())));
+        }
         while self.input.data().is_empty() && !self.input.eof() {
             self.input.fill().map_err(|e| io::Error::other(e.to_string()))?;
         }
@@ -123,11 +144,20 @@ fn add_field(fields: &mut Map, key: String, value: Value) {
     }
 }
 
+/// A record being skipped: too deep or too large, read to its end keeping nothing.
+struct Skip {
+    /// Elements open inside it, itself included.
+    open: usize,
+    reason: String,
+}
+
 pub(crate) fn read(input: &mut Input, at: Cursor, record_element: &str, out: &mut Emitter) -> Result<(), Stop> {
     start_at(input, at)?;
     let path = input.path().to_string();
     let unit = at.unit;
-    let mut xml = XmlReader::from_reader(Lines { input, line: at.line });
+    let limit = input.max_record() as u64;
+    let event_start = input.offset();
+    let mut xml = XmlReader::from_reader(Lines { input, line: at.line, event_start });
     {
         let c = xml.config_mut();
         c.check_end_names = false;
@@ -137,23 +167,68 @@ pub(crate) fn read(input: &mut Input, at: Cursor, record_element: &str, out: &mu
     let mut buf = Vec::with_capacity(4096);
     // The open elements of the record being read (empty outside records).
     let mut stack: Vec<Frame> = Vec::new();
+    let mut skip: Option<Skip> = None;
     let mut start_line = 0;
+    // Where the record being read (or skipped) started.
+    let mut record_start = 0u64;
     loop {
         buf.clear();
+        let here = xml.get_ref().input.offset();
+        xml.get_mut().event_start = here;
         let event = xml.read_event_into(&mut buf);
         let line = xml.get_ref().line;
         let fail = |reason: String| Stop::Failed(ConnectorError::Decode { path: path.clone(), line, reason });
         let event = event.map_err(|e| fail(e.to_string()))?;
+        let in_record = !stack.is_empty() || skip.is_some();
+        if !stack.is_empty() && xml.get_ref().input.offset() - record_start > limit {
+            // Too large: stop building it, and skip to its end.
+            let size = xml.get_ref().input.offset() - record_start;
+            skip = Some(Skip { open: stack.len(), reason: too_large("record", size, limit as usize) });
+            stack.clear();
+        }
+        if let Some(s) = &mut skip {
+            match event {
+                Event::Start(_) => s.open += 1,
+                Event::End(_) => {
+                    s.open -= 1;
+                    if s.open == 0 {
+                        let reason = std::mem::take(&mut s.reason);
+                        skip = None;
+                        let end = Cursor { unit, offset: xml.get_ref().input.offset(), line, elements: 0 };
+                        let raw = format!("<{record_element}> (line {start_line}, not kept)");
+                        out.bad(Position { unit, seq: start_line }, raw.as_bytes(), reason, end)?;
+                    }
+                }
+                Event::Eof => {
+                    return Err(fail(format!("the file ends inside <{record_element}> (the record that started on line {start_line})")));
+                }
+                _ => {}
+            }
+            continue;
+        }
         match event {
             Event::Start(e) => {
-                if !stack.is_empty() || e.name().as_ref() == record_element {
-                    if stack.is_empty() {
+                if in_record && stack.len() + 1 >= MAX_DEPTH {
+                    // The record element is level 1; a level this deep makes a value nested
+                    // past the limit.
+                    skip = Some(Skip { open: stack.len() + 1, reason: too_deep("record") });
+                    stack.clear();
+                    continue;
+                }
+                if in_record || e.name().as_ref() == record_element {
+                    if !in_record {
                         start_line = line;
+                        record_start = here;
                     }
                     stack.push(Frame::open(&e).map_err(fail)?);
                 }
             }
             Event::Empty(e) => {
+                if in_record && stack.len() + 1 >= MAX_DEPTH {
+                    skip = Some(Skip { open: stack.len(), reason: too_deep("record") });
+                    stack.clear();
+                    continue;
+                }
                 let frame = Frame::open(&e).map_err(fail)?;
                 match stack.last_mut() {
                     Some(parent) => {
@@ -318,6 +393,57 @@ mod tests {
 
     fn rec(s: &str) -> Record {
         serde_json::from_str(s).unwrap()
+    }
+
+    #[test]
+    fn a_record_nested_past_the_depth_limit_is_a_bad_input_and_the_next_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.xml");
+        let deep = |n: usize, leaf: &str| format!("<record>{}{leaf}{}</record>\n", "<a>".repeat(n), "</a>".repeat(n));
+        let max = dagg_model::value::MAX_DEPTH;
+        // Record 1 makes a value 127 deep (its innermost element an object of one field);
+        // record 2 one level more; record 3 is 100 000 deep; record 4 is fine.
+        let text = format!(
+            "<records>\n{}{}{}<record><x>1</x></record>\n</records>\n",
+            deep(max - 3, "<b c=\"1\"/>"),
+            deep(max - 2, "<b c=\"1\"/>"),
+            deep(100_000, "x")
+        );
+        std::fs::write(&p, text).unwrap();
+        let c = read_all_with(&p, FileFormat::Xml, "record", Cursor::start(0));
+        assert_eq!(c.error, None);
+        assert_eq!(c.records.iter().map(|r| r.0.seq).collect::<Vec<_>>(), [2, 5]);
+        let first = Value::Object(c.records[0].1.clone());
+        assert_eq!(dagg_model::value::depth(&first, usize::MAX), max - 1);
+        assert_eq!(c.bad.iter().map(|b| b.0.position.seq).collect::<Vec<_>>(), [3, 4]);
+        for b in &c.bad {
+            assert!(b.0.reason.contains("nested 128 levels deep or more"), "{}", b.0.reason);
+        }
+        // The cursor after the deep record resumes at the next one.
+        let rest = read_all_with(&p, FileFormat::Xml, "record", c.bad[1].1);
+        assert_eq!(rest.records.iter().map(|r| r.0.seq).collect::<Vec<_>>(), [5]);
+    }
+
+    #[test]
+    fn a_record_over_the_size_limit_is_a_bad_input_and_a_huge_text_run_is_never_held() {
+        use crate::file::source::testing::read_all_limited;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.xml");
+        let many: String = (0..500).map(|i| format!("<f{i}>{i}</f{i}>")).collect();
+        std::fs::write(&p, format!("<records>\n<record><x>1</x></record>\n<record>{many}</record>\n<record><x>2</x></record>\n</records>\n")).unwrap();
+        let c = read_all_limited(&p, FileFormat::Xml, false, 64, 1000);
+        assert_eq!(c.error, None);
+        assert_eq!(c.records.len(), 2);
+        assert_eq!(c.records[1].1.get("x"), Some(&Value::from("2")));
+        assert_eq!(c.bad.len(), 1);
+        assert_eq!(c.bad[0].0.position.seq, 3);
+        assert!(c.bad[0].0.reason.contains("over the limit of 1000 bytes (limits.max_record_bytes)"), "{}", c.bad[0].0.reason);
+        // One text run over the limit: an error with its line, read no further than the limit.
+        std::fs::write(&p, format!("<records>\n<record><x>1</x></record>\n<record><t>{}</t></record>\n</records>\n", "y".repeat(100_000))).unwrap();
+        let c = read_all_limited(&p, FileFormat::Xml, false, 64, 1000);
+        assert_eq!(c.records.len(), 1);
+        let e = c.error.expect("an error");
+        assert!(e.contains("longer than limits.max_record_bytes") && e.contains("line 3"), "{e}");
     }
 
     #[test]

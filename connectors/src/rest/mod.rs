@@ -38,6 +38,9 @@ use crate::secrets;
 
 /// How much of a response body an error message quotes.
 const EXCERPT: usize = 300;
+/// The largest response body read (a page of records, a token answer): a larger one is an
+/// error, found out without holding more than this.
+pub(crate) const MAX_BODY: usize = 64 << 20;
 /// A token this close to its expiry is fetched again before use.
 const TOKEN_MARGIN: Duration = Duration::from_secs(60);
 
@@ -206,7 +209,11 @@ impl Http {
             .await
             .map_err(|e| net_error(&shown, self.timeout, &e))?;
         let status = resp.status();
-        let body = resp.bytes().await.map_err(|e| net_error(&shown, self.timeout, &e))?;
+        let body = match read_capped(resp, MAX_BODY).await {
+            Ok(b) => b,
+            Err(Capped::Net(e)) => return Err(net_error(&shown, self.timeout, &e)),
+            Err(Capped::TooLarge) => return Err(too_large(&shown)),
+        };
         if !status.is_success() {
             return Err(ConnectorError::Http { url: shown, reason: format!("the token request got {status}: {}", excerpt(&body)) });
         }
@@ -247,9 +254,10 @@ impl Http {
                 Ok(resp) => {
                     let status = resp.status();
                     let headers = resp.headers().clone();
-                    match resp.bytes().await {
-                        Ok(b) => Ok((status, headers, b.to_vec())),
-                        Err(e) => Err(e),
+                    match read_capped(resp, MAX_BODY).await {
+                        Ok(b) => Ok((status, headers, b)),
+                        Err(Capped::Net(e)) => Err(e),
+                        Err(Capped::TooLarge) => return Err(too_large(&shown)),
                     }
                 }
                 Err(e) => Err(e),
@@ -348,6 +356,35 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     let at = chrono::DateTime::parse_from_rfc2822(v).ok()?;
     let secs = (at.with_timezone(&chrono::Utc) - chrono::Utc::now()).num_milliseconds().max(0);
     Some(Duration::from_millis(secs as u64))
+}
+
+/// Why a body was not read.
+enum Capped {
+    Net(reqwest::Error),
+    TooLarge,
+}
+
+/// Reads a response body chunk by chunk, refusing it (and reading no further) once it is
+/// longer than `cap`; a `Content-Length` over the cap refuses it before any is read.
+async fn read_capped(mut resp: reqwest::Response, cap: usize) -> Result<Vec<u8>, Capped> {
+    if resp.content_length().is_some_and(|n| n > cap as u64) {
+        return Err(Capped::TooLarge);
+    }
+    let mut body = Vec::with_capacity(resp.content_length().map_or(8192, |n| n as usize));
+    while let Some(chunk) = resp.chunk().await.map_err(Capped::Net)? {
+        if body.len() + chunk.len() > cap {
+            return Err(Capped::TooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+fn too_large(shown: &str) -> ConnectorError {
+    ConnectorError::Http {
+        url: shown.to_string(),
+        reason: format!("the response body is larger than {} MiB; ask for smaller pages (`pagination.page_size`)", MAX_BODY >> 20),
+    }
 }
 
 /// The first characters of a body, for messages.

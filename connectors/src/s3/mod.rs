@@ -369,6 +369,7 @@ impl SourceConnector for S3Source {
                     c.gzip_for(key),
                     delimiter,
                     record_element,
+                    dagg_model::spec::pipeline::Limits::default().max_record_bytes,
                 );
                 if let Some(cp) = self.resume.take() {
                     src.seek(&cp).await?;

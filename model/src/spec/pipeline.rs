@@ -28,6 +28,7 @@ pub const TOP_LEVEL_KEYS: &[&str] = &[
     "checkpoint",
     "schema_evolution",
     "placement",
+    "limits",
 ];
 
 /// A validated pipeline.
@@ -54,6 +55,36 @@ pub struct PipelineSpec {
     /// Where parts of the pipeline run in a cluster.
     #[serde(skip_serializing_if = "Placement::is_default")]
     pub placement: Placement,
+    /// Bounds on what one input record may be.
+    #[serde(skip_serializing_if = "Limits::is_default")]
+    pub limits: Limits,
+}
+
+/// `limits`: how large one input record may be. A record over a limit is sent to the
+/// dead-letter destination with the reason, and never held in memory whole.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Limits {
+    /// The most bytes one record may take in its source: a JSON Lines line, a CSV row, an
+    /// element of a JSON array, an XML record (after decompression). 1 KiB to 1 GiB,
+    /// default 16 MiB.
+    pub max_record_bytes: u64,
+}
+
+/// The default of `limits.max_record_bytes`: 16 MiB.
+pub const fn default_max_record_bytes() -> u64 {
+    16 << 20
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { max_record_bytes: default_max_record_bytes() }
+    }
+}
+
+impl Limits {
+    pub fn is_default(&self) -> bool {
+        *self == Limits::default()
+    }
 }
 
 /// `placement`: which cluster node runs part of the pipeline. Without a cluster, or when the
@@ -321,6 +352,7 @@ pub fn parse_pipeline(doc: &Json) -> Result<PipelineSpec, SpecErrors> {
     };
 
     let placement = top.get("placement").and_then(|v| parse_placement(v, &mut errs)).unwrap_or_default();
+    let limits = top.get("limits").and_then(|v| parse_limits(v, &mut errs)).unwrap_or_default();
 
     match (name, source, destinations, schedule) {
         (Some(name), Some(source), Some(destinations), Some(schedule)) if errs.is_empty() => Ok(PipelineSpec {
@@ -337,6 +369,7 @@ pub fn parse_pipeline(doc: &Json) -> Result<PipelineSpec, SpecErrors> {
             checkpoint,
             schema_evolution,
             placement,
+            limits,
         }),
         _ => Err(errs),
     }
@@ -478,6 +511,12 @@ fn parse_placement(v: &Json, errs: &mut SpecErrors) -> Option<Placement> {
     Some(Placement { destinations })
 }
 
+fn parse_limits(v: &Json, errs: &mut SpecErrors) -> Option<Limits> {
+    let o = Obj::open(v, "limits", &["max_record_bytes"], errs)?;
+    let max_record_bytes = o.int("max_record_bytes", 1 << 10, 1 << 30, errs).map_or(default_max_record_bytes(), |n| n as u64);
+    Some(Limits { max_record_bytes })
+}
+
 fn parse_checkpoint(v: &Json, errs: &mut SpecErrors) -> Option<CheckpointConfig> {
     let o = Obj::open(v, "checkpoint", &["interval_seconds"], errs)?;
     let interval_seconds = match o.number("interval_seconds", errs) {
@@ -574,6 +613,19 @@ mod tests {
         assert!(serde_json::to_value(&plain).unwrap().get("placement").is_none(), "no placement written when there is none");
         let r = doc(serde_json::json!({"name": "x", "source": f, "destination": f, "placement": {"destinations": 0, "source": 1}}));
         assert_eq!(paths(r), ["placement.source", "placement.destinations"]);
+    }
+
+    #[test]
+    fn limits_are_checked_and_written_back() {
+        let f = serde_json::json!({"connector_type": "file", "config": {"path": "b", "format": "jsonl"}});
+        let plain = doc(serde_json::json!({"name": "x", "source": f, "destination": f})).unwrap();
+        assert_eq!(plain.limits.max_record_bytes, 16 << 20);
+        assert!(serde_json::to_value(&plain).unwrap().get("limits").is_none());
+        let p = doc(serde_json::json!({"name": "x", "source": f, "destination": f, "limits": {"max_record_bytes": 4096}})).unwrap();
+        assert_eq!(p.limits.max_record_bytes, 4096);
+        assert_eq!(serde_json::to_value(&p).unwrap()["limits"], serde_json::json!({"max_record_bytes": 4096}));
+        let r = doc(serde_json::json!({"name": "x", "source": f, "destination": f, "limits": {"max_record_bytes": 10, "max_depth": 3}}));
+        assert_eq!(paths(r), ["limits.max_depth", "limits.max_record_bytes"]);
     }
 
     #[test]
