@@ -308,6 +308,8 @@ pub async fn serve(listener: tokio::net::TcpListener, state: AppState, shutdown:
     // node if it stays away (a rolling restart loses nothing).
     if state.meta.node().is_none_or(|n| n.members().len() <= 1) {
         state.runs.cancel_all();
+    } else {
+        runner::hand_over_all(&state);
     }
     let _ = state.meta.flush();
     r
