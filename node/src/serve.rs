@@ -313,7 +313,7 @@ pub async fn serve(args: ServeArgs) -> ExitCode {
         Err(e) => return fail(format!("cannot start the cluster node: {e}")),
     };
     let peer_server = peer_listener.map(|l| {
-        let router = dagg_cluster::server::router(node.clone()).merge(dagg_cluster::data_plane::router(config.files_dir()));
+        let router = dagg_cluster::server::router(node.clone()).merge(dagg_cluster::data_plane::router(config.files_dir(), placement::sink_admission(store.clone(), s.node_id, config.restrict_file_paths)));
         tokio::spawn(async move { axum::serve(l, router).await })
     });
     if let Some(peers) = s.peers.clone() {
