@@ -241,6 +241,8 @@ impl ServeArgs {
         c.admin_password = std::env::var("DAGG_ADMIN_PASSWORD").ok().filter(|p| !p.is_empty());
         c.jwt_secret = std::env::var("DAGG_JWT_SECRET").ok().filter(|p| !p.is_empty());
         c.shared_dir = s.shared_dir.clone();
+        // Alone, a node may keep its own master key; members of a cluster need the same one.
+        c.generate_master_key = s.peers.is_none() && s.join.is_none();
         c
     }
 }
