@@ -232,10 +232,21 @@ pub fn start_with(state: &AppState, pipeline: &Pipeline, spec: PipelineSpec, by:
 }
 
 async fn drive(state: AppState, run: Run, spec: PipelineSpec, progress: Arc<RunProgress>) {
+    use futures_util::FutureExt;
     let id = run.id.clone();
     let notifications = spec.error_handling.notifications.clone();
-    if let Err(e) = drive_inner(&state, &run, spec, progress).await {
-        tracing::error!(run = %id, "recording the run failed: {e}");
+    // The stages run in a task of their own (a panic there fails the run, see
+    // `drive_inner`); a panic here, in the run's bookkeeping, is this run's failure too and
+    // never the node's: the run leaves the live set and its record ends.
+    match std::panic::AssertUnwindSafe(drive_inner(&state, &run, spec, progress)).catch_unwind().await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::error!(run = %id, "recording the run failed: {e}"),
+        Err(_) => {
+            tracing::error!(run = %id, "the run's bookkeeping panicked");
+            if let Err(e) = move_run(&state, &id, RunStatus::Failed, None, Some("the run crashed: its bookkeeping panicked".into())) {
+                tracing::error!(run = %id, "recording the crashed run failed: {e}");
+            }
+        }
     }
     state.runs.finish(&id);
     // What follows a run: the pipelines that depend on it, then its notifications (which
