@@ -182,7 +182,7 @@ fn jwt_secret(meta: &cluster::Meta, key: Option<&MasterKey>) -> Result<String, S
     let stored = meta.setting(JWT_SECRET_KEY)?.and_then(|v| v.as_str().map(str::to_string));
     let clear = match stored {
         Some(s) if dagg_connectors::secrets::is_encrypted(&s) => {
-            let k = key.ok_or_else(|| StartError::Setup("the stored token secret is sealed, and no master key is configured: supply the key it was sealed with (DAGG_MASTER_KEY)".into()))?;
+            let k = key.ok_or_else(|| StartError::Setup("the stored token secret is sealed with a master key this node does not have: give every node of the cluster the same key (DAGG_MASTER_KEY or DAGG_MASTER_KEY_FILE; a node first started alone generated its own into <data-dir>/master.key)".into()))?;
             return k.decrypt(&s).map_err(|e| StartError::Setup(format!("the stored token secret: {e}")));
         }
         Some(s) => s,
