@@ -15,6 +15,7 @@
 //! destination pre-committed belongs to a checkpoint that may be complete.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use dagg_connectors::{ConnectorError, SinkConnector, open_sink};
@@ -130,16 +131,33 @@ impl SinkConnector for RemoteSink {
     }
 }
 
+/// What a peer asks this node to open: a destination of a run.
+pub struct SinkRequest<'a> {
+    pub pipeline: &'a str,
+    pub run_id: &'a str,
+    pub destination: &'a ConnectorSpec,
+}
+
+/// Decides whether this node hosts a destination a peer asks for: `Err` says why not. The
+/// control plane gives one that applies the API's file-path rule
+/// (`dagg_model::spec::paths`) and admits only destinations of runs the cluster placed here
+/// (`dagg_api::cluster::placement::sink_admission`): a connected peer cannot make this node
+/// open a file or a connection no run of its own would.
+pub type SinkAdmission = Arc<dyn Fn(&SinkRequest<'_>) -> Result<(), String> + Send + Sync>;
+
 /// Hosts one destination for a run on another node, over `io`; relative paths resolve
-/// against `base` (this node's files folder). Ends when the run's node closes the link.
-pub async fn host<S: crate::remote_keyed::Io>(io: S, peer: String, base: PathBuf) {
+/// against `base` (this node's files folder). A destination `admit` refuses is refused
+/// before anything opens. Ends when the run's node closes the link.
+pub async fn host<S: crate::remote_keyed::Io>(io: S, peer: String, base: PathBuf, admit: SinkAdmission) {
     let (tx, mut rx) = link::open::<FromSinkHost, ToSinkHost, _>(io, 2, peer.clone());
     let (pipeline, run_id, mut sink) = match rx.recv().await {
         Ok(ToSinkHost::Open { pipeline, run_id, destination }) => {
             let mut errs = SpecErrors::new();
             let spec = parse_connector(&destination, "destination", Role::Sink, &mut errs);
             let opened = match spec {
-                Some(spec) if errs.is_empty() => open_sink(&spec, &base).map_err(|e| e.to_string()),
+                Some(spec) if errs.is_empty() => admit(&SinkRequest { pipeline: &pipeline, run_id: &run_id, destination: &spec })
+                    .inspect_err(|e| tracing::warn!(pipeline = %pipeline, run = %run_id, from = %peer, "refused to host a destination: {e}"))
+                    .and_then(|()| open_sink(&spec, &base).map_err(|e| e.to_string())),
                 _ => Err(format!("the destination does not parse here: {errs}")),
             };
             match opened {

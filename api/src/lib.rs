@@ -22,6 +22,7 @@ pub mod scheduler;
 pub mod triggers;
 pub mod telemetry;
 pub mod ui;
+mod private;
 
 use std::ops::Deref;
 use std::path::PathBuf;
@@ -36,7 +37,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::set_header::SetResponseHeaderLayer;
 
-use dagg_connectors::secrets::{MasterKey, SecretError};
+use dagg_connectors::secrets::{KEY_ENV, KEY_FILE_ENV, MasterKey, SecretError};
 
 use crate::auth::{JwtKeys, LoginLimiter};
 use crate::meta::{MetaCommand, MetaStore, Role, User};
@@ -67,11 +68,16 @@ pub struct ApiConfig {
     pub restrict_file_paths: bool,
     /// Seconds between progress events of a running run on `/ws`.
     pub progress_interval: Duration,
-    /// The master key (32 bytes, base64 or hex) that encrypts secrets in stored connector
-    /// configs and pipeline documents; absent: `DAGG_MASTER_KEY` / `DAGG_MASTER_KEY_FILE`
-    /// (the connectors decrypt with the same key when they open). Without any key,
-    /// secrets are stored in the clear (and still masked in every response).
+    /// The master key (32 bytes, base64 or hex) that seals the secrets in stored connector
+    /// configs and pipeline documents, the token-signing secret and the secrets in settings
+    /// (notifications); absent: `DAGG_MASTER_KEY` / `DAGG_MASTER_KEY_FILE` (the connectors
+    /// decrypt with the same key when they open).
     pub master_key: Option<String>,
+    /// Without a configured master key: generate one into `<data-dir>/master.key` (mode
+    /// 0600) and use it, as the one-command start does. Off for the members of a cluster,
+    /// which need one key for all (a key of each node's own could not open what another
+    /// sealed): their secrets then stay in the clear, with a warning at every start.
+    pub generate_master_key: bool,
     /// A directory every node of a cluster can read and write (a shared volume): run state
     /// and checkpoints go under `<shared-dir>/runtime/` so that a run moved to another node
     /// resumes from its last checkpoint. None: `<data-dir>/runtime/`.
@@ -93,6 +99,7 @@ impl ApiConfig {
             restrict_file_paths: true,
             progress_interval: Duration::from_secs(1),
             master_key: None,
+            generate_master_key: true,
             shared_dir: None,
         }
     }
@@ -165,6 +172,41 @@ pub enum StartError {
 }
 
 const JWT_SECRET_KEY: &str = "_jwt_secret";
+/// Where a node without a configured master key keeps the one it generated.
+pub const MASTER_KEY_FILE: &str = "master.key";
+
+/// The token-signing secret kept in the store (sealed with the master key when there is
+/// one): read, or generated and stored on a first start. One stored in the clear by an
+/// earlier build is sealed now.
+fn jwt_secret(meta: &cluster::Meta, key: Option<&MasterKey>) -> Result<String, StartError> {
+    let stored = meta.setting(JWT_SECRET_KEY)?.and_then(|v| v.as_str().map(str::to_string));
+    let clear = match stored {
+        Some(s) if dagg_connectors::secrets::is_encrypted(&s) => {
+            let k = key.ok_or_else(|| StartError::Setup("the stored token secret is sealed with a master key this node does not have: give every node of the cluster the same key (DAGG_MASTER_KEY or DAGG_MASTER_KEY_FILE; a node first started alone generated its own into <data-dir>/master.key)".into()))?;
+            return k.decrypt(&s).map_err(|e| StartError::Setup(format!("the stored token secret: {e}")));
+        }
+        Some(s) => s,
+        None => auth::random_token(""),
+    };
+    let value = key.map(|k| k.encrypt(&clear)).unwrap_or_else(|| clear.clone());
+    if key.is_some() || meta.setting(JWT_SECRET_KEY)?.is_none() {
+        meta.apply(MetaCommand::PutSetting { key: JWT_SECRET_KEY.into(), value: serde_json::Value::String(value) })?;
+    }
+    Ok(clear)
+}
+
+/// Seals the secrets of settings stored in the clear (by an earlier build, or before a
+/// master key was configured).
+fn seal_settings(meta: &cluster::Meta, key: Option<&MasterKey>) -> Result<(), StartError> {
+    let Some(key) = key else { return Ok(()) };
+    for (k, mut v) in meta.public_settings()? {
+        if dagg_connectors::secrets::has_clear_secret(&v, &mask::is_secret_key) {
+            key.encrypt_where(&mut v, &mask::is_secret_key);
+            meta.apply(MetaCommand::PutSetting { key: k, value: v })?;
+        }
+    }
+    Ok(())
+}
 
 impl AppState {
     /// Opens the store, creates the first admin and the JWT secret when missing, and marks
@@ -175,12 +217,54 @@ impl AppState {
         Self::open_with(config, meta)
     }
 
-    /// The folders under the data directory (and the shared one).
+    /// The folders under the data directory (and the shared one). The data directory holds
+    /// the metadata, the Raft log and keys: it is made private — created 0700 (an existing
+    /// one is set so), its files 0600 and folders 0700 — and from here on this process
+    /// creates files and folders for its user alone (umask 077), whatever library creates
+    /// them (sled's files included).
     pub fn create_dirs(config: &ApiConfig) -> Result<(), StartError> {
+        private::restrict_new_files();
+        let dir_err = |d: &std::path::Path| {
+            let path = d.to_path_buf();
+            move |source| StartError::Dir { path, source }
+        };
         for d in [config.data_dir.clone(), config.files_dir(), config.runtime_dir()] {
-            std::fs::create_dir_all(&d).map_err(|source| StartError::Dir { path: d.clone(), source })?;
+            private::create_dir(&d).map_err(dir_err(&d))?;
         }
+        private::make_private(&config.data_dir, &config.files_dir()).map_err(dir_err(&config.data_dir))?;
         Ok(())
+    }
+
+    /// The master key: configured, else (when allowed) `<data-dir>/master.key`, generated
+    /// on the first start. Installed as the key this process's connectors reveal with.
+    fn master_key(config: &ApiConfig) -> Result<Option<MasterKey>, StartError> {
+        let setup = |e: SecretError| StartError::Setup(e.to_string());
+        let key = match &config.master_key {
+            Some(text) => Some(MasterKey::from_text(text).map_err(setup)?),
+            None => match MasterKey::from_env() {
+                Ok(k) => Some(k),
+                Err(SecretError::NoKey) if config.generate_master_key => {
+                    let path = config.data_dir.join(MASTER_KEY_FILE);
+                    let (k, generated) = MasterKey::load_or_generate(&path).map_err(setup)?;
+                    let what = if generated { "generated a master key into" } else { "using the master key generated into" };
+                    tracing::warn!(
+                        "{what} {} (it seals the stored secrets). For production, supply the key from elsewhere — \
+                         {KEY_ENV} or {KEY_FILE_ENV} from a secret store — so that it does not sit beside the data it protects",
+                        path.display()
+                    );
+                    Some(k)
+                }
+                Err(SecretError::NoKey) => {
+                    tracing::warn!("no master key ({KEY_ENV} / {KEY_FILE_ENV}): connector, token and settings secrets are stored unencrypted; give every node of the cluster the same key");
+                    None
+                }
+                Err(e) => return Err(setup(e)),
+            },
+        };
+        if let Some(k) = &key {
+            dagg_connectors::secrets::install_process_key(k.clone());
+        }
+        Ok(key)
     }
 
     /// [`AppState::open`] on a store already opened (in a cluster: replicated, with this
@@ -188,17 +272,12 @@ impl AppState {
     /// places them again (see [`cluster::placement`]).
     pub fn open_with(config: ApiConfig, meta: cluster::Meta) -> Result<(AppState, Bootstrap), StartError> {
         let mut boot = Bootstrap::default();
+        let master_key = Self::master_key(&config)?;
         let secret = match &config.jwt_secret {
             Some(s) if !s.is_empty() => s.clone(),
-            _ => match meta.setting(JWT_SECRET_KEY)?.and_then(|v| v.as_str().map(str::to_string)) {
-                Some(s) => s,
-                None => {
-                    let s = auth::random_token("");
-                    meta.apply(MetaCommand::PutSetting { key: JWT_SECRET_KEY.into(), value: serde_json::Value::String(s.clone()) })?;
-                    s
-                }
-            },
+            _ => jwt_secret(&meta, master_key.as_ref())?,
         };
+        seal_settings(&meta, master_key.as_ref())?;
         if meta.user_count() == 0 {
             let (password, generated) = match &config.admin_password {
                 Some(p) if !p.is_empty() => (p.clone(), false),
@@ -222,17 +301,6 @@ impl AppState {
                 boot.generated_admin_password = Some(password);
             }
         }
-        let master_key = match &config.master_key {
-            Some(text) => Some(MasterKey::from_text(text).map_err(|e| StartError::Setup(e.to_string()))?),
-            None => match MasterKey::from_env() {
-                Ok(k) => Some(k),
-                Err(SecretError::NoKey) => {
-                    tracing::warn!("no master key (DAGG_MASTER_KEY): connector secrets are stored unencrypted");
-                    None
-                }
-                Err(e) => return Err(StartError::Setup(e.to_string())),
-            },
-        };
         let jwt = JwtKeys::new(secret.as_bytes(), config.access_ttl);
         let limiter = LoginLimiter::new(config.login_max_failures, config.login_window);
         let runs = RunManager::new();
@@ -314,6 +382,8 @@ where
     // node if it stays away (a rolling restart loses nothing).
     if state.meta.node().is_none_or(|n| n.members().len() <= 1) {
         state.runs.cancel_all();
+    } else {
+        runner::hand_over_all(&state);
     }
     let _ = state.meta.flush();
     r

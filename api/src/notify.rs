@@ -1,7 +1,8 @@
 //! Tells people when a run fails (`error_handling.notifications`): a webhook POST of the run
 //! summary, signed, and an e-mail through SMTP.
 //!
-//! Configuration is the `notifications` setting (`PUT /settings`):
+//! Configuration is the `notifications` setting (`PUT /settings`; its `webhook_secret` and
+//! SMTP `password` are stored sealed with the master key, opened here when sending):
 //! ```json
 //! {"notifications": {"webhook_secret": "…",
 //!   "smtp": {"host": "mail.internal", "port": 25, "from": "dagg@example.com",
@@ -135,11 +136,30 @@ fn log(state: &AppState, run_id: &str, level: &str, kind: &str, message: String,
     }
 }
 
+/// A setting as it is stored: where the new value holds the mask `GET /settings` showed
+/// under a secret key, the stored secret stays; secret values are sealed with the master
+/// key (without one they stay clear, as the start-up warning says).
+pub fn sealed_setting(state: &AppState, key: &str, mut value: Json) -> Result<Json, crate::meta::MetaError> {
+    if let Some(old) = state.meta.setting(key)? {
+        crate::mask::keep_masked(&mut value, &old);
+    }
+    if let Some(k) = &state.master_key {
+        k.encrypt_where(&mut value, &crate::mask::is_secret_key);
+    }
+    Ok(value)
+}
+
 fn settings(state: &AppState) -> Result<NotifySettings, String> {
     match state.meta.setting(SETTING).map_err(|e| e.to_string())? {
         None | Some(Json::Null) => Ok(NotifySettings::default()),
-        Some(v) => serde_json::from_value(v)
-            .map_err(|e| format!("the `{SETTING}` setting is invalid: {e}")),
+        Some(mut v) => {
+            if let Some(k) = &state.master_key {
+                k.decrypt_where(&mut v, &crate::mask::is_secret_key).map_err(|e| format!("the `{SETTING}` setting's secrets: {e}"))?;
+            } else if v.to_string().contains(dagg_connectors::secrets::PREFIX) {
+                return Err(format!("the `{SETTING}` setting's secrets are sealed, and no master key is configured"));
+            }
+            serde_json::from_value(v).map_err(|e| format!("the `{SETTING}` setting is invalid: {e}"))
+        }
     }
 }
 

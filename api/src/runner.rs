@@ -197,6 +197,8 @@ pub fn start_with(state: &AppState, pipeline: &Pipeline, spec: PipelineSpec, by:
         finished_at: None,
         counts: RunCounts::default(),
         error: None,
+        resumptions: 0,
+        handed_over: false,
     };
     let created = state
         .meta
@@ -230,10 +232,21 @@ pub fn start_with(state: &AppState, pipeline: &Pipeline, spec: PipelineSpec, by:
 }
 
 async fn drive(state: AppState, run: Run, spec: PipelineSpec, progress: Arc<RunProgress>) {
+    use futures_util::FutureExt;
     let id = run.id.clone();
     let notifications = spec.error_handling.notifications.clone();
-    if let Err(e) = drive_inner(&state, &run, spec, progress).await {
-        tracing::error!(run = %id, "recording the run failed: {e}");
+    // The stages run in a task of their own (a panic there fails the run, see
+    // `drive_inner`); a panic here, in the run's bookkeeping, is this run's failure too and
+    // never the node's: the run leaves the live set and its record ends.
+    match std::panic::AssertUnwindSafe(drive_inner(&state, &run, spec, progress)).catch_unwind().await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::error!(run = %id, "recording the run failed: {e}"),
+        Err(_) => {
+            tracing::error!(run = %id, "the run's bookkeeping panicked");
+            if let Err(e) = move_run(&state, &id, RunStatus::Failed, None, Some("the run crashed: its bookkeeping panicked".into())) {
+                tracing::error!(run = %id, "recording the crashed run failed: {e}");
+            }
+        }
     }
     state.runs.finish(&id);
     // What follows a run: the pipelines that depend on it, then its notifications (which
@@ -391,6 +404,12 @@ pub fn run_placed(state: &AppState, run: Run) -> ApiResult<()> {
         .map(|v| v.document)
         .ok_or_else(|| ApiError::NotFound(format!("pipeline `{}` has no version {}", run.pipeline_id, run.pipeline_version)))?;
     let spec = crate::routes::pipelines::validate(state, &doc).map_err(|d| ApiError::validation("the stored pipeline document is invalid", d))?;
+    if state.runs.progress(&run.id).is_some() {
+        return Ok(());
+    }
+    if matches!(run.status, RunStatus::Running | RunStatus::Retrying) && !resume(state, &run, &spec)? {
+        return Ok(());
+    }
     let progress = Arc::new(RunProgress::default());
     {
         let mut live = state.runs.live.lock().unwrap_or_else(|e| e.into_inner());
@@ -402,4 +421,51 @@ pub fn run_placed(state: &AppState, run: Run) -> ApiResult<()> {
     }
     tokio::spawn(drive(state.clone(), run, spec, progress));
     Ok(())
+}
+
+/// How many times a run may be resumed after its node died: its `retry_policy.max_retries`,
+/// and at least once (surviving the loss of one node is what a cluster is for).
+pub fn resumption_budget(spec: &PipelineSpec) -> u32 {
+    spec.error_handling.retry_policy.max_retries.max(1)
+}
+
+/// A run that was active when the node running it stopped is about to start again (here
+/// after a restart, or on the node it moved to). Counts the resumption in the run's
+/// replicated record — unless that node stopped cleanly and handed it over — and, when the
+/// run's budget is spent, ends it `failed` instead: an input that kills its node must not
+/// kill it forever, nor walk from node to node. Whether to start it.
+fn resume(state: &AppState, run: &Run, spec: &PipelineSpec) -> ApiResult<bool> {
+    let budget = resumption_budget(spec);
+    if !run.handed_over && run.resumptions >= budget {
+        let deaths = run.resumptions + 1;
+        let reason = format!("the node died {deaths} times during this run");
+        let done = move_run(state, &run.id, RunStatus::Failed, None, Some(reason.clone()))?;
+        state.meta.apply(MetaCommand::run_event(&run.id, "error", "finished", format!("failed: {reason}"), json!({"status": "failed", "error": reason, "node_deaths": deaths, "budget": budget})))?;
+        tracing::error!(run = %run.id, deaths, "{reason}: not resumed again");
+        let state = state.clone();
+        let notifications = spec.error_handling.notifications.clone();
+        tokio::spawn(async move {
+            crate::scheduler::on_run_finished(&state, &done);
+            crate::notify::run_finished(&state, &done, &notifications).await;
+        });
+        return Ok(false);
+    }
+    state.meta.apply(MetaCommand::ResumeRun { id: run.id.clone() })?;
+    let (level, message) = if run.handed_over {
+        ("info", "resumed after its node stopped cleanly".to_string())
+    } else {
+        ("warning", format!("resumed after its node died ({} of {budget} resumptions)", run.resumptions + 1))
+    };
+    state.meta.apply(MetaCommand::run_event(&run.id, level, "resumed", message, json!({"resumptions": run.resumptions + u32::from(!run.handed_over), "budget": budget})))?;
+    Ok(true)
+}
+
+/// A node stopping cleanly hands its active runs over: they stay placed, and their next
+/// start (after the restart, or on another node) is not counted as a death.
+pub fn hand_over_all(state: &AppState) {
+    for id in state.runs.active_ids() {
+        if let Err(e) = state.meta.apply(MetaCommand::HandOverRun { id: id.clone() }) {
+            tracing::warn!(run = %id, "handing the run over: {e}");
+        }
+    }
 }

@@ -529,6 +529,8 @@ fn skip(state: &AppState, b: &Pipeline, cause: &Run) -> ApiResult<Run> {
         finished_at: None,
         counts: RunCounts::default(),
         error: None,
+        resumptions: 0,
+        handed_over: false,
     };
     state
         .meta

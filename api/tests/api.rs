@@ -677,6 +677,8 @@ async fn runs_left_running_by_a_dead_process_end_failed_on_restart() {
             finished_at: None,
             counts: Default::default(),
             error: None,
+            resumptions: 0,
+            handed_over: false,
         };
         state.meta.apply(dagg_api::meta::MetaCommand::CreateRun { run }).unwrap();
         state.meta.apply(dagg_api::meta::MetaCommand::UpdateRun { id: "r1".into(), status: dagg_model::RunStatus::Running, at: now, counts: None, error: None }).unwrap();

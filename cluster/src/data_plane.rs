@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{Request, State};
+use dagg_actors::remote_sink::SinkAdmission;
 use axum::routing::get;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -28,17 +29,17 @@ pub const SINK: &str = "/data/sink";
 pub const PROTOCOL: &str = "dagg-data/1";
 
 /// The data plane's routes, for the peer listener; relative destination paths resolve
-/// against `files_dir`.
-pub fn router(files_dir: PathBuf) -> Router {
-    Router::new().route(KEYED, get(accept_keyed)).route(SINK, get(accept_sink)).with_state(files_dir)
+/// against `files_dir`, and `admit` decides which destinations this node hosts.
+pub fn router(files_dir: PathBuf, admit: SinkAdmission) -> Router {
+    Router::new().route(KEYED, get(accept_keyed)).route(SINK, get(accept_sink)).with_state((files_dir, admit))
 }
 
 async fn accept_keyed(req: Request) -> Response {
     upgrade(req, |io, peer| dagg_actors::remote_keyed::host(io, peer))
 }
 
-async fn accept_sink(State(files_dir): State<PathBuf>, req: Request) -> Response {
-    upgrade(req, move |io, peer| dagg_actors::remote_sink::host(io, peer, files_dir))
+async fn accept_sink(State((files_dir, admit)): State<(PathBuf, SinkAdmission)>, req: Request) -> Response {
+    upgrade(req, move |io, peer| dagg_actors::remote_sink::host(io, peer, files_dir, admit))
 }
 
 /// Upgrades the connection and runs `serve` on it.

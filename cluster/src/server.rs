@@ -20,9 +20,9 @@ type S = State<Arc<ClusterNode>>;
 
 /// Serves the peer routes and the data plane's on `listener` until dropped, each request
 /// behind the member's peer authentication (see [`crate::peer_auth`]).
-pub async fn serve(node: Arc<ClusterNode>, listener: tokio::net::TcpListener, files_dir: PathBuf) -> std::io::Result<()> {
+pub async fn serve(node: Arc<ClusterNode>, listener: tokio::net::TcpListener, files_dir: PathBuf, admit: dagg_actors::remote_sink::SinkAdmission) -> std::io::Result<()> {
     let auth = node.auth().clone();
-    let routes = router(node).merge(crate::data_plane::router(files_dir));
+    let routes = router(node).merge(crate::data_plane::router(files_dir, admit));
     auth.serve(listener, routes).await
 }
 

@@ -165,6 +165,53 @@ impl MasterKey {
         String::from_utf8(plain).map_err(|_| SecretError::Malformed("it does not decrypt to text"))
     }
 
+    /// The key in `path` when the file exists; else a new key written there (created with
+    /// mode 0600, never replacing a file another process wrote meanwhile). Whether it was
+    /// generated now, and the key. For a node started without a configured key.
+    pub fn load_or_generate(path: &Path) -> Result<(MasterKey, bool), SecretError> {
+        if path.exists() {
+            return MasterKey::from_file(path).map(|k| (k, false));
+        }
+        let (key, text) = MasterKey::generate();
+        let io = |source| SecretError::KeyFile { path: path.display().to_string(), source };
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+        match opts.open(path) {
+            Ok(mut f) => {
+                use std::io::Write;
+                f.write_all(format!("{text}\n").as_bytes()).and_then(|()| f.sync_all()).map_err(io)?;
+                Ok((key, true))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => MasterKey::from_file(path).map(|k| (k, false)),
+            Err(e) => Err(io(e)),
+        }
+    }
+
+    /// Seals, in place, every clear string under a key `is_secret` names (at any depth);
+    /// values already sealed stay as they are. For stores whose secret keys are not the
+    /// connector configs' [`SECRET_KEYS`] (settings, say).
+    pub fn encrypt_where(&self, v: &mut Json, is_secret: &dyn Fn(&str) -> bool) {
+        walk_where(v, is_secret, &mut |s| {
+            if !is_encrypted(s) {
+                *s = self.encrypt(s);
+            }
+            Ok(())
+        })
+        .expect("encrypting cannot fail");
+    }
+
+    /// Opens, in place, every sealed string under a key `is_secret` names.
+    pub fn decrypt_where(&self, v: &mut Json, is_secret: &dyn Fn(&str) -> bool) -> Result<(), SecretError> {
+        walk_where(v, is_secret, &mut |s| {
+            if is_encrypted(s) {
+                *s = self.decrypt(s)?;
+            }
+            Ok(())
+        })
+    }
+
     /// Encrypts, in place, every clear string under a [`SECRET_KEYS`] key of a config (any
     /// JSON, at any depth); values already encrypted stay as they are.
     pub fn encrypt_config(&self, config: &mut Json) {
@@ -188,6 +235,38 @@ impl MasterKey {
     }
 }
 
+/// Whether any string under a key `is_secret` names (at any depth) is in the clear.
+pub fn has_clear_secret(v: &Json, is_secret: &dyn Fn(&str) -> bool) -> bool {
+    match v {
+        Json::Object(map) => map.iter().any(|(k, v)| match v {
+            Json::String(s) if is_secret(k) => !is_encrypted(s),
+            other => has_clear_secret(other, is_secret),
+        }),
+        Json::Array(items) => items.iter().any(|i| has_clear_secret(i, is_secret)),
+        _ => false,
+    }
+}
+
+fn walk_where(v: &mut Json, is_secret: &dyn Fn(&str) -> bool, f: &mut dyn FnMut(&mut String) -> Result<(), SecretError>) -> Result<(), SecretError> {
+    match v {
+        Json::Object(map) => {
+            for (k, v) in map.iter_mut() {
+                match v {
+                    Json::String(s) if is_secret(k) => f(s)?,
+                    other => walk_where(other, is_secret, f)?,
+                }
+            }
+        }
+        Json::Array(items) => {
+            for item in items {
+                walk_where(item, is_secret, f)?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
 fn walk_secrets(v: &mut Json, f: &mut dyn FnMut(&mut String) -> Result<(), SecretError>) -> Result<(), SecretError> {
     match v {
         Json::Object(map) => {
@@ -208,11 +287,28 @@ fn walk_secrets(v: &mut Json, f: &mut dyn FnMut(&mut String) -> Result<(), Secre
     Ok(())
 }
 
+/// The key this process seals with, when it chose one itself (a node that generated its
+/// key into its data directory installs it here): connectors reveal with it.
+static PROCESS_KEY: std::sync::RwLock<Option<MasterKey>> = std::sync::RwLock::new(None);
+
+/// Makes `key` the one [`reveal`] uses in this process (before the environment's).
+pub fn install_process_key(key: MasterKey) {
+    *PROCESS_KEY.write().unwrap_or_else(|e| e.into_inner()) = Some(key);
+}
+
 /// The clear value of a secret from a config: an encrypted one is decrypted with the
-/// master key from the environment ([`MasterKey::from_env`]); a clear one is returned as is.
+/// process's key ([`install_process_key`]), else the master key from the environment
+/// ([`MasterKey::from_env`]); a clear one is returned as is.
 pub fn reveal(secret: &Secret) -> Result<String, SecretError> {
     let v = secret.expose();
-    if is_encrypted(v) { MasterKey::from_env()?.decrypt(v) } else { Ok(v.to_string()) }
+    if !is_encrypted(v) {
+        return Ok(v.to_string());
+    }
+    let installed = PROCESS_KEY.read().unwrap_or_else(|e| e.into_inner()).clone();
+    match installed {
+        Some(k) => k.decrypt(v),
+        None => MasterKey::from_env()?.decrypt(v),
+    }
 }
 
 #[cfg(test)]
@@ -259,6 +355,37 @@ mod tests {
         for f in [&text_file, &raw_file] {
             assert_eq!(MasterKey::from_file(f).unwrap().decrypt(&k.encrypt("v")).unwrap(), "v");
         }
+    }
+
+    #[test]
+    fn a_generated_key_file_is_private_and_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("master.key");
+        let (k, generated) = MasterKey::load_or_generate(&path).unwrap();
+        assert!(generated);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        }
+        let (again, generated) = MasterKey::load_or_generate(&path).unwrap();
+        assert!(!generated);
+        assert_eq!(again.decrypt(&k.encrypt("v")).unwrap(), "v");
+    }
+
+    #[test]
+    fn values_under_chosen_keys_seal_and_open() {
+        let (key, _) = MasterKey::generate();
+        let is = |k: &str| k == "webhook_secret" || k == "password";
+        let clear = json!({"webhook_secret": "ws", "smtp": {"host": "h", "password": "pw"}});
+        assert!(has_clear_secret(&clear, &is));
+        let mut v = clear.clone();
+        key.encrypt_where(&mut v, &is);
+        assert!(!has_clear_secret(&v, &is));
+        assert!(!v.to_string().contains("\"ws\"") && !v.to_string().contains("\"pw\""), "{v}");
+        assert_eq!(v["smtp"]["host"], "h");
+        key.decrypt_where(&mut v, &is).unwrap();
+        assert_eq!(v, clear);
     }
 
     #[test]

@@ -332,6 +332,8 @@ impl ServeArgs {
         c.admin_password = std::env::var("DAGG_ADMIN_PASSWORD").ok().filter(|p| !p.is_empty());
         c.jwt_secret = std::env::var("DAGG_JWT_SECRET").ok().filter(|p| !p.is_empty());
         c.shared_dir = s.shared_dir.clone();
+        // Alone, a node may keep its own master key; members of a cluster need the same one.
+        c.generate_master_key = s.peers.is_none() && s.join.is_none();
         c
     }
 }
@@ -435,7 +437,8 @@ pub async fn serve(args: ServeArgs) -> ExitCode {
         Ok(n) => n,
         Err(e) => return fail(format!("cannot start the cluster node: {e}")),
     };
-    let peer_server = peer_listener.map(|l| tokio::spawn(dagg_cluster::server::serve(node.clone(), l, config.files_dir())));
+    let admit = placement::sink_admission(store.clone(), s.node_id, config.restrict_file_paths);
+    let peer_server = peer_listener.map(|l| tokio::spawn(dagg_cluster::server::serve(node.clone(), l, config.files_dir(), admit)));
     if let Some(peers) = s.peers.clone() {
         eprintln!("node {} (peer {advertise}): bootstrapping with {} peers", s.node_id, peers.len());
         tokio::spawn(node.clone().bootstrap(peers));

@@ -13,7 +13,8 @@ struct Server {
     addr: String,
     /// stderr lines read before the listening line.
     early: Vec<String>,
-    _dir: tempfile::TempDir,
+    data: std::path::PathBuf,
+    _dir: Option<tempfile::TempDir>,
 }
 
 impl Drop for Server {
@@ -26,8 +27,19 @@ impl Drop for Server {
 /// Starts `dagg serve` on a free loopback port with a new data directory.
 fn start(admin_password: Option<&str>) -> Server {
     let dir = tempfile::Builder::new().prefix("dagg-serve").tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let mut server = start_in(dir.path(), admin_password);
+    server._dir = Some(dir);
+    server
+}
+
+/// Starts `dagg serve` on a free loopback port with the data directory `data` (no master
+/// key, token secret or cluster options from the test's environment).
+fn start_in(data: &std::path::Path, admin_password: Option<&str>) -> Server {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_dagg"));
-    cmd.args(["serve", "--api-addr", "127.0.0.1:0"]).env("DAGG_DATA_DIR", dir.path()).env_remove("DAGG_ADMIN_PASSWORD").stdout(Stdio::null()).stderr(Stdio::piped());
+    cmd.args(["serve", "--api-addr", "127.0.0.1:0"]).env("DAGG_DATA_DIR", data).env_remove("DAGG_ADMIN_PASSWORD").stdout(Stdio::null()).stderr(Stdio::piped());
+    for v in ["DAGG_MASTER_KEY", "DAGG_MASTER_KEY_FILE", "DAGG_JWT_SECRET", "DAGG_PEERS", "DAGG_JOIN", "DAGG_CONFIG", "DAGG_HOME"] {
+        cmd.env_remove(v);
+    }
     if let Some(p) = admin_password {
         cmd.env("DAGG_ADMIN_PASSWORD", p);
     }
@@ -35,7 +47,7 @@ fn start(admin_password: Option<&str>) -> Server {
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     let mut early = Vec::new();
     let addr = loop {
-        let line = lines.next().expect("dagg serve printed where it listens").unwrap();
+        let line = lines.next().unwrap_or_else(|| panic!("dagg serve ended before it listened: {early:#?}")).unwrap();
         if let Some(rest) = line.split("listening on http://").nth(1) {
             break rest.split_whitespace().next().unwrap().to_string();
         }
@@ -43,12 +55,36 @@ fn start(admin_password: Option<&str>) -> Server {
     };
     // Keep draining stderr so the server never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines {});
-    Server { child, addr, early, _dir: dir }
+    Server { child, addr, early, data: data.to_path_buf(), _dir: None }
 }
 
 impl Server {
     fn files(&self) -> std::path::PathBuf {
-        self._dir.path().join("files")
+        self.data.join("files")
+    }
+
+    /// SIGTERM, and waits for the process to end.
+    fn stop(mut self) {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let _ = self.child.wait();
+    }
+
+    /// SIGKILL: the process dies where it stands.
+    fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    fn login(&self, password: &str) -> String {
+        let (status, login) = http(&self.addr, "POST", "/auth/login", &[("Content-Type", "application/json")], Some(&json!({"username": "admin", "password": password})));
+        assert_eq!(status, 200, "{login}");
+        login["access_token"].as_str().unwrap().to_string()
+    }
+
+    /// A request as `token`.
+    fn call(&self, token: &str, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
+        let auth = format!("Bearer {token}");
+        http(&self.addr, method, path, &[("Authorization", auth.as_str()), ("Content-Type", "application/json")], body)
     }
 }
 
@@ -204,4 +240,215 @@ fn the_websocket_streams_a_runs_status_changes() {
         assert!(seen.len() < 10, "{seen:?}");
     }
     assert_eq!(seen, ["pending", "running", "success"]);
+}
+
+/// A webhook receiver on loopback: each request's head (lower-cased) and body, in order.
+fn webhook_receiver() -> (String, std::sync::mpsc::Receiver<(String, Vec<u8>)>) {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hook", l.local_addr().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { return };
+            let mut r = BufReader::new(s.try_clone().unwrap());
+            let mut head = String::new();
+            loop {
+                let mut line = String::new();
+                if r.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                head.push_str(&line.to_ascii_lowercase());
+            }
+            let len = head.lines().find_map(|l| l.strip_prefix("content-length:")).and_then(|n| n.trim().parse().ok()).unwrap_or(0);
+            let mut body = vec![0; len];
+            let _ = r.read_exact(&mut body);
+            let _ = s.write_all(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n");
+            if tx.send((head, body)).is_err() {
+                return;
+            }
+        }
+    });
+    (url, rx)
+}
+
+/// Every file below `dir` (folders walked, links not followed).
+fn files_below(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+    for e in std::fs::read_dir(dir).unwrap() {
+        let e = e.unwrap();
+        let ty = e.file_type().unwrap();
+        if ty.is_dir() {
+            out.push(e.path());
+            files_below(&e.path(), out);
+        } else if ty.is_file() {
+            out.push(e.path());
+        }
+    }
+}
+
+/// Every maximal run of bytes `keep` accepts, at least `min` long.
+fn runs_of(bytes: &[u8], min: usize, keep: impl Fn(u8) -> bool) -> Vec<String> {
+    bytes.split(|b| !keep(*b)).filter(|r| r.len() >= min).map(|r| String::from_utf8_lossy(r).into_owned()).collect()
+}
+
+#[test]
+#[cfg(unix)]
+fn a_nodes_data_directory_is_private_and_holds_no_secret_in_the_clear() {
+    use std::os::unix::fs::PermissionsExt;
+    const WEBHOOK_SECRET: &str = "webhook-signing-secret-4f1c9a";
+    const SMTP_PASSWORD: &str = "smtp-relay-password-77d2e0";
+    let root = tempfile::Builder::new().prefix("dagg-private").tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let data = root.path().join("data");
+    let server = start_in(&data, Some("private-password-1"));
+    // No key configured: one was generated beside the data, and the log says so.
+    let said = server.early.join("\n");
+    assert!(said.contains("master.key") && said.contains("DAGG_MASTER_KEY"), "{said}");
+    let token = server.login("private-password-1");
+
+    // Notification settings with two secrets; what GET shows, sent back, keeps them.
+    let (hook, hooks) = webhook_receiver();
+    let settings = json!({"notifications": {"webhook_secret": WEBHOOK_SECRET, "smtp": {"host": "127.0.0.1", "port": 9, "from": "dagg@example.com", "username": "mailer", "password": SMTP_PASSWORD}}});
+    let (status, shown) = server.call(&token, "PUT", "/settings", Some(&settings));
+    assert_eq!(status, 200, "{shown}");
+    let (_, shown) = server.call(&token, "GET", "/settings", None);
+    assert_eq!((shown["notifications"]["webhook_secret"].as_str(), shown["notifications"]["smtp"]["password"].as_str()), (Some("********"), Some("********")), "{shown}");
+    let (status, _) = server.call(&token, "PUT", "/settings", Some(&json!({"notifications": shown["notifications"].clone()})));
+    assert_eq!(status, 200);
+
+    // A failing run's webhook is still signed with the secret first given.
+    let doc = json!({
+        "name": "fails-and-tells",
+        "source": {"connector_type": "file", "config": {"path": "missing.jsonl", "format": "jsonl"}},
+        "destination": {"connector_type": "file", "config": {"path": "out.jsonl", "format": "jsonl"}},
+        "error_handling": {"notifications": {"webhook": hook}}
+    });
+    let (status, p) = server.call(&token, "POST", "/pipelines", Some(&doc));
+    assert_eq!(status, 201, "{p}");
+    let (status, run) = server.call(&token, "POST", &format!("/pipelines/{}/execute", p["id"].as_str().unwrap()), None);
+    assert_eq!(status, 202, "{run}");
+    let (head, body) = hooks.recv_timeout(Duration::from_secs(30)).expect("the webhook was called");
+    let want = dagg_api::notify::signature(WEBHOOK_SECRET.as_bytes(), &body);
+    assert!(head.contains(&format!("x-dagg-signature: {want}")), "signed with another secret than the one given: {head}");
+    server.stop();
+
+    // The data directory and everything in it: the node's user's alone.
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&data), 0o700, "the data directory");
+    let mut all = Vec::new();
+    files_below(&data, &mut all);
+    assert!(all.iter().any(|p| p.ends_with("master.key")), "no generated key in {all:?}");
+    assert!(all.len() > 5, "{all:?}");
+    for p in &all {
+        let want = if p.is_dir() { 0o700 } else { 0o600 };
+        assert_eq!(mode(p), want, "{} is {:o}", p.display(), mode(p));
+    }
+
+    // No secret in the clear in any byte of it; each is there sealed with the master key.
+    let key = dagg_connectors::secrets::MasterKey::from_file(&data.join("master.key")).unwrap();
+    let jwt = dagg_api::auth::JwtKeys::new(b"unused", Duration::from_secs(60));
+    let signs = |secret: &str| dagg_api::auth::JwtKeys::new(secret.as_bytes(), Duration::from_secs(60)).check(&token).is_some();
+    assert!(jwt.check(&token).is_none());
+    let mut opened = Vec::new();
+    for p in all.iter().filter(|p| p.is_file()) {
+        let bytes = std::fs::read(p).unwrap();
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(!text.contains(WEBHOOK_SECRET), "the webhook secret is in the clear in {}", p.display());
+        assert!(!text.contains(SMTP_PASSWORD), "the SMTP password is in the clear in {}", p.display());
+        // The token secret is 64 hex digits: no run of them in any file signs the token.
+        for run in runs_of(&bytes, 64, |b| b.is_ascii_hexdigit()) {
+            for w in 0..=run.len() - 64 {
+                assert!(!signs(&run[w..w + 64]), "the token secret is in the clear in {}", p.display());
+            }
+        }
+        for sealed in runs_of(&bytes, 40, |b| b.is_ascii_alphanumeric() || b"+/=:".contains(&b)) {
+            if let Some(at) = sealed.find("enc:v1:")
+                && let Ok(clear) = key.decrypt(&sealed[at..])
+            {
+                opened.push(clear);
+            }
+        }
+    }
+    assert!(opened.iter().any(|c| c == WEBHOOK_SECRET), "the webhook secret is not stored sealed");
+    assert!(opened.iter().any(|c| c == SMTP_PASSWORD), "the SMTP password is not stored sealed");
+    assert!(opened.iter().any(|c| signs(c)), "the token secret is not stored sealed");
+
+    // After a restart the sealed token secret still checks the tokens it signed.
+    let again = start_in(&data, None);
+    let (status, _) = again.call(&token, "GET", "/pipelines", None);
+    assert_eq!(status, 200, "the token from before the restart");
+}
+
+/// Waits up to `limit` for `f` to give something.
+fn wait_for<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(start.elapsed() < limit, "waited {} s for {what}", limit.as_secs());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_run_whose_node_is_killed_each_time_it_starts_ends_failed_after_its_retry_budget() {
+    let root = tempfile::Builder::new().prefix("dagg-crashloop").tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let data = root.path().join("data");
+    let mut server = start_in(&data, Some("loop-password-1"));
+    let token = server.login("loop-password-1");
+    // A destination that takes the connection and never answers: every attempt is still
+    // running when its node dies.
+    let hold = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/in", hold.local_addr().unwrap());
+    std::thread::spawn(move || {
+        let held: Vec<_> = hold.incoming().map_while(Result::ok).collect();
+        drop(held);
+    });
+    std::fs::write(server.files().join("in.jsonl"), (0..100).map(|i| format!("{{\"id\":{i}}}\n")).collect::<String>()).unwrap();
+    let doc = json!({
+        "name": "kills-its-node",
+        "source": {"connector_type": "file", "config": {"path": "in.jsonl", "format": "jsonl"}},
+        "destination": {"connector_type": "rest_api", "config": {"url": url, "method": "POST"}},
+        "error_handling": {"retry_policy": {"max_retries": 2}}
+    });
+    let (status, p) = server.call(&token, "POST", "/pipelines", Some(&doc));
+    assert_eq!(status, 201, "{p}");
+    let (status, run) = server.call(&token, "POST", &format!("/pipelines/{}/execute", p["id"].as_str().unwrap()), None);
+    assert_eq!(status, 202, "{run}");
+    let run_id = run["id"].as_str().unwrap().to_string();
+    // The kinds of the run's log entries, in order.
+    let kinds = |s: &Server| -> Vec<String> {
+        let (_, logs) = s.call(&token, "GET", &format!("/runs/{run_id}/logs?page_size=500"), None);
+        logs["items"].as_array().map(|a| a.iter().filter_map(|e| e["kind"].as_str().map(String::from)).collect()).unwrap_or_default()
+    };
+    let count = |k: &[String], kind: &str| k.iter().filter(|e| *e == kind).count();
+    // The input kills the node at every start (here: the test does, once it runs).
+    for deaths in 1..=3 {
+        let mut last = Vec::new();
+        let limit = std::time::Instant::now() + Duration::from_secs(60);
+        while std::time::Instant::now() < limit {
+            last = kinds(&server);
+            if count(&last, "resumed") == deaths - 1 && last.last().is_some_and(|k| k == "started") {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(last.last().is_some_and(|k| k == "started"), "start {deaths} never came: {last:?}");
+        // What the node wrote reaches the disk (sled flushes every 500 ms) before it dies.
+        std::thread::sleep(Duration::from_millis(1500));
+        server.kill();
+        server = start_in(&data, None);
+    }
+    let done = wait_for(Duration::from_secs(60), "the run to end", || {
+        let (_, r) = server.call(&token, "GET", &format!("/runs/{run_id}"), None);
+        (r["status"] != "running" && r["status"] != "retrying").then_some(r)
+    });
+    assert_eq!(done["status"], "failed", "{done}");
+    assert_eq!(done["error"], "the node died 3 times during this run", "{done}");
+    let log = kinds(&server);
+    assert_eq!((count(&log, "resumed"), log.last().map(String::as_str)), (2, Some("finished")), "{log:?}");
+    // The node stays up, and does not start the run again.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(http(&server.addr, "GET", "/health", &[], None).0, 200);
+    assert!(server.child.try_wait().unwrap().is_none(), "the node stopped");
+    assert_eq!(kinds(&server), log);
 }

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use dagg_actors::remote_keyed::{InstancePlacer, Remote};
+use dagg_actors::remote_sink::{SinkAdmission, SinkRequest};
 use dagg_cluster::ClusterNode;
 
 use chrono::{DateTime, Utc};
@@ -23,7 +24,7 @@ use serde_json::json;
 
 use crate::AppState;
 use crate::cluster::Meta;
-use crate::meta::{MetaCommand, MetaResult};
+use crate::meta::{MetaCommand, MetaResult, MetaStore};
 
 /// Settings under this prefix are run assignments.
 pub const ASSIGN_PREFIX: &str = "_cluster/run/";
@@ -242,6 +243,44 @@ impl InstancePlacer for Spread {
         let io = self.node.data_link(&target.peer_addr, dagg_cluster::data_plane::SINK, CONNECT_TIMEOUT).await;
         Some(io.map(|io| Remote { node, io }))
     }
+}
+
+/// What this node (`node_id`) hosts for its peers on the data plane
+/// (`dagg_cluster::data_plane::router`): a destination whose file path keeps the API's rule
+/// (when `restrict_file_paths`, as for the documents the API stores), of a run that has not
+/// ended and that the cluster placed, whose pipeline version names this node in
+/// `placement.destinations` and has exactly that destination. Anything else a connected
+/// peer asks for — a file at an absolute path, a run never placed — is refused.
+pub fn sink_admission(store: Arc<MetaStore>, node_id: u64, restrict_file_paths: bool) -> SinkAdmission {
+    Arc::new(move |req: &SinkRequest<'_>| {
+        if restrict_file_paths {
+            dagg_model::spec::paths::check_connector_inside_files_folder(req.destination)?;
+        }
+        let read = |e: crate::meta::MetaError| format!("cannot read the run: {e}");
+        let run = store.run(req.run_id).map_err(read)?.ok_or_else(|| format!("no run `{}` in this cluster", req.run_id))?;
+        if run.status.is_terminal() {
+            return Err(format!("run `{}` already ended `{}`", run.id, run.status));
+        }
+        if store.setting(&format!("{ASSIGN_PREFIX}{}", run.id)).map_err(read)?.is_none() {
+            return Err(format!("run `{}` was not placed by the cluster", run.id));
+        }
+        let doc = store
+            .version(&run.pipeline_id, run.pipeline_version)
+            .map_err(read)?
+            .ok_or_else(|| format!("pipeline `{}` has no version {}", run.pipeline_id, run.pipeline_version))?
+            .document;
+        let spec = dagg_model::spec::pipeline::parse_pipeline(&doc).map_err(|e| format!("the stored pipeline of run `{}` does not parse: {e}", run.id))?;
+        if spec.name != req.pipeline {
+            return Err(format!("run `{}` belongs to pipeline `{}`, not `{}`", run.id, spec.name, req.pipeline));
+        }
+        if spec.placement.destinations != Some(node_id) {
+            return Err(format!("run `{}` does not place its destinations on node {node_id}", run.id));
+        }
+        if !spec.destinations.iter().any(|d| d == req.destination) {
+            return Err(format!("run `{}` has no such destination", run.id));
+        }
+        Ok(())
+    })
 }
 
 /// The placer for runs of this node: none alone (every instance runs in the run's process).

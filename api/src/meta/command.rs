@@ -65,6 +65,12 @@ pub enum MetaCommand {
     CreateRun { run: Run },
     /// Moves a run to `status` (refused unless [`RunStatus::can_become`] allows it).
     UpdateRun { id: String, status: RunStatus, at: DateTime<Utc>, counts: Option<RunCounts>, error: Option<String> },
+    /// A node stopping cleanly leaves its active run to be resumed (after its restart, or
+    /// on another node): the next [`MetaCommand::ResumeRun`] is not a death.
+    HandOverRun { id: String },
+    /// A node resumes a run that was active when the node running it stopped: one more
+    /// `resumptions` unless the run was handed over (which the resumption clears).
+    ResumeRun { id: String },
     /// Appends to a run's log; the store numbers the event.
     AppendRunEvent { event: RunEvent },
     AppendAudit { entry: AuditEntry },

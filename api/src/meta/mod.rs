@@ -298,6 +298,25 @@ impl MetaStore {
                 }
                 self.put(&t.runs, &id, &r)?;
             }
+            MetaCommand::HandOverRun { id } => {
+                let mut r: Run = self.need(&t.runs, "run", &id)?;
+                if !r.status.is_terminal() {
+                    r.handed_over = true;
+                    self.put(&t.runs, &id, &r)?;
+                }
+            }
+            MetaCommand::ResumeRun { id } => {
+                let mut r: Run = self.need(&t.runs, "run", &id)?;
+                if r.status.is_terminal() {
+                    return Err(MetaError::Conflict(format!("run `{id}` already ended `{}`", r.status)));
+                }
+                if r.handed_over {
+                    r.handed_over = false;
+                } else {
+                    r.resumptions += 1;
+                }
+                self.put(&t.runs, &id, &r)?;
+            }
             MetaCommand::AppendRunEvent { mut event } => {
                 let prefix = format!("{}/", event.run_id);
                 let last = match t.run_events.scan_prefix(&prefix).keys().next_back() {
@@ -569,6 +588,8 @@ mod tests {
             finished_at: None,
             counts: RunCounts::default(),
             error: None,
+            resumptions: 0,
+            handed_over: false,
         }
     }
 
@@ -692,6 +713,27 @@ mod tests {
         // A pipeline's schedule state goes with it.
         m.apply(MetaCommand::DeletePipeline { id: "p1".into() }).unwrap();
         assert!(m.schedule_state("p1").unwrap().is_none());
+    }
+
+    /// Resumptions of a run after its node died (and hand-overs by a node stopping cleanly)
+    /// as version 1 writes them, over a run record written before they existed.
+    #[test]
+    fn golden_resumption_commands_of_version_1_still_apply() {
+        let text = include_str!("../../tests/golden/commands-v1-resumptions.jsonl");
+        let dir = tempfile::tempdir().unwrap();
+        let m = MetaStore::open(dir.path()).unwrap();
+        for (i, line) in text.lines().enumerate() {
+            m.apply_encoded(line.as_bytes()).unwrap_or_else(|e| panic!("line {}: {e}", i + 1));
+        }
+        let r = m.run("r1").unwrap().unwrap();
+        // Two deaths counted; the resumption after the clean stop was not; the last hand-over waits.
+        assert_eq!((r.resumptions, r.handed_over, r.status), (2, true, RunStatus::Running));
+        // An ended run is not resumed.
+        m.apply(MetaCommand::UpdateRun { id: "r1".into(), status: RunStatus::Failed, at: stamp(9).at, counts: None, error: Some("the node died 3 times during this run".into()) }).unwrap();
+        assert!(matches!(m.apply(MetaCommand::ResumeRun { id: "r1".into() }), Err(MetaError::Conflict(_))));
+        // The encoding of the new commands is locked.
+        assert_eq!(CommandEnvelope::new(MetaCommand::ResumeRun { id: "r1".into() }).encode(), text.lines().nth(3).unwrap().as_bytes());
+        assert_eq!(CommandEnvelope::new(MetaCommand::HandOverRun { id: "r1".into() }).encode(), text.lines().nth(4).unwrap().as_bytes());
     }
 
     #[test]

@@ -173,6 +173,20 @@ pub struct Run {
     pub counts: RunCounts,
     #[serde(default)]
     pub error: Option<String>,
+    /// Times the run was resumed after the node running it died (its process killed, the
+    /// machine lost): counted by [`super::MetaCommand::ResumeRun`] across restarts and moves,
+    /// and bounded by the pipeline's retry budget so that an input that kills its node ends
+    /// the run `failed` instead of killing node after node.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub resumptions: u32,
+    /// The node running it stopped cleanly and left it to be resumed (a rolling restart):
+    /// the next resumption is not counted.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub handed_over: bool,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl Run {

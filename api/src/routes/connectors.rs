@@ -108,10 +108,7 @@ fn check(state: &AppState, connector_type: &str, config: &Json) -> ApiResult<Con
         && connector_type == "file"
         && let Some(path) = config.get("path").and_then(Json::as_str)
     {
-        let p = std::path::Path::new(path);
-        if p.is_absolute() || p.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
-            return Err(ApiError::field("config.path", format!("`{path}` leaves the server's file folder; use a path relative to it, without `..`")));
-        }
+        dagg_model::spec::paths::check_inside_files_folder(path).map_err(|m| ApiError::field("config.path", m))?;
     }
     Ok(spec)
 }

@@ -284,12 +284,8 @@ fn check_file_paths(doc: &Json, errs: &mut Vec<ErrorDetail>) {
             continue;
         }
         let Some(path) = c.get("config").and_then(|c| c.get("path")).and_then(Json::as_str) else { continue };
-        let p = std::path::Path::new(path);
-        if p.is_absolute() || p.components().any(|c| matches!(c, std::path::Component::ParentDir | std::path::Component::Prefix(_))) {
-            errs.push(ErrorDetail {
-                path: format!("{at}.config.path"),
-                message: format!("`{path}` leaves the server's file folder; use a path relative to it, without `..`"),
-            });
+        if let Err(message) = dagg_model::spec::paths::check_inside_files_folder(path) {
+            errs.push(ErrorDetail { path: format!("{at}.config.path"), message });
         }
     }
 }

@@ -140,7 +140,9 @@ async fn get_settings(State(state): State<AppState>, _auth: Admin) -> ApiResult<
 }
 
 /// Sets settings: each key of the body replaces that setting (`null` removes nothing; it
-/// stores null). Keys are letters, digits, `_`, `.` and `-`, not starting with `_`.
+/// stores null). Keys are letters, digits, `_`, `.` and `-`, not starting with `_`. A secret
+/// sent back as `GET /settings` showed it (`********`) keeps the stored one; secrets are
+/// stored sealed with the master key.
 #[utoipa::path(put, path = "/settings", tag = "system", security(("bearer" = ["admin"])), request_body = BTreeMap<String, serde_json::Value>,
     responses((status = 200, description = "Settings after the change", body = BTreeMap<String, serde_json::Value>)))]
 async fn put_settings(State(state): State<AppState>, Admin(p): Admin, ApiJson(body): ApiJson<BTreeMap<String, Json>>) -> ApiResult<axum::Json<BTreeMap<String, Json>>> {
@@ -150,8 +152,8 @@ async fn put_settings(State(state): State<AppState>, Admin(p): Admin, ApiJson(bo
             return Err(ApiError::field(k, "setting keys are 1 to 100 letters, digits, `_`, `.` or `-`, not starting with `_`"));
         }
     }
-    for (k, v) in &body {
-        state.meta.apply(MetaCommand::PutSetting { key: k.clone(), value: v.clone() })?;
+    for (k, v) in body.iter() {
+        state.meta.apply(MetaCommand::PutSetting { key: k.clone(), value: crate::notify::sealed_setting(&state, k, v.clone())? })?;
     }
     audit(&state, &p, "update", "settings", "", json!({"keys": body.keys().collect::<Vec<_>>()}))?;
     get_settings(State(state), Admin(p)).await

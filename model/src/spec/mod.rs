@@ -8,3 +8,4 @@ pub mod transform;
 pub mod pipeline;
 pub mod streaming;
 pub mod s3;
+pub mod paths;

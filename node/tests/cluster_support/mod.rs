@@ -155,6 +155,8 @@ impl Node {
             .args(["--advertise-addr", &self.advertise, "--allow-any-file-path"])
             .env("DAGG_DATA_DIR", &self.dir)
             .env("DAGG_CLUSTER_TOKEN", "cluster-test-token")
+            // One master key for every member: each opens what another sealed (the token secret).
+            .env("DAGG_MASTER_KEY", "5d1f0c9e8b7a69584736251403f2e1d0c9b8a79685746352413021f0e0d0c0b0")
             .env("DAGG_ADMIN_PASSWORD", PASSWORD)
             .env("DAGG_LOG", std::env::var("DAGG_TEST_LOG").unwrap_or_else(|_| "warn".into()))
             .env_remove("DAGG_JOIN")
