@@ -85,13 +85,19 @@ async fn data_plane(store: Arc<MetaStore>, node_id: u64, files: &Path) -> String
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap().to_string();
     let router = dagg_cluster::data_plane::router(files.to_path_buf(), sink_admission(store, node_id, true));
-    tokio::spawn(async move { axum::serve(l, router).await });
+    tokio::spawn(async move { peer_auth().serve(l, router).await });
     addr
+}
+
+/// The cluster's credentials: the peer is a member (with the token); what it may ask for is
+/// what these tests check.
+fn peer_auth() -> dagg_cluster::peer_auth::PeerAuth {
+    dagg_cluster::peer_auth::PeerAuth::token("the-cluster-token")
 }
 
 /// A peer asking `addr` to open `destination` for `run_id`.
 async fn open(addr: &str, run_id: &str, destination: &Json) -> Result<RemoteSink, String> {
-    let io = dagg_cluster::data_plane::connect(addr, dagg_cluster::data_plane::SINK, 1, Duration::from_secs(5)).await?;
+    let io = dagg_cluster::data_plane::connect(&peer_auth(), addr, dagg_cluster::data_plane::SINK, 1, Duration::from_secs(5)).await?;
     RemoteSink::open(Remote { node: 2, io: Box::new(io) }, PIPELINE, run_id, &spec_of(destination)).await
 }
 
