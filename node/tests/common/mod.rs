@@ -2,8 +2,11 @@
 
 #![allow(dead_code)]
 
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -114,4 +117,38 @@ fn matcher_keeps_types_and_order() {
     assert!(!matches(&json!(1), &json!(1.0)));
     assert!(matches(&json!("<RFC 3339 timestamp>"), &json!("2025-01-16T08:00:00.000Z")));
     assert!(!matches(&json!("<RFC 3339 timestamp>"), &json!("2025-01-16")));
+}
+
+/// One HTTP/1.1 request to `addr` (`Connection: close`); the status and the JSON body
+/// (`null` when it is not JSON), chunked bodies joined.
+pub fn http(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: Option<&Value>) -> (u16, Value) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(&body);
+    s.write_all(req.as_bytes()).unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    let status: u16 = resp.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let (head, rest) = resp.split_once("\r\n\r\n").unwrap();
+    let text = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") { dechunk(rest) } else { rest.to_string() };
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = s.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = &rest[n..].trim_start_matches("\r\n");
+    }
+    out
 }
