@@ -130,3 +130,16 @@ async fn exactly_once_a_crash_after_commit_writes_nothing_twice() {
     assert_eq!(my_count(&format!("SELECT COUNT(DISTINCT id) FROM {t}")).await, 8);
     my_exec(&format!("DROP TABLE {t}")).await;
 }
+
+/// `password: ""` means no password, as with the `mysql` client: MariaDB's password-less
+/// root connects (it was sent as a password and refused with "using password: YES").
+#[tokio::test]
+async fn an_empty_password_means_no_password() {
+    let t = format!("my_nopw_{}", suffix());
+    my_exec(&format!("CREATE TABLE {t} (id INT PRIMARY KEY);\nINSERT INTO {t} VALUES (1)")).await;
+    let s = spec(my_config(json!({"table": t, "password": ""})), Role::Source);
+    dagg_connectors::test_connection_as(&s, base(), Role::Source).await.unwrap();
+    let mut src = open_source(&s, base()).unwrap();
+    assert_eq!(read_all(&mut src, 10).await.len(), 1);
+    my_exec(&format!("DROP TABLE {t}")).await;
+}

@@ -272,3 +272,15 @@ async fn test_connection_reports_the_server_and_table() {
     pg_exec(&format!("DROP TABLE {t}")).await;
     let _: Json = json!(null);
 }
+
+/// `password: ""` means no password: a trust-authenticated login connects and reads.
+#[tokio::test]
+async fn an_empty_password_means_no_password() {
+    let t = format!("pg_nopw_{}", suffix());
+    pg_exec(&format!("CREATE TABLE {t} (id INT PRIMARY KEY);\nINSERT INTO {t} VALUES (1)")).await;
+    let s = spec(pg_config(json!({"table": t, "password": ""})), Role::Source);
+    dagg_connectors::test_connection_as(&s, base(), Role::Source).await.unwrap();
+    let mut src = open_source(&s, base()).unwrap();
+    assert_eq!(read_all(&mut src, 10).await.len(), 1);
+    pg_exec(&format!("DROP TABLE {t}")).await;
+}

@@ -91,9 +91,12 @@ impl<D: Driver> Pooled<D> {
     }
 }
 
-/// The config's password, decrypted.
+/// The config's password, decrypted. An empty password means none, as with the `mysql` and
+/// `psql` clients: sent as a password it would be refused by a password-less account
+/// (MariaDB's root: "using password: YES").
 pub(crate) fn password(c: &DatabaseConfig, target: &str) -> Result<Option<String>, ConnectorError> {
-    c.password.as_ref().map(|p| crate::secrets::reveal(p).map_err(|e| ConnectorError::Config(format!("{target}: password: {e}")))).transpose()
+    let pw = c.password.as_ref().map(|p| crate::secrets::reveal(p).map_err(|e| ConnectorError::Config(format!("{target}: password: {e}")))).transpose()?;
+    Ok(pw.filter(|p| !p.is_empty()))
 }
 
 /// The engine's source, sink and connection test for a config.
