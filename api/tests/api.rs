@@ -701,3 +701,31 @@ async fn a_generated_admin_password_is_returned_once() {
     api.login("admin", &pw).await;
     drop(api);
 }
+
+// ---------- Kafka client properties ----------
+
+/// An editor cannot make librdkafka load a library: `plugin.library.paths` in a Kafka
+/// connector's `properties` is refused with 400 naming the key, for a saved connector and a
+/// pipeline alike, before any client is created; an allowed property still saves.
+#[tokio::test]
+async fn kafka_properties_outside_the_allow_list_are_refused_naming_the_key() {
+    let api = TestApi::new();
+    let admin = api.admin().await;
+    let editor = api.user(&admin, "ed", "editor").await;
+    let kafka = |props: Value| json!({"connector_type": "kafka", "config": {"name": "k", "topic": "orders", "properties": props}});
+    let r = api.post("/connectors", &editor, kafka(json!({"plugin.library.paths": "/tmp/evil.so"}))).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{r:?}");
+    assert_eq!(r.body["error"]["details"][0]["path"], "config.properties.plugin.library.paths", "{r:?}");
+    assert!(r.body["error"]["details"][0]["message"].as_str().unwrap().contains("not an allowed Kafka client property"), "{r:?}");
+    let doc = json!({
+        "name": "k2f",
+        "source": kafka(json!({"sasl.kerberos.kinit.cmd": "touch /tmp/x", "linger.ms": "5"})),
+        "destination": {"connector_type": "file", "config": {"path": "out.jsonl", "format": "jsonl"}}
+    });
+    let r = api.post("/pipelines", &editor, doc).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{r:?}");
+    let paths: Vec<&str> = r.body["error"]["details"].as_array().unwrap().iter().map(|d| d["path"].as_str().unwrap()).collect();
+    assert_eq!(paths, ["source.config.properties.sasl.kerberos.kinit.cmd"], "{r:?}");
+    let r = api.post("/connectors", &editor, kafka(json!({"linger.ms": "5", "session.timeout.ms": "6000"}))).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{r:?}");
+}

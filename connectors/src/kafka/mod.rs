@@ -51,12 +51,18 @@ pub(crate) fn target(c: &KafkaConfig) -> String {
 }
 
 /// The client settings every connection shares: the servers, the timeout, the user's
-/// `properties` (which may not override what dagg decides, see the config check).
+/// `properties` (only the allowed ones: the config check refuses the others, and a config
+/// that reached here unchecked still never hands librdkafka a plugin, file or command).
 pub(crate) fn client_config(c: &KafkaConfig) -> ClientConfig {
     let mut cc = ClientConfig::new();
     cc.set("bootstrap.servers", &c.bootstrap_servers).set("socket.connection.setup.timeout.ms", (c.connect_timeout * 1000).to_string());
     for (k, v) in &c.properties {
-        cc.set(k, v);
+        match dagg_model::spec::streaming::check_kafka_property(k) {
+            Ok(()) => {
+                cc.set(k, v);
+            }
+            Err(why) => tracing::warn!(property = %k, "Kafka client property left out: {why}"),
+        }
     }
     cc
 }

@@ -223,8 +223,8 @@ pub fn check_kafka(c: &KafkaConfig, path: &str, role: Role, errs: &mut SpecError
         errs.push(at("connect_timeout"), format!("{} is out of range; expected seconds from 1 to 3600", c.connect_timeout));
     }
     for key in c.properties.keys() {
-        if matches!(key.as_str(), "bootstrap.servers" | "group.id" | "enable.auto.commit" | "transactional.id" | "isolation.level" | "enable.idempotence") {
-            errs.push(format!("{path}.properties.{key}"), format!("`{key}` is set by dagg (it decides when offsets and transactions commit)"));
+        if let Err(why) = check_kafka_property(key) {
+            errs.push(format!("{path}.properties.{key}"), why);
         }
     }
     match role {
@@ -241,6 +241,116 @@ pub fn check_kafka(c: &KafkaConfig, path: &str, role: Role, errs: &mut SpecError
         Role::Any => {}
     }
     (errs.len() == before).then_some(())
+}
+
+/// The librdkafka client properties a user may set in `properties` (documented in
+/// docs/connectors.md): throughput, batching, timeouts, retries, the security protocol and
+/// SASL/SSL settings given by value. Anything else is refused, above all what loads code
+/// (`plugin.library.paths`, `ssl.engine.*`), reads files (`*.location`, keytabs) or runs
+/// commands (`sasl.kerberos.kinit.cmd`), and `debug` (its output floods the node's log).
+pub const KAFKA_ALLOWED_PROPERTIES: &[&str] = &[
+    // Identity and metadata.
+    "client.id",
+    "client.rack",
+    "metadata.max.age.ms",
+    "topic.metadata.refresh.interval.ms",
+    "topic.metadata.refresh.fast.interval.ms",
+    "topic.metadata.refresh.sparse",
+    "topic.metadata.propagation.max.ms",
+    "allow.auto.create.topics",
+    "statistics.interval.ms",
+    "api.version.request",
+    "api.version.request.timeout.ms",
+    "broker.address.ttl",
+    "broker.address.family",
+    // Sizes and connections.
+    "message.max.bytes",
+    "message.copy.max.bytes",
+    "receive.message.max.bytes",
+    "max.in.flight.requests.per.connection",
+    "max.in.flight",
+    "socket.timeout.ms",
+    "socket.send.buffer.bytes",
+    "socket.receive.buffer.bytes",
+    "socket.keepalive.enable",
+    "socket.nagle.disable",
+    "socket.max.fails",
+    "connections.max.idle.ms",
+    "reconnect.backoff.ms",
+    "reconnect.backoff.max.ms",
+    "retry.backoff.ms",
+    "retry.backoff.max.ms",
+    // Consumer.
+    "session.timeout.ms",
+    "heartbeat.interval.ms",
+    "max.poll.interval.ms",
+    "queued.min.messages",
+    "queued.max.messages.kbytes",
+    "fetch.wait.max.ms",
+    "fetch.queue.backoff.ms",
+    "fetch.message.max.bytes",
+    "max.partition.fetch.bytes",
+    "fetch.max.bytes",
+    "fetch.min.bytes",
+    "fetch.error.backoff.ms",
+    "check.crcs",
+    "auto.offset.reset",
+    // Producer.
+    "acks",
+    "request.required.acks",
+    "request.timeout.ms",
+    "message.timeout.ms",
+    "delivery.timeout.ms",
+    "transaction.timeout.ms",
+    "linger.ms",
+    "queue.buffering.max.ms",
+    "queue.buffering.max.messages",
+    "queue.buffering.max.kbytes",
+    "queue.buffering.backpressure.threshold",
+    "batch.num.messages",
+    "batch.size",
+    "retries",
+    "message.send.max.retries",
+    "compression.type",
+    "compression.codec",
+    "compression.level",
+    "sticky.partitioning.linger.ms",
+    "partitioner",
+    // Security, by value only.
+    "security.protocol",
+    "sasl.mechanism",
+    "sasl.mechanisms",
+    "sasl.username",
+    "sasl.password",
+    "ssl.ca.pem",
+    "ssl.certificate.pem",
+    "ssl.key.pem",
+    "ssl.key.password",
+    "ssl.endpoint.identification.algorithm",
+    "enable.ssl.certificate.verification",
+    "ssl.cipher.suites",
+    "ssl.curves.list",
+    "ssl.sigalgs.list",
+];
+
+/// `Ok` when a user may set the Kafka client property `key`, else why not.
+pub fn check_kafka_property(key: &str) -> Result<(), String> {
+    if matches!(key, "bootstrap.servers" | "group.id" | "enable.auto.commit" | "transactional.id" | "isolation.level" | "enable.idempotence") {
+        return Err(format!("`{key}` is set by dagg (it decides when offsets and transactions commit)"));
+    }
+    if KAFKA_ALLOWED_PROPERTIES.contains(&key) {
+        return Ok(());
+    }
+    let why = if key.starts_with("plugin.") || key.contains("engine") {
+        "it loads code into the node"
+    } else if key.ends_with(".location") || key.contains("keytab") || key.ends_with(".directory") || key.ends_with(".path") || key.ends_with(".paths") {
+        "it names a file on the node (give certificates and keys by value: `ssl.ca.pem`, `ssl.certificate.pem`, `ssl.key.pem`)"
+    } else if key.ends_with(".cmd") {
+        "it runs a command on the node"
+    } else {
+        "see docs/connectors.md for the allowed list"
+    };
+    Err(format!("not an allowed Kafka client property ({why})"))
 }
 
 /// `connector_type: rabbitmq` — a RabbitMQ queue (AMQP 0-9-1).
@@ -396,6 +506,29 @@ mod tests {
         assert!(check_kafka(&c, "destination.config", Role::Sink, &mut errs).is_none());
         let paths: Vec<_> = errs.iter().map(|e| e.path.clone()).collect();
         assert_eq!(paths, ["destination.config.topic", "destination.config.properties.group.id", "destination.config.group_id"]);
+    }
+
+    #[test]
+    fn kafka_properties_pass_an_allow_list_naming_the_refused_key() {
+        let props = json!({
+            "plugin.library.paths": "/tmp/x.so", "ssl.ca.location": "/etc/shadow", "sasl.kerberos.kinit.cmd": "touch /tmp/p",
+            "sasl.kerberos.keytab": "/k", "ssl.engine.location": "/e.so", "ssl_engine_id": "x", "debug": "all",
+            "linger.ms": "5", "sasl.password": "pw", "security.protocol": "sasl_ssl", "client.id": "dagg"
+        });
+        let c: KafkaConfig = serde_json::from_value(json!({"topic": "orders", "properties": props})).unwrap();
+        let mut errs = SpecErrors::new();
+        assert!(check_kafka(&c, "source.config", Role::Source, &mut errs).is_none());
+        let got: Vec<_> = errs.iter().map(|e| format!("{}: {}", e.path, e.message)).collect();
+        assert_eq!(got.len(), 7, "{got:?}");
+        let plugin = got.iter().find(|e| e.starts_with("source.config.properties.plugin.library.paths: not an allowed Kafka client property")).unwrap();
+        assert!(plugin.contains("loads code"), "{plugin}");
+        assert!(got.iter().any(|e| e.starts_with("source.config.properties.ssl.ca.location:") && e.contains("names a file")), "{got:?}");
+        assert!(got.iter().any(|e| e.starts_with("source.config.properties.sasl.kerberos.kinit.cmd:") && e.contains("runs a command")), "{got:?}");
+        for k in ["sasl.kerberos.keytab", "ssl.engine.location", "ssl_engine_id", "debug"] {
+            assert!(got.iter().any(|e| e.starts_with(&format!("source.config.properties.{k}: not an allowed"))), "{k}: {got:?}");
+        }
+        let c: KafkaConfig = serde_json::from_value(json!({"topic": "orders", "properties": {"linger.ms": "5", "sasl.password": "pw", "batch.size": "1000"}})).unwrap();
+        assert!(check_kafka(&c, "source.config", Role::Source, &mut SpecErrors::new()).is_some());
     }
 
     #[test]
