@@ -729,3 +729,33 @@ async fn kafka_properties_outside_the_allow_list_are_refused_naming_the_key() {
     let r = api.post("/connectors", &editor, kafka(json!({"linger.ms": "5", "session.timeout.ms": "6000"}))).await;
     assert_eq!(r.status, StatusCode::CREATED, "{r:?}");
 }
+
+// ---------- certificate paths ----------
+
+/// A database's `ssl_root_cert` follows the file-path rule: an editor cannot probe
+/// `/etc/shadow` (absolute) or climb out with `..`; the error names the field. A path
+/// relative to the files folder still saves.
+#[tokio::test]
+async fn certificate_paths_follow_the_file_path_rule() {
+    let api = TestApi::new();
+    let admin = api.admin().await;
+    let editor = api.user(&admin, "ed", "editor").await;
+    let pg = |cert: &str| json!({"connector_type": "postgresql", "config": {
+        "name": "db", "host": "127.0.0.1", "database": "test", "username": "u", "ssl_mode": "verify-ca", "ssl_root_cert": cert, "table": "t"}});
+    let r = api.post("/connectors", &editor, pg("/etc/shadow")).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{r:?}");
+    assert_eq!(r.body["error"]["details"][0]["path"], "config.ssl_root_cert", "{r:?}");
+    let doc = json!({
+        "name": "p2f",
+        "source": pg("../../etc/shadow"),
+        "destination": {"connector_type": "file", "config": {"path": "out.jsonl", "format": "jsonl"}}
+    });
+    let r = api.post("/pipelines", &editor, doc.clone()).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{r:?}");
+    assert_eq!(r.body["error"]["details"][0]["path"], "source.config.ssl_root_cert", "{r:?}");
+    let r = api.post("/connectors", &editor, pg("certs/ca.pem")).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{r:?}");
+    let mut ok = doc;
+    ok["source"] = pg("certs/ca.pem");
+    assert_eq!(api.post("/pipelines", &editor, ok).await.status, StatusCode::CREATED);
+}

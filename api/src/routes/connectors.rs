@@ -104,11 +104,12 @@ fn check(state: &AppState, connector_type: &str, config: &Json) -> ApiResult<Con
         let details: Vec<ErrorDetail> = errs.iter().map(|e| ErrorDetail { path: e.path.clone(), message: e.message.clone() }).collect();
         return Err(ApiError::validation(format!("the connector has {} error(s)", details.len()), details));
     };
-    if state.config.restrict_file_paths
-        && connector_type == "file"
-        && let Some(path) = config.get("path").and_then(Json::as_str)
-    {
-        dagg_model::spec::paths::check_inside_files_folder(path).map_err(|m| ApiError::field("config.path", m))?;
+    if state.config.restrict_file_paths {
+        for key in dagg_model::spec::paths::file_path_keys(connector_type) {
+            if let Some(path) = config.get(*key).and_then(Json::as_str) {
+                dagg_model::spec::paths::check_inside_files_folder(path).map_err(|m| ApiError::field(&format!("config.{key}"), m))?;
+            }
+        }
     }
     Ok(spec)
 }

@@ -261,8 +261,8 @@ fn spec_errors(e: dagg_model::SpecErrors) -> Vec<ErrorDetail> {
     e.iter().map(|e| ErrorDetail { path: e.path.clone(), message: e.message.clone() }).collect()
 }
 
-/// File paths of API-made pipelines stay inside `<data-dir>/files` (when so configured):
-/// relative, without `..`.
+/// File paths of API-made pipelines (a file's `path`, a database's `ssl_root_cert`) stay
+/// inside `<data-dir>/files` (when so configured): relative, without `..`.
 fn check_file_paths(doc: &Json, errs: &mut Vec<ErrorDetail>) {
     let mut connectors: Vec<(String, &Json)> = Vec::new();
     for key in ["source", "destination"] {
@@ -280,12 +280,12 @@ fn check_file_paths(doc: &Json, errs: &mut Vec<ErrorDetail>) {
         connectors.push(("error_handling.dead_letter".into(), dl));
     }
     for (at, c) in connectors {
-        if c.get("connector_type").and_then(Json::as_str) != Some("file") {
-            continue;
-        }
-        let Some(path) = c.get("config").and_then(|c| c.get("path")).and_then(Json::as_str) else { continue };
-        if let Err(message) = dagg_model::spec::paths::check_inside_files_folder(path) {
-            errs.push(ErrorDetail { path: format!("{at}.config.path"), message });
+        let connector_type = c.get("connector_type").and_then(Json::as_str).unwrap_or_default();
+        for key in dagg_model::spec::paths::file_path_keys(connector_type) {
+            let Some(path) = c.get("config").and_then(|c| c.get(*key)).and_then(Json::as_str) else { continue };
+            if let Err(message) = dagg_model::spec::paths::check_inside_files_folder(path) {
+                errs.push(ErrorDetail { path: format!("{at}.config.{key}"), message });
+            }
         }
     }
 }
