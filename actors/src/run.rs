@@ -38,42 +38,26 @@ use tokio::sync::oneshot;
 use crate::metrics;
 pub use crate::progress::{ProgressSnapshot, RunProgress};
 use crate::store::{Checkpoints, Store};
+use dagg_model::spec::pipeline::Limits;
 use crate::supervisor::{PipelineSupervisor, SupervisorArgs, SupervisorMsg};
 
 /// Opens connectors for a run. The default is the connector registry; tests put failing or
 /// slow connectors in its place.
 pub trait ConnectorFactory: Send + Sync {
-    fn source(&self, spec: &ConnectorSpec, base_dir: &Path) -> Result<Box<dyn SourceConnector>, ConnectorError>;
+    /// The pipeline's source, held to its `limits` (record size).
+    fn source(&self, spec: &ConnectorSpec, base_dir: &Path, limits: &Limits) -> Result<Box<dyn SourceConnector>, ConnectorError>;
     fn sink(&self, spec: &ConnectorSpec, base_dir: &Path) -> Result<Box<dyn SinkConnector>, ConnectorError>;
-    /// A source held to the pipeline's `limits`; by default the limits are the source's own.
-    fn source_limited(
-        &self,
-        spec: &ConnectorSpec,
-        base_dir: &Path,
-        limits: &dagg_model::spec::pipeline::Limits,
-    ) -> Result<Box<dyn SourceConnector>, ConnectorError> {
-        let _ = limits;
-        self.source(spec, base_dir)
-    }
 }
 
 /// The connector registry of `dagg-connectors`.
 pub struct Registry;
 
 impl ConnectorFactory for Registry {
-    fn source(&self, spec: &ConnectorSpec, base_dir: &Path) -> Result<Box<dyn SourceConnector>, ConnectorError> {
-        dagg_connectors::open_source(spec, base_dir)
+    fn source(&self, spec: &ConnectorSpec, base_dir: &Path, limits: &Limits) -> Result<Box<dyn SourceConnector>, ConnectorError> {
+        dagg_connectors::open_source_limited(spec, base_dir, limits)
     }
     fn sink(&self, spec: &ConnectorSpec, base_dir: &Path) -> Result<Box<dyn SinkConnector>, ConnectorError> {
         dagg_connectors::open_sink(spec, base_dir)
-    }
-    fn source_limited(
-        &self,
-        spec: &ConnectorSpec,
-        base_dir: &Path,
-        limits: &dagg_model::spec::pipeline::Limits,
-    ) -> Result<Box<dyn SourceConnector>, ConnectorError> {
-        dagg_connectors::open_source_limited(spec, base_dir, limits)
     }
 }
 

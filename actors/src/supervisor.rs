@@ -426,7 +426,7 @@ async fn build(state: &SupervisorState, resume: Option<Checkpoint>, counts: Chec
     if let Some(cp) = resume.as_ref().filter(|c| c.input_done) {
         // Crashed between the last checkpoint and the commit: the source's broker may not
         // have heard that the last checkpoint completed.
-        match factory.source_limited(&source_spec, base, &spec.limits) {
+        match factory.source(&source_spec, base, &spec.limits) {
             Ok(source) => source_completed(source.committer(), cp).await,
             Err(e) => tracing::warn!("source: cannot acknowledge the last checkpoint: {e}"),
         }
@@ -443,7 +443,7 @@ async fn build(state: &SupervisorState, resume: Option<Checkpoint>, counts: Chec
         }
         let cspec = spec.named_source(&name).ok_or_else(|| RunError::Build(format!("join source `{name}` is not in `sources`")))?;
         let stage = format!("sources.{name}");
-        let mut src = factory.source_limited(cspec, base, &spec.limits).map_err(at(&stage))?;
+        let mut src = factory.source(cspec, base, &spec.limits).map_err(at(&stage))?;
         let mut records = Vec::new();
         let mut bad = Vec::new();
         while let Some(b) = src.next_batch(state.opts.batch_size).await.map_err(at(&stage))? {
@@ -485,7 +485,7 @@ async fn build(state: &SupervisorState, resume: Option<Checkpoint>, counts: Chec
         }
     };
 
-    let mut source = factory.source_limited(&source_spec, base, &spec.limits).map_err(at("source"))?;
+    let mut source = factory.source(&source_spec, base, &spec.limits).map_err(at("source"))?;
     if let Some(cp) = &resume {
         source.seek(&cp.source).await.map_err(at("source"))?;
         source_completed(source.committer(), cp).await;

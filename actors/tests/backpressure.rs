@@ -81,7 +81,7 @@ struct Factory {
 }
 
 impl ConnectorFactory for Factory {
-    fn source(&self, _: &ConnectorSpec, _: &Path) -> Result<Box<dyn SourceConnector>, ConnectorError> {
+    fn source(&self, _: &ConnectorSpec, _: &Path, _: &dagg_model::spec::pipeline::Limits) -> Result<Box<dyn SourceConnector>, ConnectorError> {
         Ok(Box::new(Generator { next: 0, total: self.total }))
     }
     fn sink(&self, _: &ConnectorSpec, _: &Path) -> Result<Box<dyn SinkConnector>, ConnectorError> {

@@ -106,8 +106,8 @@ impl SinkConnector for Stuck {
 struct StuckFactory;
 
 impl ConnectorFactory for StuckFactory {
-    fn source(&self, spec: &ConnectorSpec, base: &Path) -> Result<Box<dyn SourceConnector>, ConnectorError> {
-        Registry.source(spec, base)
+    fn source(&self, spec: &ConnectorSpec, base: &Path, limits: &dagg_model::spec::pipeline::Limits) -> Result<Box<dyn SourceConnector>, ConnectorError> {
+        Registry.source(spec, base, limits)
     }
     fn sink(&self, _: &ConnectorSpec, _: &Path) -> Result<Box<dyn SinkConnector>, ConnectorError> {
         Ok(Box::new(Stuck))

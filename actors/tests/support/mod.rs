@@ -56,9 +56,9 @@ impl FlakyFactory {
 }
 
 impl ConnectorFactory for FlakyFactory {
-    fn source(&self, spec: &ConnectorSpec, base: &Path) -> Result<Box<dyn SourceConnector>, ConnectorError> {
+    fn source(&self, spec: &ConnectorSpec, base: &Path, limits: &dagg_model::spec::pipeline::Limits) -> Result<Box<dyn SourceConnector>, ConnectorError> {
         let attempt = self.attempts.fetch_add(1, Ordering::SeqCst) + 1;
-        Ok(Box::new(Flaky { inner: Registry.source(spec, base)?, batches: 0, fail_at: self.fail_at, fail: attempt <= self.failing, panic: self.panic }))
+        Ok(Box::new(Flaky { inner: Registry.source(spec, base, limits)?, batches: 0, fail_at: self.fail_at, fail: attempt <= self.failing, panic: self.panic }))
     }
     fn sink(&self, spec: &ConnectorSpec, base: &Path) -> Result<Box<dyn SinkConnector>, ConnectorError> {
         Registry.sink(spec, base)
