@@ -9,6 +9,7 @@
 use chrono::{DateTime, SecondsFormat, Utc};
 use dagg_connectors::{ConnectorError, SinkConnector};
 use dagg_model::{Map, Record, Str, Value};
+use dagg_transforms::Output;
 
 /// What failed, where, and the record (or raw input) as it was.
 #[derive(Clone, Debug)]
@@ -23,6 +24,20 @@ pub struct DeadLetter {
 pub enum Payload {
     Record(Record),
     Raw(String),
+}
+
+/// The records the chain rejected in `out`, as dead letters; `describe` gives the source
+/// position of the input record at an index (the batch's own positions), when known.
+pub(crate) fn take_rejected(out: &mut Output, describe: impl Fn(usize) -> Option<Value>) -> Vec<DeadLetter> {
+    out.rejected
+        .drain(..)
+        .map(|r| DeadLetter {
+            position: r.input.and_then(&describe).unwrap_or(Value::Null),
+            stage: r.stage,
+            reason: r.reason,
+            payload: Payload::Record(r.record),
+        })
+        .collect()
 }
 
 impl DeadLetter {

@@ -12,7 +12,7 @@ use dagg_model::spec::connector::{ConnectorConfig, ConnectorSpec};
 use dagg_model::spec::pipeline::PipelineSpec;
 use serde_json::{Value, json};
 
-use crate::run::RunError;
+use crate::error::RunError;
 use crate::store::{Checkpoints, HighWater};
 
 /// What an incremental source reads, as far as its mark is concerned (the connector type,

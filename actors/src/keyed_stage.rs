@@ -22,40 +22,18 @@ use std::task::Poll;
 use std::time::Instant;
 
 use chrono::Utc;
-use dagg_model::{Record, Value};
+use dagg_model::Value;
 use dagg_transforms::{BatchContext, Chain, Output};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use serde_json::{Value as Json, json};
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 
-use crate::dead_letter::DeadLetter;
+use crate::dead_letter::take_rejected;
+use crate::error::{RunError, panic_text};
 use crate::metrics;
 use crate::progress::RunProgress;
-use crate::run::RunError;
-use crate::sink_stage::{Barrier, ToSink};
-use crate::supervisor::{Stage, SupervisorMsg, panic_text};
-use crate::transform_stage::take_rejected;
-
-/// What the reading stage sends an instance, in order.
-pub(crate) enum ToKeyed {
-    Records(Vec<Record>),
-    /// The reading stage's dead letters, passed on untouched.
-    Dead(Vec<DeadLetter>),
-    /// The reading stage's barrier (its `chain_state` is empty: the prefix keeps no state).
-    Barrier(Barrier),
-    End,
-}
-
-/// What an instance sends the merge stage, in order.
-pub(crate) enum FromKeyed {
-    Records(Vec<Record>),
-    Dead(Vec<DeadLetter>),
-    /// The barrier, with this instance's state and what it dropped and filtered since the
-    /// attempt started.
-    Barrier { barrier: Barrier, state: Json, dropped: u64, filtered: u64 },
-    End,
-}
+use crate::protocol::{Barrier, FromKeyed, Stage, SupervisorMsg, ToKeyed, ToSink};
 
 /// One keyed instance's loop.
 pub(crate) struct Instance {
@@ -200,28 +178,15 @@ fn combine(all: Vec<Arrived>) -> Result<Barrier, RunError> {
     Ok(b)
 }
 
-/// The instances' states in a checkpoint taken with `instances` keyed instances.
-pub(crate) fn instance_states(chain_state: &Json, instances: usize) -> Result<Vec<Json>, String> {
-    let Some(n) = chain_state.get("instances").and_then(Json::as_u64) else {
-        return Err(format!(
-            "the checkpoint was taken without keyed instances and the pipeline now runs {instances}; resume with the parallelism it had, or start over with --fresh"
-        ));
-    };
-    if n as usize != instances {
-        return Err(format!("the checkpoint was taken with {n} keyed instances and the pipeline now runs {instances}; resume with parallelism {n}, or start over with --fresh"));
-    }
-    match chain_state.get("states").and_then(Json::as_array) {
-        Some(states) if states.len() == instances => Ok(states.clone()),
-        _ => Err("the checkpoint's keyed states are malformed".into()),
-    }
-}
-
 /// A stage actor that runs one loop (a keyed instance or the merge) in its own task and
 /// reports how it ended to the supervisor.
 pub(crate) struct LoopStage;
 
+/// A keyed instance's or the merge stage's loop, to run in its stage actor.
+pub(crate) type LoopWork = Pin<Box<dyn Future<Output = Result<(), RunError>> + Send>>;
+
 pub(crate) struct LoopArgs {
-    pub work: Pin<Box<dyn Future<Output = Result<(), RunError>> + Send>>,
+    pub work: LoopWork,
     pub stage: Stage,
     pub supervisor: ActorRef<SupervisorMsg>,
     pub attempt: u32,

@@ -2,17 +2,19 @@
 //! channels, checkpoints progress so an interrupted run resumes exactly where it was, and
 //! routes every failed record to the dead letter with its stage and position.
 
+mod attempt;
 pub mod dead_letter;
-mod keyed_stage;
+mod error;
 mod high_water;
-pub mod link;
+mod keyed_stage;
 pub mod metrics;
+mod options;
 pub mod plan;
 pub mod preview;
 pub mod profile;
 pub mod progress;
-pub mod remote_keyed;
-pub mod remote_sink;
+mod protocol;
+pub mod remote;
 pub mod run;
 mod sink_stage;
 pub mod store;
@@ -20,5 +22,19 @@ mod supervisor;
 pub mod tap;
 mod transform_stage;
 
+pub use error::{BuildError, RunError};
+pub use options::{ConnectorFactory, Registry, RunOptions};
 pub use progress::{ProgressSnapshot, RunProgress};
-pub use run::{ConnectorFactory, Registry, RunError, RunHandle, RunOptions, RunSummary, run_pipeline, start_run};
+pub use remote::link;
+pub use run::{RunHandle, RunSummary, run_pipeline, start_run};
+
+/// Keyed instances on other nodes, by the path the cluster and API crates name.
+pub mod remote_keyed {
+    pub use crate::remote::keyed::{FromRemote, Hello, ToRemote, WINDOW, WireDead, host};
+    pub use crate::remote::placer::{InstancePlacer, Io, Remote, hosted_instances, local_instances, remote_instances};
+}
+
+/// Destinations on other nodes, by the path the cluster and API crates name.
+pub mod remote_sink {
+    pub use crate::remote::sink::{FromSinkHost, RemoteSink, SinkAdmission, SinkRequest, ToSinkHost, host};
+}

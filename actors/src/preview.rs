@@ -13,7 +13,7 @@ use dagg_model::{Record, Value};
 use dagg_transforms::{BatchContext, Chain, Output};
 
 use crate::dead_letter::{DeadLetter, Payload};
-use crate::run::RunError;
+use crate::error::{BuildError, RunError};
 
 /// What a preview saw.
 #[derive(Debug, Default)]
@@ -37,7 +37,7 @@ pub async fn preview_pipeline(spec: &PipelineSpec, base_dir: &Path, limit: usize
             continue;
         }
         let stage = format!("sources.{name}");
-        let cspec = spec.named_source(&name).ok_or_else(|| RunError::Build(format!("join source `{name}` is not in `sources`")))?;
+        let cspec = spec.named_source(&name).ok_or_else(|| BuildError::UnknownJoinSource(name.clone()))?;
         let mut src = open_source(cspec, base_dir).map_err(conn(&stage))?;
         let mut records = Vec::new();
         while let Some(b) = src.next_batch(4096).await.map_err(conn(&stage))? {
@@ -45,7 +45,7 @@ pub async fn preview_pipeline(spec: &PipelineSpec, base_dir: &Path, limit: usize
         }
         join_data.insert(name, records);
     }
-    let mut chain = Chain::new(&spec.transformations, join_data).map_err(RunError::Build)?;
+    let mut chain = Chain::new(&spec.transformations, join_data)?;
     let mut source = open_source(&spec.source, base_dir).map_err(conn("source"))?;
     let mut preview = Preview::default();
     let mut out = Output::default();

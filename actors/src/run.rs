@@ -23,87 +23,23 @@
 //! Stateful transformations (aggregations, `deduplicate`) are checkpointed too: the
 //! transform stage snapshots the chain's state at each barrier and a resumed run restores it.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use dagg_connectors::{ConnectorError, SinkConnector, SourceConnector};
 use dagg_model::RunStatus;
-use dagg_model::spec::connector::ConnectorSpec;
 use dagg_model::spec::pipeline::PipelineSpec;
 use ractor::{Actor, ActorRef};
 use serde::Serialize;
 use tokio::sync::oneshot;
 
+pub use crate::error::RunError;
 use crate::metrics;
+pub use crate::options::{ConnectorFactory, Registry, RunOptions};
 pub use crate::progress::{ProgressSnapshot, RunProgress};
+use crate::protocol::SupervisorMsg;
 use crate::store::{Checkpoints, Store};
-use dagg_model::spec::pipeline::Limits;
-use crate::supervisor::{PipelineSupervisor, SupervisorArgs, SupervisorMsg};
-
-/// Opens connectors for a run. The default is the connector registry; tests put failing or
-/// slow connectors in its place.
-pub trait ConnectorFactory: Send + Sync {
-    /// The pipeline's source, held to its `limits` (record size).
-    fn source(&self, spec: &ConnectorSpec, base_dir: &Path, limits: &Limits) -> Result<Box<dyn SourceConnector>, ConnectorError>;
-    fn sink(&self, spec: &ConnectorSpec, base_dir: &Path) -> Result<Box<dyn SinkConnector>, ConnectorError>;
-}
-
-/// The connector registry of `dagg-connectors`.
-pub struct Registry;
-
-impl ConnectorFactory for Registry {
-    fn source(&self, spec: &ConnectorSpec, base_dir: &Path, limits: &Limits) -> Result<Box<dyn SourceConnector>, ConnectorError> {
-        dagg_connectors::open_source_limited(spec, base_dir, limits)
-    }
-    fn sink(&self, spec: &ConnectorSpec, base_dir: &Path) -> Result<Box<dyn SinkConnector>, ConnectorError> {
-        dagg_connectors::open_sink(spec, base_dir)
-    }
-}
-
-/// Knobs of one run.
-#[derive(Clone)]
-pub struct RunOptions {
-    /// The run's id; a new UUID when absent (a resumed run keeps its original id).
-    pub run_id: Option<String>,
-    /// Records per batch read from the source.
-    pub batch_size: usize,
-    /// Batches that may wait between the transform step and the writer.
-    pub channel_capacity: usize,
-    /// Live counters, status and the cancel switch, shared with whoever watches the run.
-    pub progress: Arc<RunProgress>,
-    /// The node's data directory: checkpoints go to its store and survive the process.
-    /// Without one, checkpoints are kept in memory (retries still resume from them).
-    pub data_dir: Option<PathBuf>,
-    /// Ignore (and forget) an unfinished run's checkpoint and start over.
-    pub fresh: bool,
-    /// Like `fresh`, and also forget the high-water mark of an incremental source: read
-    /// everything again.
-    pub full_refresh: bool,
-    /// Overrides the pipeline's `checkpoint.interval_seconds`.
-    pub checkpoint_interval: Option<Duration>,
-    /// Opens the connectors.
-    pub connectors: Arc<dyn ConnectorFactory>,
-    /// Puts keyed instances on other nodes (a cluster); without one they all run here.
-    pub placer: Option<Arc<dyn crate::remote_keyed::InstancePlacer>>,
-}
-
-impl Default for RunOptions {
-    fn default() -> Self {
-        RunOptions {
-            run_id: None,
-            batch_size: 2048,
-            channel_capacity: 4,
-            progress: Arc::default(),
-            data_dir: None,
-            fresh: false,
-            full_refresh: false,
-            checkpoint_interval: None,
-            connectors: Arc::new(Registry),
-            placer: None,
-        }
-    }
-}
+use crate::supervisor::{PipelineSupervisor, SupervisorArgs};
 
 /// What a run did.
 #[derive(Clone, Debug, Serialize)]
@@ -151,47 +87,6 @@ impl RunSummary {
         }
         s
     }
-}
-
-/// Why an attempt stopped early.
-#[derive(Debug, thiserror::Error)]
-pub enum RunError {
-    #[error("{stage}: {source}")]
-    Connector { stage: String, source: ConnectorError },
-    #[error("cannot build the transformations: {0}")]
-    Build(String),
-    #[error("{0}")]
-    Store(#[from] crate::store::StoreError),
-    #[error("{stage} stopped unexpectedly: {reason}")]
-    Crashed { stage: String, reason: String },
-    #[error("cancelled")]
-    Cancelled,
-    /// A bounded run asked to stop (a signal): nothing committed, its checkpoint kept.
-    #[error("stopped before the end of its input; the next run resumes from its last checkpoint")]
-    Stopped,
-    /// The delivered fields changed and the pipeline's `schema_evolution` is `strict`.
-    #[error("schema_evolution is strict and the fields changed since the last run: {0}")]
-    SchemaChanged(String),
-    /// An incremental source cannot start from the last run's high-water mark.
-    #[error("{0}")]
-    HighWater(String),
-    /// The stage after this one stopped (its own report says why).
-    #[error("the destination stage stopped")]
-    Downstream,
-    /// The stage before this one stopped before the end of its input.
-    #[error("the transform stage stopped before the end of its input")]
-    Upstream,
-}
-
-impl RunError {
-    /// Whether trying again could help (a bad document or a cancel will not change).
-    pub(crate) fn is_retryable(&self) -> bool {
-        !matches!(self, RunError::Build(_) | RunError::HighWater(_) | RunError::Cancelled | RunError::Stopped | RunError::SchemaChanged(_))
-    }
-}
-
-pub(crate) fn at(stage: &str) -> impl FnOnce(ConnectorError) -> RunError + '_ {
-    move |source| RunError::Connector { stage: stage.to_string(), source }
 }
 
 /// Runs `spec` (whose relative paths resolve against `base_dir`) to its end, resuming an

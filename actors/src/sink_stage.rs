@@ -23,31 +23,9 @@ use tokio::task::AbortHandle;
 use crate::dead_letter::{DeadLetter, DeadLetterSink, Payload};
 use crate::metrics;
 use crate::progress::RunProgress;
-use crate::run::{RunError, at};
-use crate::store::{Checkpoint, CheckpointCounts, Checkpoints, FORMAT_VERSION, HighWater};
-use crate::supervisor::{Stage, SupervisorMsg, panic_text};
-
-/// What the transform stage sends the sink stage, in order.
-pub(crate) enum ToSink {
-    Records(Vec<Record>),
-    Dead(Vec<DeadLetter>),
-    /// Everything before this is written: pre-commit and record the checkpoint.
-    Barrier(Barrier),
-    /// The input is done and its last checkpoint recorded: commit.
-    End,
-    /// The run was cancelled: discard everything.
-    Abort,
-}
-
-#[derive(Clone)]
-pub(crate) struct Barrier {
-    pub id: u64,
-    pub source: serde_json::Value,
-    pub chain_state: serde_json::Value,
-    /// The transform stage's counters (read, dropped, filtered) at the barrier.
-    pub counts: CheckpointCounts,
-    pub input_done: bool,
-}
+use crate::error::{RunError, at, panic_text};
+use crate::protocol::{Barrier, Stage, SupervisorMsg, ToSink};
+use crate::store::{Checkpoint, Checkpoints, FORMAT_VERSION, HighWater};
 
 /// Writes to every destination and the dead letter, and completes checkpoints.
 pub(crate) struct Writer {

@@ -12,21 +12,18 @@ use std::time::Instant;
 
 use chrono::Utc;
 use dagg_connectors::SourceConnector;
-use dagg_model::Value;
 use dagg_transforms::partition::Partitioner;
 use dagg_transforms::{BatchContext, Chain, Output};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 
-use crate::dead_letter::{DeadLetter, Payload};
-use crate::keyed_stage::ToKeyed;
+use crate::dead_letter::{DeadLetter, Payload, take_rejected};
+use crate::error::{RunError, at, panic_text};
 use crate::metrics;
 use crate::progress::RunProgress;
-use crate::run::{RunError, at};
-use crate::sink_stage::{Barrier, ToSink};
+use crate::protocol::{Barrier, Stage, SupervisorMsg, ToKeyed, ToSink};
 use crate::store::CheckpointCounts;
-use crate::supervisor::{Stage, SupervisorMsg, panic_text};
 
 /// Reads the source, runs the chain, hands batches and barriers to the sink stage.
 pub(crate) struct Feeder {
@@ -181,18 +178,6 @@ impl Feeder {
         metrics::BACKPRESSURE_SECONDS.with_label_values(&[p, "transformations"]).observe(waited.elapsed().as_secs_f64());
         Ok(())
     }
-}
-
-pub(crate) fn take_rejected(out: &mut Output, describe: impl Fn(usize) -> Option<Value>) -> Vec<DeadLetter> {
-    out.rejected
-        .drain(..)
-        .map(|r| DeadLetter {
-            position: r.input.and_then(&describe).unwrap_or(Value::Null),
-            stage: r.stage,
-            reason: r.reason,
-            payload: Payload::Record(r.record),
-        })
-        .collect()
 }
 
 /// The transform stage actor: owns the reading loop, takes checkpoint triggers, reports how

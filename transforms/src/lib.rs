@@ -23,6 +23,7 @@ mod aggregate;
 mod condition;
 mod dates;
 mod dedup;
+mod error;
 mod field_op;
 mod fields;
 mod join;
@@ -42,6 +43,7 @@ use dagg_model::spec::transform::{
 use dagg_model::{FieldPath, Record, Value};
 
 pub use crate::condition::eval as eval_condition;
+pub use crate::error::Error;
 pub use crate::validate::{VALIDATION_ERRORS_FIELD, is_email, is_http_url};
 
 use crate::aggregate::AggregateStep;
@@ -158,14 +160,14 @@ type Emit<'a> = dyn FnMut(Record, Option<usize>, &mut Output) + 'a;
 impl Chain {
     /// Compiles `specs`. `join_data`: for each join_source name, that source's records
     /// (already read by the runtime).
-    pub fn new(specs: &[TransformSpec], join_data: HashMap<String, Vec<Record>>) -> Result<Chain, String> {
+    pub fn new(specs: &[TransformSpec], join_data: HashMap<String, Vec<Record>>) -> Result<Chain, Error> {
         Chain::new_at(specs, 0, join_data)
     }
 
     /// A chain of the steps `specs`, which are the document's `transformations[first..]`: stage
     /// names, rejections and snapshots number the steps as the document does. Keyed instances
     /// (see [`partition`]) run the tail of a list this way.
-    pub fn new_at(specs: &[TransformSpec], first: usize, join_data: HashMap<String, Vec<Record>>) -> Result<Chain, String> {
+    pub fn new_at(specs: &[TransformSpec], first: usize, join_data: HashMap<String, Vec<Record>>) -> Result<Chain, Error> {
         let mut stages = Vec::new();
         let mut fused = Vec::new();
         for (i, spec) in specs.iter().enumerate().map(|(i, s)| (i + first, s)) {
@@ -231,18 +233,14 @@ impl Chain {
     /// (and the same join data), possibly in another process. A snapshot of another version
     /// or shape (other stateful steps, aggregates, window, `keep`, …) is an error that says
     /// why, and leaves the chain as it was.
-    pub fn restore(&mut self, snapshot: &serde_json::Value) -> Result<(), String> {
-        let mut top = state::Fields::new(snapshot).map_err(|e| format!("not a chain snapshot: {e}"))?;
-        let version = top.req("version").map_err(|e| format!("not a chain snapshot: {e}"))?;
+    pub fn restore(&mut self, snapshot: &serde_json::Value) -> Result<(), Error> {
+        let mut top = state::Fields::new(snapshot).map_err(Error::NotASnapshot)?;
+        let version = top.req("version").map_err(Error::NotASnapshot)?;
         if version.as_u64() != Some(state::VERSION) {
-            return Err(format!(
-                "the chain snapshot is of version {}; this build reads version {}",
-                state::found(version),
-                state::VERSION
-            ));
+            return Err(Error::Version { found: state::found(version), expected: state::VERSION });
         }
-        let steps = top.req("steps").and_then(state::to_array).map_err(|e| format!("chain snapshot: `steps`: {e}"))?;
-        top.end().map_err(|e| format!("chain snapshot: {e}"))?;
+        let steps = top.req("steps").and_then(state::to_array).map_err(|e| Error::Malformed(format!("`steps`: {e}")))?;
+        top.end().map_err(Error::Malformed)?;
         let ours: Vec<(usize, &str)> = self.stages.iter().filter_map(Stage::stateful).collect();
         if steps.len() != ours.len() {
             let list = |v: Vec<String>| if v.is_empty() { "none".to_string() } else { v.join(", ") };
@@ -253,35 +251,30 @@ impl Chain {
                     _ => state::found(s),
                 })
                 .collect();
-            return Err(format!(
-                "the chain snapshot holds the state of {} step(s): {}; this chain's stateful steps are: {}",
-                steps.len(),
-                list(theirs),
-                list(ours.iter().map(|(i, t)| format!("transformations[{i}] ({t})")).collect())
-            ));
+            return Err(Error::OtherSteps {
+                count: steps.len(),
+                theirs: list(theirs),
+                ours: list(ours.iter().map(|(i, t)| format!("transformations[{i}] ({t})")).collect()),
+            });
         }
         let mut restored = Vec::with_capacity(steps.len());
         for (stage, j) in self.stages.iter().filter(|s| s.stateful().is_some()).zip(steps) {
-            let (index, type_name) = stage.stateful().expect("filtered");
-            let at = format!("transformations[{index}] ({type_name})");
-            let mut f = state::Fields::new(j).map_err(|e| format!("chain snapshot of {at}: {e}"))?;
+            let (index, kind) = stage.stateful().expect("filtered");
+            let unreadable = |reason: String| Error::StepState { index, kind, reason };
+            let mut f = state::Fields::new(j).map_err(unreadable)?;
             let (their_index, their_type) = (f.opt("step"), f.opt("type"));
             if their_index.and_then(serde_json::Value::as_u64) != Some(index as u64)
-                || their_type.and_then(serde_json::Value::as_str) != Some(type_name)
+                || their_type.and_then(serde_json::Value::as_str) != Some(kind)
             {
                 let show = |j: Option<&serde_json::Value>| j.map_or_else(|| "(missing)".to_string(), state::found);
-                return Err(format!(
-                    "the chain snapshot has, in the place of {at}, the state of step {} of type {}",
-                    show(their_index),
-                    show(their_type)
-                ));
+                return Err(Error::StepMismatch { index, kind, found_step: show(their_index), found_type: show(their_type) });
             }
             let r = match stage {
                 Stage::Fused(_) => unreachable!("filtered"),
                 Stage::Aggregate { step, .. } => step.read_snapshot(&mut f).map(Restored::Aggregate),
                 Stage::Dedup { step, .. } => step.read_snapshot(&mut f).map(Restored::Dedup),
             };
-            let r = r.and_then(|r| f.end().map(|()| r)).map_err(|e| format!("chain snapshot of {at}: {e}"))?;
+            let r = r.and_then(|r| f.end().map(|()| r)).map_err(unreadable)?;
             restored.push(r);
         }
         // Only now that every step's state has been read does anything change.
@@ -388,8 +381,8 @@ fn compile_step(
     stage: String,
     join_data: &HashMap<String, Vec<Record>>,
     nested: bool,
-) -> Result<Step, String> {
-    let branch = |specs: &[TransformSpec], name: &str| -> Result<Vec<Step>, String> {
+) -> Result<Step, Error> {
+    let branch = |specs: &[TransformSpec], name: &str| -> Result<Vec<Step>, Error> {
         specs
             .iter()
             .enumerate()
@@ -397,7 +390,7 @@ fn compile_step(
             .collect()
     };
     if nested && spec.is_stateful() {
-        return Err(format!("{stage}: `{}` may not stand inside `conditional`", spec.type_name()));
+        return Err(Error::StatefulInConditional { stage, kind: spec.type_name() });
     }
     let kind = match spec {
         TransformSpec::FieldOperation(s) => StepKind::FieldOp(FieldOpStep::new(s)),
@@ -414,13 +407,13 @@ fn compile_step(
         TransformSpec::Join(j) => {
             let records = join_data
                 .get(&j.join_source)
-                .ok_or_else(|| format!("{stage}: no records were given for the join source `{}`", j.join_source))?;
+                .ok_or_else(|| Error::NoJoinData { stage: stage.clone(), join_source: j.join_source.clone() })?;
             StepKind::Join(Box::new(JoinStep::new(j, records)))
         }
         TransformSpec::RecordSplit(s) => StepKind::Split(s.clone()),
         TransformSpec::Script(s) => StepKind::Script(Box::new(ScriptStep::new(s))),
         TransformSpec::Aggregation(_) | TransformSpec::Deduplicate(_) => {
-            return Err(format!("{stage}: `{}` may not stand inside `conditional`", spec.type_name()));
+            return Err(Error::StatefulInConditional { stage, kind: spec.type_name() });
         }
     };
     Ok(Step { stage, kind })
@@ -772,7 +765,7 @@ mod tests {
             "transformations",
             &mut errs,
         );
-        assert!(Chain::new(&specs, HashMap::new()).err().unwrap().contains("join source `nope`"));
+        assert!(Chain::new(&specs, HashMap::new()).err().unwrap().to_string().contains("join source `nope`"));
     }
 
     #[test]

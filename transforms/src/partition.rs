@@ -27,9 +27,20 @@ pub struct Split {
     pub key: Vec<FieldPath>,
 }
 
+/// Why a transformation list runs in one instance whatever the `parallelism`.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Unsplittable {
+    #[error("the transformations keep no state: one instance reads and transforms as fast as the source delivers")]
+    Stateless,
+    #[error("transformations[{first}] and transformations[{second}] are both stateful; keyed instances need a single keyed stateful step")]
+    TwoStateful { first: usize, second: usize },
+    #[error("transformations[{at}] aggregates every record into one group (no group_by_fields): it cannot be split by key")]
+    OneGroup { at: usize },
+}
+
 /// How to split `specs` for keyed instances, or why they cannot be split (then they run in
 /// one instance whatever the `parallelism`).
-pub fn split(specs: &[TransformSpec]) -> Result<Split, String> {
+pub fn split(specs: &[TransformSpec]) -> Result<Split, Unsplittable> {
     let stateful: Vec<usize> = specs
         .iter()
         .enumerate()
@@ -37,18 +48,12 @@ pub fn split(specs: &[TransformSpec]) -> Result<Split, String> {
         .map(|(i, _)| i)
         .collect();
     let at = match stateful.as_slice() {
-        [] => return Err("the transformations keep no state: one instance reads and transforms as fast as the source delivers".into()),
+        [] => return Err(Unsplittable::Stateless),
         [one] => *one,
-        [first, second, ..] => {
-            return Err(format!(
-                "transformations[{first}] and transformations[{second}] are both stateful; keyed instances need a single keyed stateful step"
-            ));
-        }
+        [first, second, ..] => return Err(Unsplittable::TwoStateful { first: *first, second: *second }),
     };
     let key = match &specs[at] {
-        TransformSpec::Aggregation(a) if a.group_by.is_empty() => {
-            return Err(format!("transformations[{at}] aggregates every record into one group (no group_by_fields): it cannot be split by key"));
-        }
+        TransformSpec::Aggregation(a) if a.group_by.is_empty() => return Err(Unsplittable::OneGroup { at }),
         TransformSpec::Aggregation(a) => a.group_by.clone(),
         TransformSpec::Deduplicate(d) => d.key_fields.clone(),
         _ => unreachable!("only aggregation and deduplicate are listed"),
@@ -122,12 +127,12 @@ mod tests {
     #[test]
     fn refuses_what_cannot_be_split() {
         let global = specs(json!([{"type": "aggregation", "group_by_fields": [], "aggregated_fields": [{"output_field": "n", "operation": "count"}]}]));
-        assert!(split(&global).unwrap_err().contains("one group"), "{:?}", split(&global));
+        assert!(split(&global).unwrap_err().to_string().contains("one group"), "{:?}", split(&global));
         let two = specs(json!([
             {"type": "deduplicate", "key_fields": ["id"]},
             {"type": "aggregation", "group_by_fields": ["c"], "aggregated_fields": [{"output_field": "n", "operation": "count"}]}
         ]));
-        assert!(split(&two).unwrap_err().contains("both stateful"));
+        assert!(split(&two).unwrap_err().to_string().contains("both stateful"));
         assert!(split(&[]).is_err());
     }
 

@@ -97,7 +97,7 @@ fn run(e: &Example) -> Result<(), String> {
             join_data.insert(name.to_string(), records(&parse(tag, text)?));
         }
     }
-    let mut chain = Chain::new(&specs, join_data)?;
+    let mut chain = Chain::new(&specs, join_data).map_err(|e| e.to_string())?;
     let ctx = BatchContext { now: "2025-01-16T08:00:00Z".parse().unwrap() };
     let mut out = Output::default();
     chain.process(records(&get("input")?), &ctx, &mut out);

@@ -37,7 +37,7 @@ fn run_case(dir: &Path) -> Result<(), String> {
         let path = pipeline["sources"][&name]["config"]["path"].as_str().expect("a file source");
         join_data.insert(name, records(&read_json(&dir.join(path))));
     }
-    let mut chain = Chain::new(&specs, join_data)?;
+    let mut chain = Chain::new(&specs, join_data).map_err(|e| e.to_string())?;
     let ctx = BatchContext { now: chrono::Utc::now() };
     let mut out = Output::default();
     chain.process(records(&read_json(&dir.join("input.json"))), &ctx, &mut out);

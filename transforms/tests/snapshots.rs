@@ -112,7 +112,7 @@ fn check_resume(t: &Json, input: &[Record], split: usize, batch: usize) -> Resul
     drop(first);
 
     let mut second = chain(t);
-    second.restore(&serde_json::from_str(&text).unwrap()).map_err(TestCaseError::fail)?;
+    second.restore(&serde_json::from_str(&text).unwrap()).map_err(|e| TestCaseError::fail(e.to_string()))?;
     prop_assert_eq!(&stored(&second.snapshot()), &text, "the restored chain's snapshot differs");
     let mut rest = Output::default();
     process(&mut second, tail, batch, &mut rest);
@@ -262,12 +262,12 @@ proptest! {
         let mut text = stored(&chain(&t).snapshot());
         for b in input.chunks(batch) {
             let mut c = chain(&t);
-            c.restore(&serde_json::from_str(&text).unwrap()).map_err(TestCaseError::fail)?;
+            c.restore(&serde_json::from_str(&text).unwrap()).map_err(|e| TestCaseError::fail(e.to_string()))?;
             c.process(b.to_vec(), &ctx(), &mut got);
             text = stored(&c.snapshot());
         }
         let mut c = chain(&t);
-        c.restore(&serde_json::from_str(&text).unwrap()).map_err(TestCaseError::fail)?;
+        c.restore(&serde_json::from_str(&text).unwrap()).map_err(|e| TestCaseError::fail(e.to_string()))?;
         c.finish(&ctx(), &mut got);
         assert_same_output(&want, &got)?;
     }
@@ -450,7 +450,7 @@ fn agg_chain() -> Json {
 
 fn restore_error(t: Json, snapshot: Json) -> String {
     let mut c = chain(&t);
-    c.restore(&snapshot).expect_err("a snapshot of another shape")
+    c.restore(&snapshot).expect_err("a snapshot of another shape").to_string()
 }
 
 #[test]

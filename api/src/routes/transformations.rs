@@ -213,7 +213,7 @@ async fn preview(_auth: Editor, ApiJson(req): ApiJson<PreviewRequest>) -> ApiRes
             other => return Err(ApiError::field(&format!("records[{i}]"), format!("expected an object, found {}", other.type_name()))),
         }
     }
-    let mut chain = Chain::new(&specs, HashMap::new()).map_err(|e| ApiError::field("transformations", e))?;
+    let mut chain = Chain::new(&specs, HashMap::new()).map_err(|e| ApiError::field("transformations", e.to_string()))?;
     let ctx = BatchContext { now: Utc::now() };
     let mut out = Output::default();
     // Rules run off the async threads: a script may take its whole time limit.

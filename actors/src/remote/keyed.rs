@@ -1,11 +1,11 @@
 //! Keyed instances on other nodes (see [`crate::keyed_stage`] for the local ones).
 //!
 //! In a cluster, a run's coordinator — the node that reads its source and writes its
-//! destinations — asks its [`InstancePlacer`] where each keyed instance of the stateful
-//! transformations runs. For an instance on another node it opens a data link
-//! ([`crate::link`]) to that node's peer address and sends a [`Hello`]: the stateful part
-//! of the pipeline, the instance's state from the checkpoint the attempt starts from, and
-//! the join data. The other node ([`host`]) runs an ordinary keyed instance behind the link.
+//! destinations — asks its [`InstancePlacer`](crate::remote::placer::InstancePlacer) where
+//! each keyed instance of the stateful transformations runs. For an instance on another
+//! node it opens a data link ([`crate::remote::link`]) to that node's peer address and
+//! sends a [`Hello`]: the stateful part of the pipeline, the instance's state from the
+//! checkpoint the attempt starts from, and the join data. The other node ([`host`]) runs an ordinary keyed instance behind the link.
 //!
 //! On the coordinator a stand-in loop takes the instance's place between the reading stage
 //! and the merge stage: records go over the link; barriers stay here, in order, and only a
@@ -20,58 +20,28 @@
 //! and the placer puts the instances on the nodes that are up.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
-use async_trait::async_trait;
 use dagg_model::SpecErrors;
 use dagg_model::spec::transform::parse_transformations;
 use dagg_model::{Record, Value};
 use dagg_transforms::Chain;
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 
 use crate::dead_letter::{DeadLetter, Payload};
-use crate::keyed_stage::{FromKeyed, Instance, ToKeyed};
-use crate::link::{self, LinkError, LinkReceiver, LinkSender};
+use crate::error::{RunError, panic_text};
+use crate::keyed_stage::Instance;
 use crate::progress::RunProgress;
-use crate::run::RunError;
-use crate::sink_stage::Barrier;
+use crate::protocol::{Barrier, FromKeyed, ToKeyed};
+use crate::remote::link::{self, LinkError, LinkReceiver, LinkSender};
+use crate::remote::placer::{Counted, HOSTED, Io, REMOTE, Remote};
 use crate::store::CheckpointCounts;
 
 /// Credits per direction of a keyed instance's link (batches in flight).
 pub const WINDOW: u32 = 4;
-
-/// A byte stream to another node.
-pub trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
-impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Io for T {}
-
-/// A connection to the node that runs a keyed instance.
-pub struct Remote {
-    /// The node's id, for messages and metrics.
-    pub node: u64,
-    pub io: Box<dyn Io>,
-}
-
-/// Decides where a run's keyed instances run (a cluster's scheduler); without one, every
-/// instance runs in the run's own process.
-#[async_trait]
-pub trait InstancePlacer: Send + Sync {
-    /// Where keyed instance `index` of `instances` of run `run_id` runs: `None` here, or a
-    /// connection to the node that runs it. A node that cannot be reached is an `Err` (the
-    /// instance then runs here, and the run says so in its log).
-    async fn place(&self, run_id: &str, index: usize, instances: usize) -> Option<Result<Remote, String>>;
-
-    /// A connection for a destination of run `run_id` on node `node` (the pipeline's
-    /// `placement.destinations`): `None` when that is this node, or when there is no
-    /// cluster; an `Err` when the node is not up or cannot be reached (the destination then
-    /// runs here).
-    async fn destinations(&self, _run_id: &str, _node: u64) -> Option<Result<Remote, String>> {
-        None
-    }
-}
 
 /// What the coordinator sends an instance on another node.
 #[derive(Serialize, Deserialize)]
@@ -142,46 +112,6 @@ impl From<WireDead> for DeadLetter {
             (None, raw) => Payload::Raw(raw.unwrap_or_default()),
         };
         DeadLetter { stage: w.stage, reason: w.reason, position: w.position, payload }
-    }
-}
-
-/// Keyed instances and destinations this process runs for runs of other nodes.
-pub(crate) static HOSTED: AtomicUsize = AtomicUsize::new(0);
-
-/// How many keyed instances and destinations this process runs for other nodes now.
-pub fn hosted_instances() -> usize {
-    HOSTED.load(Ordering::Relaxed)
-}
-
-/// Keyed instances and destinations on other nodes that runs of this process use now.
-pub(crate) static REMOTE: AtomicUsize = AtomicUsize::new(0);
-
-/// How many of this process's runs' keyed instances run on other nodes now.
-pub fn remote_instances() -> usize {
-    REMOTE.load(Ordering::Relaxed)
-}
-
-/// Local keyed instances of this process's runs now.
-pub(crate) static LOCAL: AtomicUsize = AtomicUsize::new(0);
-
-/// How many keyed instances this process runs for its own runs now.
-pub fn local_instances() -> usize {
-    LOCAL.load(Ordering::Relaxed)
-}
-
-/// Counts one instance while alive.
-pub(crate) struct Counted(&'static AtomicUsize);
-
-impl Counted {
-    pub(crate) fn new(c: &'static AtomicUsize) -> Counted {
-        c.fetch_add(1, Ordering::Relaxed);
-        Counted(c)
-    }
-}
-
-impl Drop for Counted {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -298,7 +228,7 @@ pub async fn host<S: Io>(io: S, peer: String) {
     let mut errs = SpecErrors::new();
     let specs = parse_transformations(&transformations, "transformations", &mut errs);
     let chain = if errs.is_empty() { Ok(specs) } else { Err(format!("the transformations do not parse here: {errs}")) };
-    let chain = chain.and_then(|specs| Chain::new_at(&specs, at, join_data)).and_then(|mut c| match &state {
+    let chain = chain.and_then(|specs| Chain::new_at(&specs, at, join_data).map_err(|e| e.to_string())).and_then(|mut c| match &state {
         Some(s) => c.restore(s).map(|()| c).map_err(|e| format!("cannot restore the instance's state: {e}")),
         None => Ok(c),
     });
@@ -357,7 +287,7 @@ pub async fn host<S: Io>(io: S, peer: String) {
         let reason = match work.await {
             Ok(Ok(())) => return Ok(()),
             Ok(Err(e)) => e.to_string(),
-            Err(e) => crate::supervisor::panic_text(e),
+            Err(e) => panic_text(e),
         };
         let _ = tx.send(&FromRemote::Failed(reason.clone())).await;
         Err(reason)

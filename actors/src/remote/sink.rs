@@ -2,7 +2,7 @@
 //!
 //! The run's node keeps its write stage — checkpoints, counters, dead letters — and talks to
 //! each destination through a [`RemoteSink`]: a [`SinkConnector`] whose calls (write,
-//! pre-commit, commit, abort, recover) travel over a data link ([`crate::link`]) to the
+//! pre-commit, commit, abort, recover) travel over a data link ([`crate::remote::link`]) to the
 //! named node, where [`host`] opens the real connector and answers each call. One call is
 //! in flight at a time, so a destination that is slow there holds the write stage here,
 //! which holds the reading stage: a slow destination on one node throttles the source on
@@ -24,8 +24,8 @@ use dagg_model::{Record, SpecErrors};
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 
-use crate::link::{self, LinkReceiver, LinkSender};
-use crate::remote_keyed::{Counted, HOSTED, REMOTE, Remote};
+use crate::remote::link::{self, LinkReceiver, LinkSender};
+use crate::remote::placer::{Counted, HOSTED, Io, REMOTE, Remote};
 
 /// A destination call.
 #[derive(Serialize, Deserialize)]
@@ -148,7 +148,7 @@ pub type SinkAdmission = Arc<dyn Fn(&SinkRequest<'_>) -> Result<(), String> + Se
 /// Hosts one destination for a run on another node, over `io`; relative paths resolve
 /// against `base` (this node's files folder). A destination `admit` refuses is refused
 /// before anything opens. Ends when the run's node closes the link.
-pub async fn host<S: crate::remote_keyed::Io>(io: S, peer: String, base: PathBuf, admit: SinkAdmission) {
+pub async fn host<S: Io>(io: S, peer: String, base: PathBuf, admit: SinkAdmission) {
     let (tx, mut rx) = link::open::<FromSinkHost, ToSinkHost, _>(io, 2, peer.clone());
     let (pipeline, run_id, mut sink) = match rx.recv().await {
         Ok(ToSinkHost::Open { pipeline, run_id, destination }) => {
