@@ -1,6 +1,13 @@
 //! dagg's runtime: runs a pipeline's stages, moves records in batches over bounded
 //! channels, checkpoints progress so an interrupted run resumes exactly where it was, and
 //! routes every failed record to the dead letter with its stage and position.
+//!
+//! The modules, each importing only those below it: [`run`] starts a run under its
+//! `supervisor`, which builds each attempt (`attempt`) and spawns its stages
+//! (`transform_stage`, `keyed_stage`, `sink_stage`); [`remote`] holds the parts of a run
+//! on other nodes. Stages talk through `protocol` (the messages between them and the
+//! supervisor) and fail with `error`; below them sit [`store`], [`progress`],
+//! [`dead_letter`], [`tap`] and [`metrics`].
 
 mod attempt;
 pub mod dead_letter;
