@@ -37,7 +37,6 @@ use utoipa::ToSchema;
 
 pub use dagg_connectors::secrets;
 pub use meta::{EventKind, EventLevel, Trigger};
-pub use runner::LiveStatus;
 
 use crate::meta::{MetaError, Run};
 use crate::secrets::MasterKey;
@@ -142,12 +141,7 @@ impl Deref for ControlPlane {
 
 impl ControlPlane {
     pub fn new(config: ControlConfig, master_key: Option<MasterKey>, meta: cluster::Meta) -> ControlPlane {
-        let after_run: AfterRun = Arc::new(|cp, run, notifications| {
-            Box::pin(async move {
-                scheduler::on_run_finished(cp, run);
-                notify::run_finished(cp, run, notifications).await;
-            })
-        });
+        let after_run: AfterRun = Arc::new(after_run);
         ControlPlane(Arc::new(ControlInner {
             config,
             master_key,
@@ -217,6 +211,15 @@ impl ControlPlane {
         }
         let _ = self.meta.flush();
     }
+}
+
+/// What follows a run: the pipelines that depend on it, then its notifications (which may
+/// take seconds when a receiver is slow; nothing waits on them).
+fn after_run<'a>(cp: &'a ControlPlane, run: &'a Run, notifications: &'a dagg_model::spec::pipeline::Notifications) -> BoxFuture<'a, ()> {
+    Box::pin(async move {
+        scheduler::on_run_finished(cp, run);
+        notify::run_finished(cp, run, notifications).await;
+    })
 }
 
 /// Background tasks of the control plane; aborted when dropped.

@@ -112,7 +112,7 @@ async fn listen_once(state: &ControlPlane, pipeline_id: &str, version: u32) -> R
         }
         for record in batch.batch.records {
             let event = serde_json::to_value(&record).unwrap_or(Json::Null);
-            start_run(state, pipeline_id, version, &doc, &event, &origin).await;
+            start_event_run(state, pipeline_id, version, &doc, &event, &origin).await;
         }
         if let Some(c) = &committer
             && let Err(e) = c.checkpoint_completed(&source.checkpoint()).await
@@ -123,7 +123,7 @@ async fn listen_once(state: &ControlPlane, pipeline_id: &str, version: u32) -> R
 }
 
 /// Starts (once the previous run of the pipeline ended) the run of one event.
-async fn start_run(state: &ControlPlane, pipeline_id: &str, version: u32, doc: &Json, event: &Json, origin: &str) {
+async fn start_event_run(state: &ControlPlane, pipeline_id: &str, version: u32, doc: &Json, event: &Json, origin: &str) {
     let Ok(Some(pipeline)) = state.meta.pipeline(pipeline_id) else { return };
     if pipeline.paused || pipeline.version != version {
         tracing::info!(pipeline = %pipeline_id, "event passed over: the pipeline is paused or changed");
@@ -139,10 +139,6 @@ async fn start_run(state: &ControlPlane, pipeline_id: &str, version: u32, doc: &
     let Ok(Some(stored)) = state.meta.version(pipeline_id, version) else { return };
     // The stored version with the event's values.
     let version = PipelineVersion { document: doc, ..stored };
-    if let Err(d) = state.validate(&version.document) {
-        tracing::warn!(pipeline = %pipeline_id, "event passed over: with the event's values the document is invalid: {d:?}");
-        return;
-    }
     let by = format!("event ({origin})");
     loop {
         match state.start_run(&version, Trigger::Event, &by) {
@@ -163,6 +159,10 @@ async fn start_run(state: &ControlPlane, pipeline_id: &str, version: u32, doc: &
             }
             // One run per pipeline at a time: wait for the active one.
             Err(ControlError::Conflict(_)) => tokio::time::sleep(Duration::from_millis(200)).await,
+            Err(ControlError::Invalid { details, .. }) => {
+                tracing::warn!(pipeline = %pipeline_id, "event passed over: with the event's values the document is invalid: {details:?}");
+                return;
+            }
             Err(e) => {
                 tracing::warn!(pipeline = %pipeline_id, "event trigger: cannot start a run: {e}");
                 return;
