@@ -14,13 +14,9 @@ use utoipa::ToSchema;
 
 use crate::meta::MetaError;
 
-/// One problem with a field of the request.
-#[derive(Clone, Debug, PartialEq, Serialize, ToSchema)]
-pub struct ErrorDetail {
-    /// Where: `transformations[2].condition.operator`; empty for the body as a whole.
-    pub path: String,
-    pub message: String,
-}
+/// One problem with a field of the request (the control plane's, which validates documents).
+pub use dagg_control::ErrorDetail;
+use dagg_control::ControlError;
 
 #[derive(Serialize, ToSchema)]
 pub struct ErrorInfo {
@@ -133,6 +129,17 @@ impl From<MetaError> for ApiError {
             e @ MetaError::IllegalTransition { .. } => ApiError::Conflict(e.to_string()),
             MetaError::Unavailable(m) => ApiError::Unavailable(m),
             e => ApiError::Internal(e.to_string()),
+        }
+    }
+}
+
+impl From<ControlError> for ApiError {
+    fn from(e: ControlError) -> Self {
+        match e {
+            ControlError::Invalid { message, details } => ApiError::validation(message, details),
+            ControlError::NotFound(m) => ApiError::NotFound(m),
+            ControlError::Conflict(m) => ApiError::Conflict(m),
+            ControlError::Meta(e) => e.into(),
         }
     }
 }

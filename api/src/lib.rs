@@ -5,24 +5,25 @@
 //! Layout: each resource module in [`routes`] exports `routes() -> OpenApiRouter<AppState>`;
 //! [`app`] composes them, adds the documentation and the layers (security headers, CORS,
 //! body limit, request metrics), and is the one place a new surface (the UI under `/ui/`)
-//! is added. Metadata lives in [`meta::MetaStore`], changed only through its commands.
+//! is added.
+//!
+//! The control plane — the metadata store and its commands, runs, schedules, triggers,
+//! placement — is [`dagg_control`]: handlers call it through `state.control` (which
+//! `AppState` also derefs to: `state.meta`, `state.runs`); nothing here starts a run or
+//! changes the metadata but through it.
 
 pub mod auth;
-pub mod cluster;
 pub mod error;
-pub mod lineage;
 pub mod list;
-pub mod mask;
-pub mod meta;
-pub mod notify;
 pub mod openapi;
 pub mod routes;
-pub mod runner;
-pub mod scheduler;
-pub mod triggers;
 pub mod telemetry;
 pub mod ui;
 mod private;
+
+/// The control plane's modules under their old paths (`dagg_api::meta::MetaCommand`, …).
+pub use dagg_control::{cluster, lineage, mask, meta, notify, runner, scheduler, triggers};
+pub use dagg_control::{ControlConfig, ControlPlane};
 
 use std::ops::Deref;
 use std::path::PathBuf;
@@ -37,11 +38,10 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::set_header::SetResponseHeaderLayer;
 
-use dagg_connectors::secrets::{KEY_ENV, KEY_FILE_ENV, MasterKey, SecretError};
+use dagg_control::secrets::MasterKey;
 
 use crate::auth::{JwtKeys, LoginLimiter};
 use crate::meta::{MetaCommand, MetaStore, Role, User};
-use crate::runner::RunManager;
 
 /// How the API runs. [`ApiConfig::new`] gives the defaults `dagg serve` documents.
 #[derive(Clone, Debug)]
@@ -113,21 +113,33 @@ impl ApiConfig {
     pub fn files_dir(&self) -> PathBuf {
         self.data_dir.join("files")
     }
+
+    /// What the control plane takes of it.
+    pub fn control(&self) -> ControlConfig {
+        ControlConfig {
+            data_dir: self.data_dir.clone(),
+            shared_dir: self.shared_dir.clone(),
+            restrict_file_paths: self.restrict_file_paths,
+            progress_interval: self.progress_interval,
+        }
+    }
 }
 
-/// Everything handlers share.
+/// Everything handlers share. Derefs to the control plane (`state.meta`, `state.runs`,
+/// `state.scheduler`, `state.master_key`).
 pub struct Inner {
     pub config: ApiConfig,
-    /// Encrypts secrets before they are stored.
-    pub master_key: Option<MasterKey>,
-    /// Reads are local; `apply` goes through Raft in a cluster.
-    pub meta: cluster::Meta,
+    pub control: ControlPlane,
     pub jwt: JwtKeys,
     pub limiter: LoginLimiter,
-    pub runs: RunManager,
     pub started: Instant,
-    /// The scheduler's clock and leader check (the cluster sets the latter).
-    pub scheduler: scheduler::SchedulerHooks,
+}
+
+impl Deref for Inner {
+    type Target = ControlPlane;
+    fn deref(&self) -> &ControlPlane {
+        &self.control
+    }
 }
 
 /// Cheap to clone.
@@ -138,16 +150,6 @@ impl Deref for AppState {
     type Target = Inner;
     fn deref(&self) -> &Inner {
         &self.0
-    }
-}
-
-impl Inner {
-    /// Encrypts the clear secrets of a config or document about to be stored (already
-    /// encrypted ones stay as they are), when there is a master key.
-    pub fn encrypt_secrets(&self, v: &mut serde_json::Value) {
-        if let Some(k) = &self.master_key {
-            k.encrypt_config(v);
-        }
     }
 }
 
@@ -173,7 +175,7 @@ pub enum StartError {
 
 const JWT_SECRET_KEY: &str = "_jwt_secret";
 /// Where a node without a configured master key keeps the one it generated.
-pub const MASTER_KEY_FILE: &str = "master.key";
+pub const MASTER_KEY_FILE: &str = dagg_control::MASTER_KEY_FILE;
 
 /// The token-signing secret kept in the store (sealed with the master key when there is
 /// one): read, or generated and stored on a first start. One stored in the clear by an
@@ -181,7 +183,7 @@ pub const MASTER_KEY_FILE: &str = "master.key";
 fn jwt_secret(meta: &cluster::Meta, key: Option<&MasterKey>) -> Result<String, StartError> {
     let stored = meta.setting(JWT_SECRET_KEY)?.and_then(|v| v.as_str().map(str::to_string));
     let clear = match stored {
-        Some(s) if dagg_connectors::secrets::is_encrypted(&s) => {
+        Some(s) if dagg_control::secrets::is_encrypted(&s) => {
             let k = key.ok_or_else(|| StartError::Setup("the stored token secret is sealed with a master key this node does not have: give every node of the cluster the same key (DAGG_MASTER_KEY or DAGG_MASTER_KEY_FILE; a node first started alone generated its own into <data-dir>/master.key)".into()))?;
             return k.decrypt(&s).map_err(|e| StartError::Setup(format!("the stored token secret: {e}")));
         }
@@ -193,19 +195,6 @@ fn jwt_secret(meta: &cluster::Meta, key: Option<&MasterKey>) -> Result<String, S
         meta.apply(MetaCommand::PutSetting { key: JWT_SECRET_KEY.into(), value: serde_json::Value::String(value) })?;
     }
     Ok(clear)
-}
-
-/// Seals the secrets of settings stored in the clear (by an earlier build, or before a
-/// master key was configured).
-fn seal_settings(meta: &cluster::Meta, key: Option<&MasterKey>) -> Result<(), StartError> {
-    let Some(key) = key else { return Ok(()) };
-    for (k, mut v) in meta.public_settings()? {
-        if dagg_connectors::secrets::has_clear_secret(&v, &mask::is_secret_key) {
-            key.encrypt_where(&mut v, &mask::is_secret_key);
-            meta.apply(MetaCommand::PutSetting { key: k, value: v })?;
-        }
-    }
-    Ok(())
 }
 
 impl AppState {
@@ -235,49 +224,19 @@ impl AppState {
         Ok(())
     }
 
-    /// The master key: configured, else (when allowed) `<data-dir>/master.key`, generated
-    /// on the first start. Installed as the key this process's connectors reveal with.
-    fn master_key(config: &ApiConfig) -> Result<Option<MasterKey>, StartError> {
-        let setup = |e: SecretError| StartError::Setup(e.to_string());
-        let key = match &config.master_key {
-            Some(text) => Some(MasterKey::from_text(text).map_err(setup)?),
-            None => match MasterKey::from_env() {
-                Ok(k) => Some(k),
-                Err(SecretError::NoKey) if config.generate_master_key => {
-                    let path = config.data_dir.join(MASTER_KEY_FILE);
-                    let (k, generated) = MasterKey::load_or_generate(&path).map_err(setup)?;
-                    let what = if generated { "generated a master key into" } else { "using the master key generated into" };
-                    tracing::warn!(
-                        "{what} {} (it seals the stored secrets). For production, supply the key from elsewhere — \
-                         {KEY_ENV} or {KEY_FILE_ENV} from a secret store — so that it does not sit beside the data it protects",
-                        path.display()
-                    );
-                    Some(k)
-                }
-                Err(SecretError::NoKey) => {
-                    tracing::warn!("no master key ({KEY_ENV} / {KEY_FILE_ENV}): connector, token and settings secrets are stored unencrypted; give every node of the cluster the same key");
-                    None
-                }
-                Err(e) => return Err(setup(e)),
-            },
-        };
-        if let Some(k) = &key {
-            dagg_connectors::secrets::install_process_key(k.clone());
-        }
-        Ok(key)
-    }
-
     /// [`AppState::open`] on a store already opened (in a cluster: replicated, with this
     /// node caught up). In a cluster, runs left unfinished are not ended here: the leader
     /// places them again (see [`cluster::placement`]).
     pub fn open_with(config: ApiConfig, meta: cluster::Meta) -> Result<(AppState, Bootstrap), StartError> {
         let mut boot = Bootstrap::default();
-        let master_key = Self::master_key(&config)?;
+        let master_key = dagg_control::open_master_key(config.master_key.as_deref(), config.generate_master_key, &config.data_dir).map_err(StartError::Setup)?;
+        let control = ControlPlane::new(config.control(), master_key, meta);
+        let meta = &control.meta;
         let secret = match &config.jwt_secret {
             Some(s) if !s.is_empty() => s.clone(),
-            _ => jwt_secret(&meta, master_key.as_ref())?,
+            _ => jwt_secret(meta, control.master_key.as_ref())?,
         };
-        seal_settings(&meta, master_key.as_ref())?;
+        control.seal_settings()?;
         if meta.user_count() == 0 {
             let (password, generated) = match &config.admin_password {
                 Some(p) if !p.is_empty() => (p.clone(), false),
@@ -303,10 +262,9 @@ impl AppState {
         }
         let jwt = JwtKeys::new(secret.as_bytes(), config.access_ttl);
         let limiter = LoginLimiter::new(config.login_max_failures, config.login_window);
-        let runs = RunManager::new();
-        let state = AppState(Arc::new(Inner { config, master_key, meta, jwt, limiter, runs, started: Instant::now(), scheduler: scheduler::SchedulerHooks::default() }));
+        let state = AppState(Arc::new(Inner { config, control, jwt, limiter, started: Instant::now() }));
         if state.meta.node().is_none() {
-            runner::end_orphaned_runs(&state)?;
+            runner::end_orphaned_runs(&state.control)?;
         }
         state.meta.flush()?;
         Ok((state, boot))
@@ -315,7 +273,7 @@ impl AppState {
 
 /// The whole API: every resource's routes, the documentation, and the layers.
 pub fn app(state: AppState) -> Router {
-    let (api, doc) = routes::all().merge(cluster::routes()).split_for_parts();
+    let (api, doc) = routes::all().merge(routes::cluster::routes()).split_for_parts();
     let doc = openapi::finish(doc);
     let api = api.route_layer(axum::middleware::from_fn(telemetry::track));
     let cors = cors_layer(&state.config.cors_origins);
@@ -368,23 +326,12 @@ where
     L: axum::serve::Listener<Addr = std::net::SocketAddr>,
 {
     let app = app(state.clone());
-    // Cron schedules fire from here (only where the leader check says so).
-    let ticker = tokio::spawn(scheduler::Scheduler::new(state.clone()).run(Duration::from_secs(1)));
-    // Event triggers (NATS subjects, Kafka topics): a listener per event-scheduled pipeline.
-    let triggers = tokio::spawn(triggers::Triggers::new(state.clone()).run(Duration::from_secs(2)));
+    // Cron schedules and event triggers fire from here (only where the leader check says so).
+    let triggers = state.control.spawn_triggers();
     // `tap_io` (a no-op) lets any listener with socket addresses give `ConnectInfo`.
     let listener = axum::serve::ListenerExt::tap_io(listener, |_: &mut L::Io| {});
     let r = axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>()).with_graceful_shutdown(shutdown).await;
-    ticker.abort();
-    triggers.abort();
-    // In a cluster of several nodes a stopping node's runs are not cancelled: they stay
-    // placed here and resume from their last checkpoint when it is back, or on another
-    // node if it stays away (a rolling restart loses nothing).
-    if state.meta.node().is_none_or(|n| n.members().len() <= 1) {
-        state.runs.cancel_all();
-    } else {
-        runner::hand_over_all(&state);
-    }
-    let _ = state.meta.flush();
+    drop(triggers);
+    state.control.stop();
     r
 }

@@ -30,8 +30,8 @@ pub static LATENCY: LazyLock<HistogramVec> = LazyLock::new(|| {
     .expect("metric registers once")
 });
 
-pub static ACTIVE_RUNS: LazyLock<IntGauge> =
-    LazyLock::new(|| register_int_gauge!("dagg_api_active_runs", "Runs started through the API that have not ended").expect("metric registers once"));
+/// Runs started on this node that have not ended (the control plane keeps it).
+pub use dagg_control::ACTIVE_RUNS;
 
 pub static WS_CLIENTS: LazyLock<IntGauge> =
     LazyLock::new(|| register_int_gauge!("dagg_api_websocket_clients", "Connected /ws clients").expect("metric registers once"));

@@ -539,7 +539,7 @@ async fn secrets_are_masked_in_every_response_and_kept_when_sent_back() {
         assert!(!r.text.contains("sekrit"), "{path}: {}", r.text);
     }
     // Stored encrypted (AES-256-GCM under the master key), never in the clear.
-    let key = dagg_connectors::secrets::MasterKey::from_text(KEY).unwrap();
+    let key = dagg_control::secrets::MasterKey::from_text(KEY).unwrap();
     let before = api.state.meta.connector(&ids[1]).unwrap().unwrap().config["password"].as_str().unwrap().to_string();
     assert!(before.starts_with("enc:v1:"), "{before}");
     assert_eq!(key.decrypt(&before).unwrap(), "sekrit-password");
@@ -670,7 +670,7 @@ async fn runs_left_running_by_a_dead_process_end_failed_on_restart() {
             pipeline_name: "p".into(),
             pipeline_version: 1,
             status: dagg_model::RunStatus::Pending,
-            trigger: "manual".into(),
+            trigger: dagg_control::Trigger::Manual,
             triggered_by: "admin".into(),
             created_at: now,
             started_at: None,

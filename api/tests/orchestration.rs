@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use common::{TestApi, file_pipeline, write_orders};
-use dagg_api::scheduler::{Clock, ManualClock, Scheduler};
+use dagg_control::scheduler::{Clock, ManualClock, Scheduler};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
@@ -88,7 +88,7 @@ async fn cron_schedule_fires_at_the_right_instants_across_a_dst_change() {
     doc["schedule"] =
         json!({"type": "cron", "expression": "0 8 * * *", "timezone": "Europe/Paris"});
     let id = create(&api, &t, doc).await;
-    let scheduler = Scheduler::new(api.state.clone());
+    let scheduler = Scheduler::new(api.state.control.clone());
 
     // First sight: armed, nothing runs.
     let first = scheduler.tick().unwrap();
@@ -170,7 +170,7 @@ async fn cron_schedule_fires_at_the_right_instants_across_a_dst_change() {
 
     // Down for three days (no ticks), then a restart: one run for the missed instants, not three.
     clock.set(utc("2026-04-03T09:00:00Z"));
-    let restarted = Scheduler::new(api.state.clone());
+    let restarted = Scheduler::new(api.state.control.clone());
     let o = restarted.tick().unwrap();
     assert_eq!(o.len(), 1, "{o:?}");
     assert_eq!(
@@ -180,7 +180,7 @@ async fn cron_schedule_fires_at_the_right_instants_across_a_dst_change() {
     api.wait_run(&t, o[0].run_id.as_deref().unwrap()).await;
     assert!(restarted.tick().unwrap().is_empty());
     assert!(
-        Scheduler::new(api.state.clone()).tick().unwrap().is_empty(),
+        Scheduler::new(api.state.control.clone()).tick().unwrap().is_empty(),
         "the fired instant is persisted"
     );
     assert_eq!(runs_of(&api, &t, &id).await.len(), 4);
@@ -538,8 +538,8 @@ async fn a_failed_run_notifies_by_signed_webhook_and_email() {
     );
     // The signature is HMAC-SHA256 of the exact body with the configured secret.
     let sig = headers.get("x-dagg-signature").unwrap().to_str().unwrap();
-    assert_eq!(sig, dagg_api::notify::signature(secret.as_bytes(), &body));
-    assert_ne!(sig, dagg_api::notify::signature(b"another secret", &body));
+    assert_eq!(sig, dagg_control::notify::signature(secret.as_bytes(), &body));
+    assert_ne!(sig, dagg_control::notify::signature(b"another secret", &body));
     assert_eq!(headers.get("x-dagg-event").unwrap(), "run.failed");
 
     let (envelope, data) = mails

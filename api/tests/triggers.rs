@@ -42,7 +42,7 @@ async fn a_message_on_a_subject_starts_a_run_that_shows_its_event() {
     let r = api.post("/pipelines", &admin, doc).await;
     assert_eq!(r.status, StatusCode::CREATED, "{r:?}");
     let pid = r.body["id"].as_str().unwrap().to_string();
-    let triggers = tokio::spawn(dagg_api::triggers::Triggers::new(api.state.clone()).run(Duration::from_millis(200)));
+    let triggers = tokio::spawn(dagg_control::triggers::Triggers::new(api.state.control.clone()).run(Duration::from_millis(200)));
 
     js.publish(subject.clone(), json!({"file": "a.jsonl", "requested_by": "test"}).to_string().into()).await.unwrap().await.unwrap();
     let runs = runs_of(&api, &admin, &pid, 1).await;

@@ -20,8 +20,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use dagg_api::cluster::{Meta, MetaMachine, placement};
-use dagg_api::meta::MetaStore;
+use dagg_control::cluster::{Meta, MetaMachine, placement};
+use dagg_control::meta::MetaStore;
 use dagg_api::{ApiConfig, AppState};
 use dagg_cluster::{ClusterConfig, ClusterNode, PeerAuth, PeerCerts, PeerNode};
 use serde::Deserialize;
@@ -470,8 +470,8 @@ pub async fn serve(args: ServeArgs) -> ExitCode {
     } else if boot.created_admin {
         eprintln!("created user `admin` with the password from DAGG_ADMIN_PASSWORD");
     }
-    let placer = tokio::spawn(placement::run_placement(state.clone()));
-    let runner = tokio::spawn(placement::run_assigned_here(state.clone()));
+    // The leader places runs; every node starts those placed on it.
+    let placement = state.control.spawn_placement();
     let addr = api_local.to_string();
     let scheme = if api_tls.is_some() { "https" } else { "http" };
     let peer_mode = if node.auth().is_tls() { "mutual TLS" } else { "cluster token" };
@@ -483,8 +483,7 @@ pub async fn serve(args: ServeArgs) -> ExitCode {
         },
         None => dagg_api::serve(api_listener, state, shutdown_signal()).await,
     };
-    placer.abort();
-    runner.abort();
+    drop(placement);
     node.shutdown().await;
     if let Some(p) = peer_server {
         p.abort();

@@ -220,11 +220,11 @@ async fn test_connector(State(state): State<AppState>, Editor(p): Editor, ApiPat
         Some("sink") => ConnRole::Sink,
         Some(other) => return Err(ApiError::field("role", format!("`{other}` is neither `source` nor `sink`"))),
     };
-    let outcome = dagg_connectors::test_connection_as(&spec, &state.config.files_dir(), role).await;
+    let outcome = dagg_control::data::test_connection(&spec, &state.config.files_dir(), role).await;
     let role = q.role.unwrap_or_else(|| "any".into());
     let (ok, message) = match outcome {
         Ok(m) => (true, m),
-        Err(e) => (false, e.to_string()),
+        Err(e) => (false, e),
     };
     audit(&state, &p, "test", "connector", &id, json!({"ok": ok, "role": role}))?;
     Ok(axum::Json(TestResult { ok, role, message }))

@@ -2,6 +2,7 @@
 
 pub mod analytics;
 pub mod auth;
+pub mod cluster;
 pub mod connectors;
 pub mod monitoring;
 pub mod orchestration;

@@ -80,8 +80,7 @@ async fn get_schedule(
         .version(&p.id, p.version)?
         .map(|v| v.document)
         .unwrap_or(Json::Null);
-    let spec = crate::routes::pipelines::validate(&state, &doc)
-        .map_err(|d| ApiError::validation("the stored pipeline document is invalid", d))?;
+    let spec = state.control.validate(&doc).map_err(|d| ApiError::validation("the stored pipeline document is invalid", d))?;
     let st = state.meta.schedule_state(&p.id)?;
     let now = state.scheduler.now();
     let after = st.as_ref().map_or(now, |s| s.last_fired.max(now));

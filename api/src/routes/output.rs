@@ -69,18 +69,26 @@ async fn read_records(files_dir: &std::path::Path, path: &str, format: &str, del
         return Err(format!("the destination cannot be read: {errs}"));
     };
     let limits = dagg_model::spec::pipeline::Limits { max_record_bytes: MAX_SHOWN_RECORD };
-    let mut source = dagg_connectors::open_source_limited(&spec, files_dir, &limits).map_err(|e| format!("cannot read the destination file: {e}"))?;
     let (mut total, mut records) = (0, Vec::new());
-    loop {
-        let batch = source.next_batch(1024).await.map_err(|e| format!("cannot read the destination file: {e}"))?;
-        let Some(b) = batch else { break };
-        total += b.batch.records.len();
-        for r in b.batch.records {
+    let mut shown = Ok(());
+    dagg_control::data::read_records(&spec, files_dir, &limits, |batch| {
+        total += batch.len();
+        for r in batch {
             if records.len() < limit {
-                records.push(serde_json::to_value(&r).map_err(|e| format!("a record cannot be shown: {e}"))?);
+                match serde_json::to_value(&r) {
+                    Ok(v) => records.push(v),
+                    Err(e) => {
+                        shown = Err(format!("a record cannot be shown: {e}"));
+                        return std::ops::ControlFlow::Break(());
+                    }
+                }
             }
         }
-    }
+        std::ops::ControlFlow::Continue(())
+    })
+    .await
+    .map_err(|e| format!("cannot read the destination file: {e}"))?;
+    shown?;
     Ok((total, records))
 }
 

@@ -6,7 +6,9 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
-use dagg_model::spec::pipeline::{PipelineSpec, Schedule, parse_pipeline};
+use dagg_control::validate::summary_of;
+use dagg_control::{ControlError, Trigger};
+use dagg_model::spec::pipeline::PipelineSpec;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value as Json, json};
 use utoipa::{IntoParams, ToSchema};
@@ -21,7 +23,6 @@ use crate::mask::{keep_masked, masked};
 use crate::meta::{MetaCommand, Pipeline, PipelineVersion, Stamp};
 use crate::routes::runs::{RunFilter, RunOut};
 use crate::routes::{audit, stamp};
-use crate::runner;
 
 /// A pipeline document: a JSON object (anything else is 422).
 type JsonObject = serde_json::Map<String, Json>;
@@ -257,79 +258,8 @@ fn current_doc(state: &AppState, p: &Pipeline) -> ApiResult<Json> {
     state.meta.version(&p.id, p.version)?.map(|v| v.document).ok_or_else(|| ApiError::internal(format!("pipeline {} lacks version {}", p.id, p.version)))
 }
 
-fn spec_errors(e: dagg_model::SpecErrors) -> Vec<ErrorDetail> {
-    e.iter().map(|e| ErrorDetail { path: e.path.clone(), message: e.message.clone() }).collect()
-}
-
-/// File paths of API-made pipelines (a file's `path`, a database's `ssl_root_cert`) stay
-/// inside `<data-dir>/files` (when so configured): relative, without `..`.
-fn check_file_paths(doc: &Json, errs: &mut Vec<ErrorDetail>) {
-    let mut connectors: Vec<(String, &Json)> = Vec::new();
-    for key in ["source", "destination"] {
-        if let Some(c) = doc.get(key) {
-            connectors.push((key.into(), c));
-        }
-    }
-    if let Some(Json::Object(m)) = doc.get("sources") {
-        connectors.extend(m.iter().map(|(k, v)| (format!("sources.{k}"), v)));
-    }
-    if let Some(Json::Array(a)) = doc.get("destinations") {
-        connectors.extend(a.iter().enumerate().map(|(i, v)| (format!("destinations[{i}]"), v)));
-    }
-    if let Some(dl) = doc.get("error_handling").and_then(|e| e.get("dead_letter")) {
-        connectors.push(("error_handling.dead_letter".into(), dl));
-    }
-    for (at, c) in connectors {
-        let connector_type = c.get("connector_type").and_then(Json::as_str).unwrap_or_default();
-        for key in dagg_model::spec::paths::file_path_keys(connector_type) {
-            let Some(path) = c.get("config").and_then(|c| c.get(*key)).and_then(Json::as_str) else { continue };
-            if let Err(message) = dagg_model::spec::paths::check_inside_files_folder(path) {
-                errs.push(ErrorDetail { path: format!("{at}.config.{key}"), message });
-            }
-        }
-    }
-}
-
-/// Validates a document as the API stores it.
-pub(crate) fn validate(state: &AppState, doc: &Json) -> Result<PipelineSpec, Vec<ErrorDetail>> {
-    let mut errs = match parse_pipeline(doc) {
-        Ok(spec) => {
-            let mut errs = Vec::new();
-            if state.config.restrict_file_paths {
-                check_file_paths(doc, &mut errs);
-            }
-            if errs.is_empty() {
-                return Ok(spec);
-            }
-            errs
-        }
-        Err(e) => spec_errors(e),
-    };
-    if errs.is_empty() {
-        errs.push(ErrorDetail { path: String::new(), message: "the document is invalid".into() });
-    }
-    Err(errs)
-}
-
 fn validated(state: &AppState, doc: &Json) -> ApiResult<PipelineSpec> {
-    validate(state, doc).map_err(|details| {
-        let n = details.len();
-        ApiError::validation(format!("the pipeline document has {n} error{}", if n == 1 { "" } else { "s" }), details)
-    })
-}
-
-fn summary_of(spec: &PipelineSpec) -> crate::meta::PipelineSummary {
-    crate::meta::PipelineSummary {
-        name: spec.name.clone(),
-        description: spec.description.clone(),
-        source_type: spec.source.connector_type.clone(),
-        destination_types: spec.destinations.iter().map(|d| d.connector_type.clone()).collect(),
-        schedule_type: match spec.schedule {
-            Schedule::Manual => "manual".into(),
-            Schedule::Cron { .. } => "cron".into(),
-            Schedule::Event { .. } => "event".into(),
-        },
-    }
+    Ok(state.control.validate(doc).map_err(ControlError::invalid)?)
 }
 
 fn detail(state: &AppState, p: &Pipeline) -> ApiResult<PipelineDetail> {
@@ -409,7 +339,7 @@ async fn create_pipeline(State(state): State<AppState>, Editor(p): Editor, ApiJs
     request_body(content = Object, description = "The pipeline document"),
     responses((status = 200, description = "Whether it is valid, and every error", body = ValidationResult)))]
 async fn validate_pipeline(State(state): State<AppState>, _auth: Editor, ApiJson(doc): ApiJson<JsonObject>) -> axum::Json<ValidationResult> {
-    match validate(&state, &Json::Object(doc)) {
+    match state.control.validate(&Json::Object(doc)) {
         Ok(_) => axum::Json(ValidationResult { valid: true, errors: Vec::new() }),
         Err(errors) => axum::Json(ValidationResult { valid: false, errors }),
     }
@@ -584,8 +514,8 @@ async fn resume(State(state): State<AppState>, Editor(p): Editor, ApiPath(id): A
         (status = 409, description = "A run of this pipeline is active", body = ErrorBody)))]
 async fn execute(State(state): State<AppState>, Editor(p): Editor, ApiPath(id): ApiPath<String>) -> ApiResult<(StatusCode, axum::Json<RunOut>)> {
     let pipe = load(&state, &id)?;
-    let spec = validated(&state, &current_doc(&state, &pipe)?)?;
-    let run = runner::start(&state, &pipe, spec, &p.user.username)?;
+    let version = version_of(&state, &pipe.id, pipe.version).map_err(|_| ApiError::internal(format!("pipeline {} lacks version {}", pipe.id, pipe.version)))?;
+    let run = state.control.start_run(&version, Trigger::Manual, &p.user.username)?;
     audit(&state, &p, "execute", "pipeline", &id, json!({"run_id": run.id}))?;
     Ok((StatusCode::ACCEPTED, axum::Json(RunOut::new(&state, run))))
 }
@@ -604,17 +534,17 @@ async fn dry_run(State(state): State<AppState>, _auth: Editor, ApiPath(id): ApiP
         Some(n) if (1..=1000).contains(&n) => n as usize,
         Some(_) => return Err(ApiError::field("limit", "expected 1 to 1000")),
     };
-    let preview = dagg_actors::preview::preview_pipeline(&spec, &state.config.files_dir(), limit)
+    let preview = dagg_control::data::dry_run(&spec, &state.config.files_dir(), limit)
         .await
-        .map_err(|e| ApiError::BadRequest { code: "dry_run_failed", message: e.to_string(), details: Vec::new() })?;
+        .map_err(|message| ApiError::BadRequest { code: "dry_run_failed", message, details: Vec::new() })?;
     let records: Vec<Json> = preview.records.iter().map(|r| masked(&serde_json::to_value(r).unwrap_or_default())).collect();
     let rejected: Vec<RejectedOut> = preview
         .rejected
         .iter()
         .map(|d| {
             let (record, raw) = match &d.payload {
-                dagg_actors::dead_letter::Payload::Record(r) => (Some(masked(&serde_json::to_value(r).unwrap_or_default())), None),
-                dagg_actors::dead_letter::Payload::Raw(s) => (None, Some(s.clone())),
+                dagg_control::data::Payload::Record(r) => (Some(masked(&serde_json::to_value(r).unwrap_or_default())), None),
+                dagg_control::data::Payload::Raw(s) => (None, Some(s.clone())),
             };
             RejectedOut { stage: d.stage.clone(), reason: d.reason.clone(), position: serde_json::to_value(&d.position).unwrap_or_default(), record, raw }
         })
@@ -652,14 +582,5 @@ mod tests {
         let got: Vec<(String, String)> = out.iter().map(|c| (c.path.clone(), c.op.clone())).collect();
         let want = [("name", "changed"), ("transformations[0].t", "changed"), ("transformations[1]", "added"), ("old", "removed"), ("new", "added")];
         assert_eq!(got, want.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect::<Vec<_>>());
-    }
-
-    #[test]
-    fn file_paths_must_stay_inside_the_files_folder() {
-        let f = |p: &str| json!({"connector_type": "file", "config": {"path": p, "format": "jsonl"}});
-        let doc = json!({"source": f("/etc/passwd"), "destinations": [f("ok/out.jsonl"), f("../x.jsonl")], "error_handling": {"dead_letter": f("dead.jsonl")}});
-        let mut errs = Vec::new();
-        check_file_paths(&doc, &mut errs);
-        assert_eq!(errs.iter().map(|e| e.path.as_str()).collect::<Vec<_>>(), ["source.config.path", "destinations[1].config.path"]);
     }
 }

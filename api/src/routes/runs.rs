@@ -56,7 +56,8 @@ pub struct RunOut {
     #[schema(value_type = RunStatusSchema)]
     pub status: RunStatus,
     /// `manual` or `schedule`.
-    pub trigger: String,
+    #[schema(value_type = String)]
+    pub trigger: dagg_control::Trigger,
     /// Who started it.
     pub triggered_by: String,
     pub created_at: DateTime<Utc>,
@@ -199,7 +200,7 @@ pub struct LogFilter {
     responses((status = 200, description = "Log events, oldest first by default", body = Page<RunEvent>)))]
 async fn run_logs(State(state): State<AppState>, _auth: Viewer, ApiPath(id): ApiPath<String>, ApiQuery(paging): ApiQuery<Paging>, ApiQuery(f): ApiQuery<LogFilter>) -> ApiResult<axum::Json<Page<RunEvent>>> {
     load(&state, &id)?;
-    let events = state.meta.run_events(&id)?.into_iter().filter(|e| f.level.as_ref().is_none_or(|l| &e.level == l)).collect();
+    let events = state.meta.run_events(&id)?.into_iter().filter(|e| f.level.as_ref().is_none_or(|l| e.level.as_str() == l)).collect();
     Ok(axum::Json(paging.apply(events, "seq")?))
 }
 
@@ -250,17 +251,25 @@ async fn read_dead_letters(files_dir: &std::path::Path, path: &str, format: &str
         return Err(format!("the dead-letter file cannot be read: {errs}"));
     };
     let limits = dagg_model::spec::pipeline::Limits { max_record_bytes: MAX_ENTRY_BYTES };
-    let mut source = dagg_connectors::open_source_limited(&spec, files_dir, &limits).map_err(|e| format!("cannot read the dead-letter file: {e}"))?;
     let mut entries: Vec<Json> = Vec::new();
-    while entries.len() < MAX_LISTED {
-        let batch = source.next_batch(1024).await.map_err(|e| format!("cannot read the dead-letter file: {e}"))?;
-        let Some(b) = batch else { break };
-        for r in b.batch.records {
+    let mut shown = Ok(());
+    dagg_control::data::read_records(&spec, files_dir, &limits, |batch| {
+        for r in batch {
             if entries.len() < MAX_LISTED && r.get("run_id").and_then(|v| v.as_str()) == Some(run_id) {
-                entries.push(serde_json::to_value(&r).map_err(|e| format!("an entry cannot be shown: {e}"))?);
+                match serde_json::to_value(&r) {
+                    Ok(v) => entries.push(v),
+                    Err(e) => {
+                        shown = Err(format!("an entry cannot be shown: {e}"));
+                        return std::ops::ControlFlow::Break(());
+                    }
+                }
             }
         }
-    }
+        if entries.len() < MAX_LISTED { std::ops::ControlFlow::Continue(()) } else { std::ops::ControlFlow::Break(()) }
+    })
+    .await
+    .map_err(|e| format!("cannot read the dead-letter file: {e}"))?;
+    shown?;
     Ok(entries
         .into_iter()
         .filter(|e| e.get("run_id").and_then(Json::as_str) == Some(run_id))

@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use dagg_model::spec::transform::{TransformSpec, parse_transformations};
 use dagg_model::{Record, SpecErrors, Value};
-use dagg_transforms::{BatchContext, Chain, Output};
+use dagg_control::data::{BatchContext, Chain, Output};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value as Json, json};
 use utoipa::{IntoParams, ToSchema};

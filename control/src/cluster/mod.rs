@@ -1,5 +1,6 @@
-//! The API in a cluster: the metadata store behind Raft, `GET /cluster`, `POST
-//! /cluster/join`, and where runs are placed ([`placement`]).
+//! The control plane in a cluster: the metadata store behind Raft, the cluster's status and
+//! membership changes (what `GET /cluster` and `POST /cluster/join` answer), and where runs
+//! are placed ([`placement`]).
 //!
 //! [`Meta`] is what handlers hold as `state.meta`: reads go to the local [`MetaStore`]
 //! (through `Deref`), and [`Meta::apply`] keeps the signature every route uses. Without a
@@ -16,20 +17,15 @@ use std::future::Future;
 use std::ops::Deref;
 use std::sync::Arc;
 
-use axum::extract::State;
-use axum::http::HeaderMap;
-use dagg_cluster::{ClusterNode, JoinRequest, Machine, PeerNode};
+pub use dagg_cluster::{ClusterNode, LIVENESS_WINDOW, Machine};
+use dagg_cluster::{JoinRequest, PeerNode};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value as Json, json};
 use tokio::sync::Notify;
 use utoipa::ToSchema;
-use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
 
-use crate::AppState;
-use crate::auth::{Admin, Viewer};
-use crate::error::{ApiError, ApiResult};
-use crate::meta::{CommandEnvelope, MetaCommand, MetaError, MetaResult, MetaStore};
+use crate::{ControlError, ControlPlane, ControlResult};
+use crate::meta::{CommandEnvelope, LEGACY_ASSIGN_PREFIX, MetaCommand, MetaError, MetaResult, MetaStore};
 
 /// The metadata as handlers see it: local reads, writes through Raft in a cluster.
 pub struct Meta {
@@ -135,8 +131,9 @@ impl Machine for MetaMachine {
             Err(e) => return json!({"error": "decode", "message": e}),
         };
         let placement = match &env.command {
-            MetaCommand::PutSetting { key, .. } => key.starts_with(placement::ASSIGN_PREFIX),
-            MetaCommand::CreateRun { .. } | MetaCommand::UpdateRun { .. } => true,
+            // An assignment as a build before `AssignRun` wrote it.
+            MetaCommand::PutSetting { key, .. } => key.starts_with(LEGACY_ASSIGN_PREFIX),
+            MetaCommand::AssignRun { .. } | MetaCommand::CreateRun { .. } | MetaCommand::UpdateRun { .. } => true,
             _ => false,
         };
         let r = self.store.apply(env.command);
@@ -206,20 +203,8 @@ pub struct JoinBody {
     pub api_addr: String,
 }
 
-pub fn routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(cluster_status)).routes(routes!(join)).routes(routes!(remove_member))
-}
-
-/// The cluster: this node, the leader, the term, and every member with its addresses,
-/// whether it is up (from the leader's heartbeats) and how many runs it has.
-#[utoipa::path(get, path = "/cluster", tag = "cluster", security(("bearer" = ["viewer"])),
-    responses((status = 200, description = "The cluster as this node sees it", body = ClusterStatus)))]
-async fn cluster_status(State(state): State<AppState>, _auth: Viewer) -> ApiResult<axum::Json<ClusterStatus>> {
-    Ok(axum::Json(status(&state).await?))
-}
-
 /// The status `GET /cluster` answers.
-pub async fn status(state: &AppState) -> ApiResult<ClusterStatus> {
+pub async fn status(state: &ControlPlane) -> ControlResult<ClusterStatus> {
     let load = placement::load(&state.meta)?;
     let runs_on = |id: u64| load.get(&id).copied().unwrap_or(0);
     let Some(node) = state.meta.node() else {
@@ -301,67 +286,48 @@ pub async fn status(state: &AppState) -> ApiResult<ClusterStatus> {
     Ok(ClusterStatus { node_id: node.id, leader_id: node.leader(), term: node.term(), state: node.state_name().into(), view: view.into(), members })
 }
 
+
 /// Adds a node to the cluster: as a learner until it has caught up, then as a voter.
-/// `dagg serve --join URL` calls this. Needs an admin, or the cluster token
-/// (`DAGG_CLUSTER_TOKEN` on both nodes) in `X-Dagg-Cluster-Token`.
-#[utoipa::path(post, path = "/cluster/join", tag = "cluster", security(("bearer" = ["admin"])), request_body = JoinBody,
-    responses((status = 200, description = "The node is a voter", body = ClusterStatus), (status = 400, description = "A bad request", body = crate::error::ErrorBody),
-        (status = 409, description = "The change was refused (no cluster here, the id is taken, or it did not commit)", body = crate::error::ErrorBody)))]
-async fn join(State(state): State<AppState>, headers: HeaderMap, admin: Result<Admin, ApiError>, body: axum::body::Bytes) -> ApiResult<axum::Json<ClusterStatus>> {
-    if !cluster_token_ok(&state, &headers) {
-        admin?;
-    }
-    // The body after the caller: a caller without the right gets 401/403 whatever it sent.
-    let body: JoinBody = crate::error::parse_json_body(&body)?;
+/// [`ControlError::Conflict`] without a cluster, or when the change does not commit.
+pub async fn add_member(state: &ControlPlane, body: JoinBody) -> ControlResult<ClusterStatus> {
     let Some(node) = state.meta.node() else {
-        return Err(ApiError::Conflict("this server runs without a cluster (embedded, not `dagg serve`)".into()));
+        return Err(ControlError::Conflict("this server runs without a cluster (embedded, not `dagg serve`)".into()));
     };
-    if body.node_id == 0 {
-        return Err(ApiError::field("node_id", "node ids start at 1"));
-    }
-    for (field, v) in [("peer_addr", &body.peer_addr), ("api_addr", &body.api_addr)] {
-        if v.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok()).is_none() {
-            return Err(ApiError::field(field, format!("`{v}` is not host:port")));
-        }
-    }
     let req = JoinRequest { node_id: body.node_id, node: PeerNode { peer_addr: body.peer_addr, api_addr: body.api_addr } };
-    node.add_member(req).await.map_err(ApiError::Conflict)?;
-    Ok(axum::Json(status(&state).await?))
+    node.add_member(req).await.map_err(ControlError::Conflict)?;
+    status(state).await
 }
 
-/// Removes a member: the majority is then counted without it (do this before scaling a
-/// StatefulSet down, for each node that goes). Its unfinished runs move to live members.
-/// Needs an admin, or the cluster token in `X-Dagg-Cluster-Token`.
-#[utoipa::path(delete, path = "/cluster/members/{id}", tag = "cluster", security(("bearer" = ["admin"])), params(("id" = u64, Path, description = "The node's id")),
-    responses((status = 200, description = "The node is no longer a member", body = ClusterStatus), (status = 400, description = "A bad request", body = crate::error::ErrorBody),
-        (status = 404, description = "No such member", body = crate::error::ErrorBody),
-        (status = 409, description = "The change was refused (no cluster here, the last voter, or it did not commit)", body = crate::error::ErrorBody)))]
-async fn remove_member(State(state): State<AppState>, headers: HeaderMap, admin: Result<Admin, ApiError>, crate::error::ApiPath(id): crate::error::ApiPath<String>) -> ApiResult<axum::Json<ClusterStatus>> {
-    if !cluster_token_ok(&state, &headers) {
-        admin?;
-    }
-    // The id after the caller: a caller without the right gets 401/403 whatever it sent.
-    let id: u64 = id.parse().map_err(|_| ApiError::field("id", format!("`{id}` is not a node id (a whole number from 1)")))?;
+/// Removes a member: the majority is then counted without it; its unfinished runs move to
+/// live members.
+pub async fn remove_member(state: &ControlPlane, id: u64) -> ControlResult<ClusterStatus> {
     let Some(node) = state.meta.node() else {
-        return Err(ApiError::Conflict("this server runs without a cluster (embedded, not `dagg serve`)".into()));
+        return Err(ControlError::Conflict("this server runs without a cluster (embedded, not `dagg serve`)".into()));
     };
     if !node.members().contains_key(&id) {
-        return Err(ApiError::NotFound(format!("node {id} is not a member of the cluster")));
+        return Err(ControlError::NotFound(format!("node {id} is not a member of the cluster")));
     }
-    node.remove_member(id).await.map_err(ApiError::Conflict)?;
-    Ok(axum::Json(status(&state).await?))
+    node.remove_member(id).await.map_err(ControlError::Conflict)?;
+    status(state).await
 }
 
-/// The request carries, in `X-Dagg-Cluster-Token`, the join token (`DAGG_CLUSTER_TOKEN`,
-/// when set) or the peer token of a cluster in the token mode (the one a member sends on its
+/// The header a member (or a node asking to join) sends its token in.
+pub const TOKEN_HEADER: &str = dagg_cluster::peer_auth::TOKEN_HEADER;
+
+/// Whether `got` (from [`TOKEN_HEADER`]) is the join token (`DAGG_CLUSTER_TOKEN`, when
+/// set) or the peer token of a cluster in the token mode (the one a member sends on its
 /// peer port).
-fn cluster_token_ok(state: &AppState, headers: &HeaderMap) -> bool {
-    let Some(got) = headers.get(dagg_cluster::peer_auth::TOKEN_HEADER).and_then(|v| v.to_str().ok()) else { return false };
+pub fn cluster_token_ok(state: &ControlPlane, got: &str) -> bool {
     if state.meta.node().is_some_and(|n| n.auth().accepts_token(got)) {
         return true;
     }
     match std::env::var("DAGG_CLUSTER_TOKEN").ok().filter(|t| !t.is_empty()) {
-        Some(want) => crate::auth::sha256_hex(&want) == crate::auth::sha256_hex(got),
+        Some(want) => sha256_hex(&want) == sha256_hex(got),
         None => false,
     }
+}
+
+fn sha256_hex(s: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(s.as_bytes()))
 }

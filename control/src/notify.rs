@@ -24,8 +24,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value as Json, json};
 use sha2::Sha256;
 
-use crate::AppState;
-use crate::meta::{MetaCommand, Run, RunCounts};
+use crate::ControlPlane;
+use crate::meta::{EventKind, EventLevel, MetaCommand, Run, RunCounts};
 
 /// The setting that configures notifications.
 pub const SETTING: &str = "notifications";
@@ -75,7 +75,7 @@ pub struct RunSummary {
     pub pipeline_name: String,
     pub pipeline_version: u32,
     pub status: String,
-    pub trigger: String,
+    pub trigger: crate::meta::Trigger,
     pub error: Option<String>,
     pub counts: RunCounts,
     pub started_at: Option<DateTime<Utc>>,
@@ -91,7 +91,7 @@ impl RunSummary {
             pipeline_name: run.pipeline_name.clone(),
             pipeline_version: run.pipeline_version,
             status: run.status.to_string(),
-            trigger: run.trigger.clone(),
+            trigger: run.trigger,
             error: run.error.clone(),
             counts: run.counts,
             started_at: run.started_at,
@@ -130,7 +130,7 @@ pub fn signature(secret: &[u8], body: &[u8]) -> String {
     format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
 }
 
-fn log(state: &AppState, run_id: &str, level: &str, kind: &str, message: String, data: Json) {
+fn log(state: &ControlPlane, run_id: &str, level: EventLevel, kind: EventKind, message: String, data: Json) {
     if let Err(e) = state.meta.apply(MetaCommand::run_event(run_id, level, kind, message, data)) {
         tracing::warn!(run = %run_id, "cannot log a notification: {e}");
     }
@@ -139,7 +139,7 @@ fn log(state: &AppState, run_id: &str, level: &str, kind: &str, message: String,
 /// A setting as it is stored: where the new value holds the mask `GET /settings` showed
 /// under a secret key, the stored secret stays; secret values are sealed with the master
 /// key (without one they stay clear, as the start-up warning says).
-pub fn sealed_setting(state: &AppState, key: &str, mut value: Json) -> Result<Json, crate::meta::MetaError> {
+pub fn sealed_setting(state: &ControlPlane, key: &str, mut value: Json) -> Result<Json, crate::meta::MetaError> {
     if let Some(old) = state.meta.setting(key)? {
         crate::mask::keep_masked(&mut value, &old);
     }
@@ -149,13 +149,13 @@ pub fn sealed_setting(state: &AppState, key: &str, mut value: Json) -> Result<Js
     Ok(value)
 }
 
-fn settings(state: &AppState) -> Result<NotifySettings, String> {
+fn settings(state: &ControlPlane) -> Result<NotifySettings, String> {
     match state.meta.setting(SETTING).map_err(|e| e.to_string())? {
         None | Some(Json::Null) => Ok(NotifySettings::default()),
         Some(mut v) => {
             if let Some(k) = &state.master_key {
                 k.decrypt_where(&mut v, &crate::mask::is_secret_key).map_err(|e| format!("the `{SETTING}` setting's secrets: {e}"))?;
-            } else if v.to_string().contains(dagg_connectors::secrets::PREFIX) {
+            } else if v.to_string().contains(crate::secrets::PREFIX) {
                 return Err(format!("the `{SETTING}` setting's secrets are sealed, and no master key is configured"));
             }
             serde_json::from_value(v).map_err(|e| format!("the `{SETTING}` setting is invalid: {e}"))
@@ -164,7 +164,7 @@ fn settings(state: &AppState) -> Result<NotifySettings, String> {
 }
 
 /// Sends the run's notifications when it failed; does nothing otherwise.
-pub async fn run_finished(state: &AppState, run: &Run, targets: &Notifications) {
+pub async fn run_finished(state: &ControlPlane, run: &Run, targets: &Notifications) {
     if run.status != RunStatus::Failed || (targets.webhook.is_none() && targets.email.is_empty()) {
         return;
     }
@@ -175,8 +175,8 @@ pub async fn run_finished(state: &AppState, run: &Run, targets: &Notifications) 
             log(
                 state,
                 &run.id,
-                "warning",
-                "notification_failed",
+                EventLevel::Warning,
+                EventKind::NotificationFailed,
                 e.clone(),
                 json!({"error": e}),
             );
@@ -188,16 +188,16 @@ pub async fn run_finished(state: &AppState, run: &Run, targets: &Notifications) 
             Ok(status) => log(
                 state,
                 &run.id,
-                "info",
-                "notified",
+                EventLevel::Info,
+                EventKind::Notified,
                 format!("webhook {} answered {status}", shown(url)),
                 json!({"channel": "webhook", "status": status}),
             ),
             Err(e) => log(
                 state,
                 &run.id,
-                "warning",
-                "notification_failed",
+                EventLevel::Warning,
+                EventKind::NotificationFailed,
                 format!("webhook {}: {e}", shown(url)),
                 json!({"channel": "webhook", "error": e}),
             ),
@@ -214,16 +214,16 @@ pub async fn run_finished(state: &AppState, run: &Run, targets: &Notifications) 
             Ok(()) => log(
                 state,
                 &run.id,
-                "info",
-                "notified",
+                EventLevel::Info,
+                EventKind::Notified,
                 format!("e-mail sent to {}", targets.email.join(", ")),
                 json!({"channel": "email", "to": targets.email}),
             ),
             Err(e) => log(
                 state,
                 &run.id,
-                "warning",
-                "notification_failed",
+                EventLevel::Warning,
+                EventKind::NotificationFailed,
                 format!("e-mail to {}: {e}", targets.email.join(", ")),
                 json!({"channel": "email", "error": e}),
             ),

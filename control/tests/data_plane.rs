@@ -11,8 +11,8 @@ use std::time::Duration;
 use chrono::Utc;
 use dagg_actors::remote_keyed::Remote;
 use dagg_actors::remote_sink::RemoteSink;
-use dagg_api::cluster::placement::{ASSIGN_PREFIX, Assignment, sink_admission};
-use dagg_api::meta::{MetaCommand, MetaStore, Pipeline, Run, RunCounts, Stamp};
+use dagg_control::cluster::placement::sink_admission;
+use dagg_control::meta::{Assignment, MetaCommand, MetaStore, Pipeline, Run, RunCounts, Stamp, Trigger};
 use dagg_connectors::SinkConnector;
 use dagg_model::spec::connector::{ConnectorSpec, Role, parse_connector};
 use dagg_model::{Record, RunStatus, SpecErrors, Value};
@@ -62,7 +62,7 @@ fn store(dir: &Path) -> Arc<MetaStore> {
             pipeline_name: PIPELINE.into(),
             pipeline_version: 1,
             status: RunStatus::Pending,
-            trigger: "manual".into(),
+            trigger: Trigger::Manual,
             triggered_by: "admin".into(),
             created_at: Utc::now(),
             started_at: None,
@@ -76,7 +76,7 @@ fn store(dir: &Path) -> Arc<MetaStore> {
         m.apply(MetaCommand::UpdateRun { id: id.into(), status: RunStatus::Running, at: Utc::now(), counts: None, error: None }).unwrap();
     }
     let a = Assignment { node: 1, at: Utc::now(), attempt: 1 };
-    m.apply(MetaCommand::PutSetting { key: format!("{ASSIGN_PREFIX}placed"), value: serde_json::to_value(a).unwrap() }).unwrap();
+    m.apply(MetaCommand::AssignRun { run_id: "placed".into(), assignment: a }).unwrap();
     Arc::new(m)
 }
 

@@ -30,12 +30,12 @@ use serde::Serialize;
 use serde_json::{Value as Json, json};
 use utoipa::ToSchema;
 
-use crate::AppState;
-use crate::meta::{MetaCommand, MetaResult, Run, RunInsight};
+use crate::ControlPlane;
+use crate::meta::{EventKind, EventLevel, MetaCommand, MetaResult, Run, RunInsight};
 
 /// Gives the run a tap; under `strict`, with the previous run's fields as the baseline.
 pub fn attach_tap(
-    state: &AppState,
+    state: &ControlPlane,
     run: &Run,
     spec: &PipelineSpec,
     progress: &RunProgress,
@@ -61,7 +61,7 @@ pub fn attach_tap(
 
 /// Keeps what the tap saw for `run`, which ended `status`.
 pub fn store_insight(
-    state: &AppState,
+    state: &ControlPlane,
     run: &Run,
     status: RunStatus,
     tap: &RunTap,
@@ -82,8 +82,8 @@ pub fn store_insight(
     {
         state.meta.apply(MetaCommand::run_event(
             &run.id,
-            "warning",
-            "schema_changed",
+            EventLevel::Warning,
+            EventKind::SchemaChanged,
             format!("the delivered fields changed since run {prev_id}: {}", c.describe()),
             json!({"previous_run_id": prev_id, "changes": c}),
         ))?;

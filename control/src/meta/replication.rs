@@ -70,6 +70,8 @@ impl MetaStore {
                 tree.apply_batch(batch)?;
             }
         }
+        // A snapshot of a build before `AssignRun` holds assignments as settings.
+        self.migrate_legacy_assignments()?;
         self.invalidate_pipelines();
         Ok(())
     }

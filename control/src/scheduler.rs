@@ -44,9 +44,8 @@ use dagg_model::spec::pipeline::{PipelineSpec, Schedule};
 use petgraph::graphmap::DiGraphMap;
 use serde_json::{Value as Json, json};
 
-use crate::AppState;
-use crate::error::{ApiError, ApiResult, ErrorDetail};
-use crate::meta::{MetaCommand, MetaResult, Pipeline, Run, RunCounts, ScheduleState};
+use crate::meta::{EventKind, EventLevel, MetaCommand, MetaResult, Pipeline, Run, RunCounts, ScheduleState, Trigger};
+use crate::{ControlError, ControlPlane, ControlResult, ErrorDetail};
 
 /// Where the scheduler gets the time.
 pub trait Clock: Send + Sync {
@@ -192,7 +191,7 @@ pub struct TickOutcome {
 
 /// Fires cron schedules; one per API process, ticking on the hooks' clock.
 pub struct Scheduler {
-    state: AppState,
+    state: ControlPlane,
 }
 
 /// Instants looked at per tick and pipeline at most: a per-minute schedule over a long
@@ -200,7 +199,7 @@ pub struct Scheduler {
 const MAX_LOOKBACK: chrono::Duration = chrono::Duration::days(400);
 
 impl Scheduler {
-    pub fn new(state: AppState) -> Scheduler {
+    pub fn new(state: ControlPlane) -> Scheduler {
         Scheduler { state }
     }
 
@@ -218,7 +217,7 @@ impl Scheduler {
 
     /// Looks at every cron pipeline once; starts the runs that are due. Does nothing unless
     /// this node is the leader.
-    pub fn tick(&self) -> ApiResult<Vec<TickOutcome>> {
+    pub fn tick(&self) -> ControlResult<Vec<TickOutcome>> {
         let state = &self.state;
         if !state.scheduler.is_leader() {
             return Ok(Vec::new());
@@ -240,13 +239,12 @@ impl Scheduler {
         Ok(out)
     }
 
-    fn tick_one(&self, p: &Pipeline, now: DateTime<Utc>) -> ApiResult<Option<TickOutcome>> {
+    fn tick_one(&self, p: &Pipeline, now: DateTime<Utc>) -> ControlResult<Option<TickOutcome>> {
         let state = &self.state;
-        let Some(doc) = state.meta.version(&p.id, p.version)?.map(|v| v.document) else {
+        let Some(version) = state.meta.version(&p.id, p.version)? else {
             return Ok(None);
         };
-        let spec = crate::routes::pipelines::validate(state, &doc)
-            .map_err(|d| ApiError::validation("the stored pipeline document is invalid", d))?;
+        let spec = state.validate(&version.document).map_err(ControlError::invalid)?;
         let Schedule::Cron {
             schedule, timezone, ..
         } = &spec.schedule
@@ -256,7 +254,7 @@ impl Scheduler {
         let record = |instant: DateTime<Utc>,
                       outcome: &str,
                       run_id: Option<String>|
-         -> ApiResult<TickOutcome> {
+         -> ControlResult<TickOutcome> {
             state.meta.apply(MetaCommand::PutScheduleState {
                 state: ScheduleState {
                     pipeline_id: p.id.clone(),
@@ -292,14 +290,14 @@ impl Scheduler {
         }
         let trigger = if missed > 1 { "missed" } else { "fired" };
         let by = format!("schedule ({} {})", spec_expression(&spec), timezone.name());
-        match crate::runner::start_with(state, p, spec.clone(), &by, "schedule") {
+        match state.start_run(&version, Trigger::Schedule, &by) {
             Ok(run) => {
                 if missed > 1 {
-                    let _ = state.meta.apply(MetaCommand::run_event(&run.id, "warning", "schedule_missed", format!("{missed} scheduled runs were missed while the node was down; running once for {instant}"), json!({"missed": missed, "instant": instant})));
+                    let _ = state.meta.apply(MetaCommand::run_event(&run.id, EventLevel::Warning, EventKind::ScheduleMissed, format!("{missed} scheduled runs were missed while the node was down; running once for {instant}"), json!({"missed": missed, "instant": instant})));
                 }
                 record(instant, trigger, Some(run.id)).map(Some)
             }
-            Err(ApiError::Conflict(why)) => {
+            Err(ControlError::Conflict(why)) => {
                 tracing::warn!(pipeline = %p.id, "scheduled run for {instant} not started: {why}");
                 record(instant, "busy", None).map(Some)
             }
@@ -332,7 +330,7 @@ fn depends_on_of(doc: &Json) -> Vec<String> {
 }
 
 /// Every pipeline's name and `depends_on`, from their current versions.
-fn dependency_table(state: &AppState) -> MetaResult<Vec<(Pipeline, Vec<String>)>> {
+fn dependency_table(state: &ControlPlane) -> MetaResult<Vec<(Pipeline, Vec<String>)>> {
     let mut out = Vec::new();
     for p in state.meta.pipelines()?.iter() {
         let deps = state
@@ -349,10 +347,10 @@ fn dependency_table(state: &AppState) -> MetaResult<Vec<(Pipeline, Vec<String>)>
 /// (`replacing`: the pipeline this document becomes a new version of). Names may refer to
 /// pipelines that do not exist yet: they are waited on and never trigger.
 pub fn check_dependencies(
-    state: &AppState,
+    state: &ControlPlane,
     spec: &PipelineSpec,
     replacing: Option<&str>,
-) -> ApiResult<()> {
+) -> ControlResult<()> {
     let table = dependency_table(state)?;
     let mut edges: Vec<(String, String)> = Vec::new();
     for (p, deps) in &table {
@@ -368,16 +366,16 @@ pub fn check_dependencies(
     );
     match find_cycle(&edges, &spec.name) {
         None => Ok(()),
-        Some(cycle) => Err(ApiError::validation(
-            format!("depends_on would make a cycle: {}", cycle.join(" -> ")),
-            vec![ErrorDetail {
+        Some(cycle) => Err(ControlError::Invalid {
+            message: format!("depends_on would make a cycle: {}", cycle.join(" -> ")),
+            details: vec![ErrorDetail {
                 path: "depends_on".into(),
                 message: format!(
                     "the dependencies form a cycle: {} (a pipeline runs after the ones it depends on, so a cycle would never start)",
                     cycle.join(" -> ")
                 ),
             }],
-        )),
+        }),
     }
 }
 
@@ -434,7 +432,7 @@ pub fn find_cycle(edges: &[(String, String)], through: &str) -> Option<Vec<Strin
 
 /// A run ended: start or skip the pipelines that depend on its pipeline (see the module
 /// docs).
-pub fn on_run_finished(state: &AppState, run: &Run) {
+pub fn on_run_finished(state: &ControlPlane, run: &Run) {
     let mut seen = BTreeSet::new();
     if let Err(e) = propagate(state, run, &mut seen) {
         tracing::warn!(run = %run.id, "dependency triggers: {e}");
@@ -445,7 +443,7 @@ fn ok_status(s: RunStatus) -> bool {
     matches!(s, RunStatus::Success | RunStatus::Warning)
 }
 
-fn propagate(state: &AppState, run: &Run, seen: &mut BTreeSet<String>) -> ApiResult<()> {
+fn propagate(state: &ControlPlane, run: &Run, seen: &mut BTreeSet<String>) -> ControlResult<()> {
     if !run.status.is_terminal() {
         return Ok(());
     }
@@ -473,29 +471,25 @@ fn propagate(state: &AppState, run: &Run, seen: &mut BTreeSet<String>) -> ApiRes
                 tracing::info!(pipeline = %b.name, "dependency `{}` succeeded; still waiting on `{d}`", run.pipeline_name);
                 continue;
             }
-            let Some(doc) = state.meta.version(&b.id, b.version)?.map(|v| v.document) else {
+            let Some(version) = state.meta.version(&b.id, b.version)? else {
                 continue;
             };
-            let spec = match crate::routes::pipelines::validate(state, &doc) {
-                Ok(s) => s,
-                Err(_) => {
-                    tracing::warn!(pipeline = %b.name, "not started after `{}`: its document is invalid", run.pipeline_name);
-                    continue;
-                }
-            };
             let by = format!("pipeline `{}` (run {})", run.pipeline_name, run.id);
-            match crate::runner::start_with(state, b, spec, &by, "dependency") {
+            match state.start_run(&version, Trigger::Dependency, &by) {
                 Ok(r) => {
                     state.meta.apply(MetaCommand::run_event(
                         &r.id,
-                        "info",
-                        "dependency",
+                        EventLevel::Info,
+                        EventKind::Dependency,
                         format!(
                             "started because `{}` ended {} (run {})",
                             run.pipeline_name, run.status, run.id
                         ),
                         json!({"dependency": run.pipeline_name, "run_id": run.id}),
                     ))?;
+                }
+                Err(ControlError::Invalid { .. }) => {
+                    tracing::warn!(pipeline = %b.name, "not started after `{}`: its document is invalid", run.pipeline_name)
                 }
                 Err(e) => {
                     tracing::warn!(pipeline = %b.name, "not started after `{}`: {e}", run.pipeline_name)
@@ -510,7 +504,7 @@ fn propagate(state: &AppState, run: &Run, seen: &mut BTreeSet<String>) -> ApiRes
 }
 
 /// Records a run of `b` that did not start because `cause` did not succeed.
-fn skip(state: &AppState, b: &Pipeline, cause: &Run) -> ApiResult<Run> {
+fn skip(state: &ControlPlane, b: &Pipeline, cause: &Run) -> ControlResult<Run> {
     let now = Utc::now();
     let why = format!(
         "skipped: dependency `{}` ended {} (run {})",
@@ -522,7 +516,7 @@ fn skip(state: &AppState, b: &Pipeline, cause: &Run) -> ApiResult<Run> {
         pipeline_name: b.name.clone(),
         pipeline_version: b.version,
         status: RunStatus::Pending,
-        trigger: "dependency".into(),
+        trigger: Trigger::Dependency,
         triggered_by: format!("pipeline `{}` (run {})", cause.pipeline_name, cause.id),
         created_at: now,
         started_at: None,
@@ -542,7 +536,7 @@ fn skip(state: &AppState, b: &Pipeline, cause: &Run) -> ApiResult<Run> {
         counts: None,
         error: Some(why.clone()),
     })?;
-    state.meta.apply(MetaCommand::run_event(&run.id, "warning", "skipped", why, json!({"status": "cancelled", "skipped": true, "dependency": cause.pipeline_name, "dependency_run_id": cause.id})))?;
+    state.meta.apply(MetaCommand::run_event(&run.id, EventLevel::Warning, EventKind::Skipped, why, json!({"status": "cancelled", "skipped": true, "dependency": cause.pipeline_name, "dependency_run_id": cause.id})))?;
     Ok(state.meta.run(&run.id)?.unwrap_or(run))
 }
 

@@ -7,8 +7,9 @@
 //! One run per pipeline at a time: a second `execute` while one is active is refused (both
 //! would resume from the same checkpoint store).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use dagg_actors::{RunOptions, RunProgress, run_pipeline};
@@ -19,10 +20,9 @@ use serde_json::json;
 use tokio::sync::broadcast;
 use utoipa::ToSchema;
 
-use crate::AppState;
-use crate::error::{ApiError, ApiResult};
-use crate::meta::{MetaCommand, MetaResult, Pipeline, Run, RunCounts};
-use crate::telemetry::ACTIVE_RUNS;
+use crate::cluster::placement;
+use crate::meta::{EventKind, EventLevel, MetaCommand, MetaResult, Pipeline, PipelineVersion, Run, RunCounts, Trigger};
+use crate::{ACTIVE_RUNS, ControlError, ControlPlane, ControlResult};
 
 /// A run in progress.
 struct LiveRun {
@@ -39,7 +39,8 @@ pub enum LiveEvent {
         run_id: String,
         pipeline_id: String,
         pipeline_name: String,
-        status: String,
+        #[schema(value_type = String)]
+        status: RunStatus,
         at: DateTime<Utc>,
         counts: RunCounts,
         error: Option<String>,
@@ -49,7 +50,8 @@ pub enum LiveEvent {
         run_id: String,
         pipeline_id: String,
         at: DateTime<Utc>,
-        status: String,
+        #[schema(value_type = String)]
+        status: RunStatus,
         counts: RunCounts,
         /// Records per second read by the source stage.
         read_per_second: f64,
@@ -137,7 +139,7 @@ pub fn counts_of(p: &dagg_actors::ProgressSnapshot) -> RunCounts {
 
 /// Moves a run's record to `status`, through `running` when the direct move is not legal
 /// (a run retrying when it ends).
-fn move_run(state: &AppState, run_id: &str, status: RunStatus, counts: Option<RunCounts>, error: Option<String>) -> MetaResult<Run> {
+fn move_run(state: &ControlPlane, run_id: &str, status: RunStatus, counts: Option<RunCounts>, error: Option<String>) -> MetaResult<Run> {
     let cur = state.meta.run(run_id)?.map(|r| r.status);
     if let Some(cur) = cur
         && cur != status
@@ -153,7 +155,7 @@ fn move_run(state: &AppState, run_id: &str, status: RunStatus, counts: Option<Ru
         run_id: run.id.clone(),
         pipeline_id: run.pipeline_id.clone(),
         pipeline_name: run.pipeline_name.clone(),
-        status: run.status.to_string(),
+        status: run.status,
         at: Utc::now(),
         counts: run.counts,
         error: run.error.clone(),
@@ -161,25 +163,39 @@ fn move_run(state: &AppState, run_id: &str, status: RunStatus, counts: Option<Ru
     Ok(run)
 }
 
-/// Starts a run of `pipeline` (already validated into `spec`) and returns its record, still
-/// `pending`.
-pub fn start(state: &AppState, pipeline: &Pipeline, spec: PipelineSpec, by: &str) -> ApiResult<Run> {
-    start_with(state, pipeline, spec, by, "manual")
+impl ControlPlane {
+    /// Starts a run of a pipeline's `version`: its document is validated with this node's
+    /// rules, the run is recorded `pending` with its trigger and who started it (`by`), and it
+    /// starts here — or, in a cluster of several nodes, waits for the leader to place it. One
+    /// run per pipeline at a time: [`ControlError::Conflict`] while one is active.
+    pub fn start_run(&self, version: &PipelineVersion, trigger: Trigger, by: &str) -> ControlResult<Run> {
+        let pipeline = self.meta.pipeline(&version.pipeline_id)?.ok_or_else(|| ControlError::NotFound(format!("pipeline `{}` does not exist", version.pipeline_id)))?;
+        let spec = self.validate(&version.document).map_err(ControlError::invalid)?;
+        start(self, &pipeline, version.version, spec, by, trigger)
+    }
+
+    /// A stored version of a pipeline, validated.
+    pub fn stored_spec(&self, pipeline_id: &str, version: u32) -> ControlResult<(PipelineVersion, PipelineSpec)> {
+        let v = self.meta.version(pipeline_id, version)?.ok_or_else(|| ControlError::NotFound(format!("pipeline `{pipeline_id}` has no version {version}")))?;
+        let spec = self.validate(&v.document).map_err(ControlError::invalid)?;
+        Ok((v, spec))
+    }
 }
 
-/// [`start`] with the run's trigger: `manual`, `schedule`, `dependency`, `event`.
-pub fn start_with(state: &AppState, pipeline: &Pipeline, spec: PipelineSpec, by: &str, trigger: &str) -> ApiResult<Run> {
+/// Records and starts a run of `pipeline` at `version` (already validated into `spec`); its
+/// record, still `pending`.
+fn start(state: &ControlPlane, pipeline: &Pipeline, version: u32, spec: PipelineSpec, by: &str, trigger: Trigger) -> ControlResult<Run> {
     // In a cluster the run may be anywhere: one active run per pipeline, cluster-wide.
-    let placed = crate::cluster::placement::placed_by_leader(state);
+    let placed = placement::placed_by_leader(state);
     if placed && let Some(r) = state.meta.runs_of(&pipeline.id)?.into_iter().find(|r| !r.status.is_terminal()) {
-        return Err(ApiError::Conflict(format!("pipeline `{}` is already running (run `{}`); cancel it or wait for it to end", pipeline.id, r.id)));
+        return Err(ControlError::Conflict(format!("pipeline `{}` is already running (run `{}`); cancel it or wait for it to end", pipeline.id, r.id)));
     }
     let progress = Arc::new(RunProgress::default());
     let run_id = uuid::Uuid::new_v4().to_string();
     {
         let mut live = state.runs.live.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((id, _)) = live.iter().find(|(_, l)| l.pipeline_id == pipeline.id) {
-            return Err(ApiError::Conflict(format!("pipeline `{}` is already running (run `{id}`); cancel it or wait for it to end", pipeline.id)));
+            return Err(ControlError::Conflict(format!("pipeline `{}` is already running (run `{id}`); cancel it or wait for it to end", pipeline.id)));
         }
         live.insert(run_id.clone(), LiveRun { pipeline_id: pipeline.id.clone(), progress: progress.clone() });
         ACTIVE_RUNS.inc();
@@ -188,9 +204,9 @@ pub fn start_with(state: &AppState, pipeline: &Pipeline, spec: PipelineSpec, by:
         id: run_id.clone(),
         pipeline_id: pipeline.id.clone(),
         pipeline_name: pipeline.name.clone(),
-        pipeline_version: pipeline.version,
+        pipeline_version: version,
         status: RunStatus::Pending,
-        trigger: trigger.into(),
+        trigger,
         triggered_by: by.into(),
         created_at: Utc::now(),
         started_at: None,
@@ -203,7 +219,7 @@ pub fn start_with(state: &AppState, pipeline: &Pipeline, spec: PipelineSpec, by:
     let created = state
         .meta
         .apply(MetaCommand::CreateRun { run: run.clone() })
-        .and_then(|()| state.meta.apply(MetaCommand::run_event(&run_id, "info", "queued", format!("queued by {by} (version {})", pipeline.version), json!({"version": pipeline.version}))));
+        .and_then(|()| state.meta.apply(MetaCommand::run_event(&run_id, EventLevel::Info, EventKind::Queued, format!("queued by {by} (version {version})"), json!({"version": version}))));
     if let Err(e) = created {
         state.runs.finish(&run_id);
         return Err(e.into());
@@ -212,7 +228,7 @@ pub fn start_with(state: &AppState, pipeline: &Pipeline, spec: PipelineSpec, by:
         run_id: run.id.clone(),
         pipeline_id: run.pipeline_id.clone(),
         pipeline_name: run.pipeline_name.clone(),
-        status: run.status.to_string(),
+        status: run.status,
         at: run.created_at,
         counts: run.counts,
         error: None,
@@ -222,7 +238,7 @@ pub fn start_with(state: &AppState, pipeline: &Pipeline, spec: PipelineSpec, by:
         drop(spec);
         state.runs.finish(&run_id);
     } else {
-        if let Err(e) = crate::cluster::placement::assign_here(state, &run_id) {
+        if let Err(e) = placement::assign_here(state, &run_id) {
             state.runs.finish(&run_id);
             return Err(e.into());
         }
@@ -231,7 +247,7 @@ pub fn start_with(state: &AppState, pipeline: &Pipeline, spec: PipelineSpec, by:
     Ok(run)
 }
 
-async fn drive(state: AppState, run: Run, spec: PipelineSpec, progress: Arc<RunProgress>) {
+async fn drive(state: ControlPlane, run: Run, spec: PipelineSpec, progress: Arc<RunProgress>) {
     use futures_util::FutureExt;
     let id = run.id.clone();
     let notifications = spec.error_handling.notifications.clone();
@@ -252,27 +268,26 @@ async fn drive(state: AppState, run: Run, spec: PipelineSpec, progress: Arc<RunP
     // What follows a run: the pipelines that depend on it, then its notifications (which
     // may take seconds when a receiver is slow; nothing waits on them).
     if let Ok(Some(done)) = state.meta.run(&id) {
-        crate::scheduler::on_run_finished(&state, &done);
-        crate::notify::run_finished(&state, &done, &notifications).await;
+        state.after_run(&done, &notifications).await;
     }
 }
 
-async fn drive_inner(state: &AppState, run: &Run, spec: PipelineSpec, progress: Arc<RunProgress>) -> MetaResult<()> {
+async fn drive_inner(state: &ControlPlane, run: &Run, spec: PipelineSpec, progress: Arc<RunProgress>) -> MetaResult<()> {
     let id = run.id.as_str();
     if progress.is_cancelled() {
         move_run(state, id, RunStatus::Cancelled, None, None)?;
-        state.meta.apply(MetaCommand::run_event(id, "info", "finished", "cancelled before it started".into(), json!({"status": "cancelled"})))?;
+        state.meta.apply(MetaCommand::run_event(id, EventLevel::Info, EventKind::Finished, "cancelled before it started".into(), json!({"status": "cancelled"})))?;
         return Ok(());
     }
     move_run(state, id, RunStatus::Running, None, None)?;
-    state.meta.apply(MetaCommand::run_event(id, "info", "started", format!("started pipeline `{}`", run.pipeline_name), json!({})))?;
+    state.meta.apply(MetaCommand::run_event(id, EventLevel::Info, EventKind::Started, format!("started pipeline `{}`", run.pipeline_name), json!({})))?;
 
     let tap = crate::lineage::attach_tap(state, run, &spec, &progress);
     let opts = RunOptions {
         run_id: Some(id.to_string()),
         progress: progress.clone(),
         data_dir: Some(state.config.runtime_dir().join(&run.pipeline_id)),
-        placer: crate::cluster::placement::placer(state),
+        placer: placement::placer(state),
         ..RunOptions::default()
     };
     let base = state.config.files_dir();
@@ -298,9 +313,9 @@ async fn drive_inner(state: &AppState, run: &Run, spec: PipelineSpec, progress: 
     };
     move_run(state, id, status, Some(counts), error.clone())?;
     let level = match status {
-        RunStatus::Failed => "error",
-        RunStatus::Warning => "warning",
-        _ => "info",
+        RunStatus::Failed => EventLevel::Error,
+        RunStatus::Warning => EventLevel::Warning,
+        _ => EventLevel::Info,
     };
     let mut data = serde_json::to_value(counts).unwrap_or_default();
     if let (Some(d), Some(x)) = (data.as_object_mut(), extra.as_object()) {
@@ -315,7 +330,7 @@ async fn drive_inner(state: &AppState, run: &Run, spec: PipelineSpec, progress: 
             counts.records_read, counts.records_written, counts.dead_lettered, counts.dropped, counts.filtered
         ),
     };
-    state.meta.apply(MetaCommand::run_event(id, level, "finished", message, data))?;
+    state.meta.apply(MetaCommand::run_event(id, level, EventKind::Finished, message, data))?;
     if let Some(tap) = tap {
         crate::lineage::store_insight(state, run, status, &tap)?;
     }
@@ -323,7 +338,7 @@ async fn drive_inner(state: &AppState, run: &Run, spec: PipelineSpec, progress: 
 }
 
 /// While a run is active: progress events every interval, and retry states into the record.
-async fn watch(state: AppState, run: Run, progress: Arc<RunProgress>) {
+async fn watch(state: ControlPlane, run: Run, progress: Arc<RunProgress>) {
     let mut last = progress.snapshot();
     let mut last_at = std::time::Instant::now();
     let mut recorded = RunStatus::Running;
@@ -340,20 +355,20 @@ async fn watch(state: AppState, run: Run, progress: Arc<RunProgress>) {
         {
             recorded = snap.status;
             if snap.status == RunStatus::Retrying {
-                let _ = state.meta.apply(MetaCommand::run_event(&run.id, "warning", "retrying", format!("attempt {} failed; retrying", snap.attempts), json!({"attempts": snap.attempts})));
+                let _ = state.meta.apply(MetaCommand::run_event(&run.id, EventLevel::Warning, EventKind::Retrying, format!("attempt {} failed; retrying", snap.attempts), json!({"attempts": snap.attempts})));
                 logged_attempts = snap.attempts + 1;
             }
         }
         if snap.attempts > logged_attempts {
             let message = format!("attempt {} failed; retried from the last checkpoint (attempt {})", snap.attempts - 1, snap.attempts);
-            let _ = state.meta.apply(MetaCommand::run_event(&run.id, "warning", "retrying", message, json!({"attempts": snap.attempts})));
+            let _ = state.meta.apply(MetaCommand::run_event(&run.id, EventLevel::Warning, EventKind::Retrying, message, json!({"attempts": snap.attempts})));
             logged_attempts = snap.attempts;
         }
         state.runs.send(LiveEvent::RunProgress {
             run_id: run.id.clone(),
             pipeline_id: run.pipeline_id.clone(),
             at: Utc::now(),
-            status: snap.status.to_string(),
+            status: snap.status,
             counts: counts_of(&snap),
             read_per_second: snap.read.saturating_sub(last.read) as f64 / secs,
             written_per_second: snap.written.saturating_sub(last.written) as f64 / secs,
@@ -365,11 +380,11 @@ async fn watch(state: AppState, run: Run, progress: Arc<RunProgress>) {
 
 /// Cancels a run: an active one is asked to stop (it ends `cancelled`); one left unfinished
 /// by an earlier process is marked `cancelled` at once.
-pub fn cancel(state: &AppState, run: &Run, by: &str) -> ApiResult<()> {
+pub fn cancel(state: &ControlPlane, run: &Run, by: &str) -> ControlResult<()> {
     if run.status.is_terminal() {
-        return Err(ApiError::Conflict(format!("run `{}` already ended `{}`", run.id, run.status)));
+        return Err(ControlError::Conflict(format!("run `{}` already ended `{}`", run.id, run.status)));
     }
-    state.meta.apply(MetaCommand::run_event(&run.id, "info", "cancel_requested", format!("cancel requested by {by}"), json!({"by": by})))?;
+    state.meta.apply(MetaCommand::run_event(&run.id, EventLevel::Info, EventKind::CancelRequested, format!("cancel requested by {by}"), json!({"by": by})))?;
     if !state.runs.cancel(&run.id) {
         move_run(state, &run.id, RunStatus::Cancelled, None, None)?;
     }
@@ -378,7 +393,7 @@ pub fn cancel(state: &AppState, run: &Run, by: &str) -> ApiResult<()> {
 
 /// Runs a previous process left unfinished end now: `failed` when they were running,
 /// `cancelled` when they had not started.
-pub fn end_orphaned_runs(state: &AppState) -> MetaResult<()> {
+pub fn end_orphaned_runs(state: &ControlPlane) -> MetaResult<()> {
     for r in state.meta.runs()? {
         if r.status.is_terminal() {
             continue;
@@ -389,7 +404,7 @@ pub fn end_orphaned_runs(state: &AppState) -> MetaResult<()> {
             (RunStatus::Cancelled, None)
         };
         state.meta.apply(MetaCommand::UpdateRun { id: r.id.clone(), status, at: Utc::now(), counts: None, error: error.clone() })?;
-        state.meta.apply(MetaCommand::run_event(&r.id, "error", "finished", format!("{status}: the server stopped during the run"), json!({"status": status.as_str()})))?;
+        state.meta.apply(MetaCommand::run_event(&r.id, EventLevel::Error, EventKind::Finished, format!("{status}: the server stopped during the run"), json!({"status": status.as_str()})))?;
     }
     Ok(())
 }
@@ -397,13 +412,8 @@ pub fn end_orphaned_runs(state: &AppState) -> MetaResult<()> {
 /// Starts, on this node, a run the cluster's leader placed here (a new run, or one moved
 /// from a lost node: it resumes from the last completed checkpoint in the shared runtime
 /// folder). Does nothing when the run is already active here.
-pub fn run_placed(state: &AppState, run: Run) -> ApiResult<()> {
-    let doc = state
-        .meta
-        .version(&run.pipeline_id, run.pipeline_version)?
-        .map(|v| v.document)
-        .ok_or_else(|| ApiError::NotFound(format!("pipeline `{}` has no version {}", run.pipeline_id, run.pipeline_version)))?;
-    let spec = crate::routes::pipelines::validate(state, &doc).map_err(|d| ApiError::validation("the stored pipeline document is invalid", d))?;
+pub fn run_placed(state: &ControlPlane, run: Run) -> ControlResult<()> {
+    let (_, spec) = state.stored_spec(&run.pipeline_id, run.pipeline_version)?;
     if state.runs.progress(&run.id).is_some() {
         return Ok(());
     }
@@ -423,6 +433,46 @@ pub fn run_placed(state: &AppState, run: Run) -> ApiResult<()> {
     Ok(())
 }
 
+/// Starts the runs assigned to this node that it is not running (runs on every node).
+pub async fn run_assigned_here(state: ControlPlane) {
+    let Some(node) = state.meta.node().cloned() else { return };
+    let mut started: HashSet<(String, u32)> = HashSet::new();
+    loop {
+        tokio::select! {
+            () = state.meta.placement_changed.notified() => {}
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+        // A run cancelled (or ended) elsewhere in the cluster while it runs here: stop it.
+        for run_id in state.runs.active_ids() {
+            if let Ok(Some(r)) = state.meta.run(&run_id)
+                && r.status.is_terminal()
+            {
+                state.runs.cancel(&run_id);
+            }
+        }
+        let mine = match placement::assignments(&state.meta) {
+            Ok(a) => a.into_iter().filter(|(_, a)| a.node == node.id).collect::<Vec<_>>(),
+            Err(e) => {
+                tracing::warn!("reading run assignments: {e}");
+                continue;
+            }
+        };
+        for (run_id, a) in mine {
+            if started.contains(&(run_id.clone(), a.attempt)) || state.runs.progress(&run_id).is_some() {
+                continue;
+            }
+            let Ok(Some(run)) = state.meta.run(&run_id) else { continue };
+            if run.status.is_terminal() {
+                continue;
+            }
+            started.insert((run_id.clone(), a.attempt));
+            if let Err(e) = run_placed(&state, run) {
+                tracing::error!(run = %run_id, "starting a placed run: {e}");
+            }
+        }
+    }
+}
+
 /// How many times a run may be resumed after its node died: its `retry_policy.max_retries`,
 /// and at least once (surviving the loss of one node is what a cluster is for).
 pub fn resumption_budget(spec: &PipelineSpec) -> u32 {
@@ -434,35 +484,32 @@ pub fn resumption_budget(spec: &PipelineSpec) -> u32 {
 /// replicated record — unless that node stopped cleanly and handed it over — and, when the
 /// run's budget is spent, ends it `failed` instead: an input that kills its node must not
 /// kill it forever, nor walk from node to node. Whether to start it.
-fn resume(state: &AppState, run: &Run, spec: &PipelineSpec) -> ApiResult<bool> {
+fn resume(state: &ControlPlane, run: &Run, spec: &PipelineSpec) -> ControlResult<bool> {
     let budget = resumption_budget(spec);
     if !run.handed_over && run.resumptions >= budget {
         let deaths = run.resumptions + 1;
         let reason = format!("the node died {deaths} times during this run");
         let done = move_run(state, &run.id, RunStatus::Failed, None, Some(reason.clone()))?;
-        state.meta.apply(MetaCommand::run_event(&run.id, "error", "finished", format!("failed: {reason}"), json!({"status": "failed", "error": reason, "node_deaths": deaths, "budget": budget})))?;
+        state.meta.apply(MetaCommand::run_event(&run.id, EventLevel::Error, EventKind::Finished, format!("failed: {reason}"), json!({"status": "failed", "error": reason, "node_deaths": deaths, "budget": budget})))?;
         tracing::error!(run = %run.id, deaths, "{reason}: not resumed again");
         let state = state.clone();
         let notifications = spec.error_handling.notifications.clone();
-        tokio::spawn(async move {
-            crate::scheduler::on_run_finished(&state, &done);
-            crate::notify::run_finished(&state, &done, &notifications).await;
-        });
+        tokio::spawn(async move { state.after_run(&done, &notifications).await });
         return Ok(false);
     }
     state.meta.apply(MetaCommand::ResumeRun { id: run.id.clone() })?;
     let (level, message) = if run.handed_over {
-        ("info", "resumed after its node stopped cleanly".to_string())
+        (EventLevel::Info, "resumed after its node stopped cleanly".to_string())
     } else {
-        ("warning", format!("resumed after its node died ({} of {budget} resumptions)", run.resumptions + 1))
+        (EventLevel::Warning, format!("resumed after its node died ({} of {budget} resumptions)", run.resumptions + 1))
     };
-    state.meta.apply(MetaCommand::run_event(&run.id, level, "resumed", message, json!({"resumptions": run.resumptions + u32::from(!run.handed_over), "budget": budget})))?;
+    state.meta.apply(MetaCommand::run_event(&run.id, level, EventKind::Resumed, message, json!({"resumptions": run.resumptions + u32::from(!run.handed_over), "budget": budget})))?;
     Ok(true)
 }
 
 /// A node stopping cleanly hands its active runs over: they stay placed, and their next
 /// start (after the restart, or on another node) is not counted as a death.
-pub fn hand_over_all(state: &AppState) {
+pub fn hand_over_all(state: &ControlPlane) {
     for id in state.runs.active_ids() {
         if let Err(e) = state.meta.apply(MetaCommand::HandOverRun { id: id.clone() }) {
             tracing::warn!(run = %id, "handing the run over: {e}");

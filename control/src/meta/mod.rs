@@ -45,6 +45,13 @@ pub enum MetaError {
 
 pub type MetaResult<T> = Result<T, MetaError>;
 
+/// Where builds before [`MetaCommand::AssignRun`] kept run assignments: the setting
+/// `_cluster/run/<run id>` holding an [`Assignment`]. Such settings — in a command log, a
+/// snapshot or a store written by such a build — become assignments when applied, restored
+/// or opened ([`MetaStore::migrate_legacy_assignments`]); one whose value is not an
+/// assignment stays a setting, as before.
+pub const LEGACY_ASSIGN_PREFIX: &str = "_cluster/run/";
+
 /// The store. Cheap to share behind an `Arc`.
 pub struct MetaStore {
     db: sled::Db,
@@ -83,6 +90,8 @@ struct Trees {
     schedules: sled::Tree,
     /// run id -> [`RunInsight`].
     run_insights: sled::Tree,
+    /// run id -> [`Assignment`].
+    run_assignments: sled::Tree,
 }
 
 fn micros(t: DateTime<Utc>) -> String {
@@ -112,8 +121,11 @@ impl MetaStore {
             settings: tree("settings")?,
             schedules: tree("schedules")?,
             run_insights: tree("run_insights")?,
+            run_assignments: tree("run_assignments")?,
         };
-        Ok(MetaStore { db, t, write: Mutex::new(()), pipelines_cache: Mutex::new((0, None)) })
+        let store = MetaStore { db, t, write: Mutex::new(()), pipelines_cache: Mutex::new((0, None)) };
+        store.migrate_legacy_assignments()?;
+        Ok(store)
     }
 
     /// Readiness: the store answers a read and a write.
@@ -330,7 +342,11 @@ impl MetaStore {
                 self.put(&t.run_events, &format!("{prefix}{:010}", event.seq), &event)?;
             }
             MetaCommand::AppendAudit { entry } => self.put(&t.audit, &format!("{}/{}", micros(entry.at), entry.id), &entry)?,
-            MetaCommand::PutSetting { key, value } => self.put(&t.settings, &key, &value)?,
+            MetaCommand::PutSetting { key, value } => match legacy_assignment(&key, &value) {
+                Some((run_id, assignment)) => self.put(&t.run_assignments, run_id, &assignment)?,
+                None => self.put(&t.settings, &key, &value)?,
+            },
+            MetaCommand::AssignRun { run_id, assignment } => self.put(&t.run_assignments, &run_id, &assignment)?,
             MetaCommand::PutScheduleState { state } => self.put(&t.schedules, &state.pipeline_id.clone(), &state)?,
             MetaCommand::PutRunInsight { insight } => {
                 self.need::<Run>(&t.runs, "run", &insight.run_id)?;
@@ -346,6 +362,22 @@ impl MetaStore {
                 let mut s = s;
                 s.revoked_at = Some(at);
                 self.put(&self.t.sessions, &s.id.clone(), &s)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Turns `_cluster/run/` settings that hold an assignment into assignments (a store or
+    /// snapshot written before [`MetaCommand::AssignRun`]). The caller holds the write lock
+    /// or is opening the store.
+    pub(crate) fn migrate_legacy_assignments(&self) -> MetaResult<()> {
+        for kv in self.t.settings.scan_prefix(LEGACY_ASSIGN_PREFIX) {
+            let (k, v) = kv?;
+            let key = String::from_utf8_lossy(&k).into_owned();
+            let Ok(value) = codec::decode::<Json>(&v) else { continue };
+            if let Some((run_id, a)) = legacy_assignment(&key, &value) {
+                self.put(&self.t.run_assignments, run_id, &a)?;
+                self.t.settings.remove(&k)?;
             }
         }
         Ok(())
@@ -527,6 +559,21 @@ impl MetaStore {
         self.all(&self.t.audit)
     }
 
+    /// Where a run executes, when the cluster placed it.
+    pub fn assignment(&self, run_id: &str) -> MetaResult<Option<Assignment>> {
+        self.get(&self.t.run_assignments, run_id)
+    }
+
+    /// Every run's assignment, by run id.
+    pub fn assignments(&self) -> MetaResult<std::collections::BTreeMap<String, Assignment>> {
+        let mut out = std::collections::BTreeMap::new();
+        for kv in self.t.run_assignments.iter() {
+            let (k, v) = kv?;
+            out.insert(String::from_utf8_lossy(&k).into_owned(), codec::decode(&v).map_err(MetaError::Decode)?);
+        }
+        Ok(out)
+    }
+
     pub fn setting(&self, key: &str) -> MetaResult<Option<Json>> {
         self.get(&self.t.settings, key)
     }
@@ -544,6 +591,12 @@ impl MetaStore {
         }
         Ok(out)
     }
+}
+
+/// A setting written by a build before [`MetaCommand::AssignRun`] that places a run.
+fn legacy_assignment<'a>(key: &'a str, value: &Json) -> Option<(&'a str, Assignment)> {
+    let run_id = key.strip_prefix(LEGACY_ASSIGN_PREFIX)?;
+    serde_json::from_value(value.clone()).ok().map(|a| (run_id, a))
 }
 
 fn version_key(pipeline_id: &str, version: u32) -> String {
@@ -581,7 +634,7 @@ mod tests {
             pipeline_name: "p".into(),
             pipeline_version: 1,
             status: RunStatus::Pending,
-            trigger: "manual".into(),
+            trigger: Trigger::Manual,
             triggered_by: "u1".into(),
             created_at: stamp(2).at,
             started_at: None,
@@ -606,10 +659,10 @@ mod tests {
             MetaCommand::CreateRun { run: run("r1") },
             MetaCommand::UpdateRun { id: "r1".into(), status: RunStatus::Running, at: stamp(4).at, counts: None, error: None },
             MetaCommand::AppendRunEvent {
-                event: RunEvent { run_id: "r1".into(), seq: 0, at: stamp(4).at, level: "info".into(), kind: "started".into(), message: "".into(), data: Json::Null },
+                event: RunEvent { run_id: "r1".into(), seq: 0, at: stamp(4).at, level: EventLevel::Info, kind: EventKind::Started, message: "".into(), data: Json::Null },
             },
             MetaCommand::AppendRunEvent {
-                event: RunEvent { run_id: "r1".into(), seq: 0, at: stamp(5).at, level: "info".into(), kind: "finished".into(), message: "".into(), data: Json::Null },
+                event: RunEvent { run_id: "r1".into(), seq: 0, at: stamp(5).at, level: EventLevel::Info, kind: EventKind::Finished, message: "".into(), data: Json::Null },
             },
             MetaCommand::UpdateRun { id: "r1".into(), status: RunStatus::Success, at: stamp(5).at, counts: Some(RunCounts { records_read: 3, ..Default::default() }), error: None },
         ]
@@ -734,6 +787,54 @@ mod tests {
         // The encoding of the new commands is locked.
         assert_eq!(CommandEnvelope::new(MetaCommand::ResumeRun { id: "r1".into() }).encode(), text.lines().nth(3).unwrap().as_bytes());
         assert_eq!(CommandEnvelope::new(MetaCommand::HandOverRun { id: "r1".into() }).encode(), text.lines().nth(4).unwrap().as_bytes());
+    }
+
+    /// Run assignments: as builds before `assign_run` wrote them (the setting
+    /// `_cluster/run/<run id>`), then as the command. Both place the run; the old form
+    /// leaves no setting behind.
+    #[test]
+    fn golden_assignment_commands_of_version_1_still_apply() {
+        let text = include_str!("../../tests/golden/commands-v1-assignments.jsonl");
+        let dir = tempfile::tempdir().unwrap();
+        let m = MetaStore::open(dir.path()).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        for (i, line) in lines.iter().enumerate() {
+            m.apply_encoded(line.as_bytes()).unwrap_or_else(|e| panic!("line {}: {e}", i + 1));
+            if i == 2 {
+                // The legacy setting is an assignment now.
+                assert_eq!(m.assignment("r1").unwrap(), Some(Assignment { node: 1, at: "2026-12-07T12:00:02Z".parse().unwrap(), attempt: 1 }));
+                assert_eq!(m.setting("_cluster/run/r1").unwrap(), None);
+            }
+        }
+        let moved = Assignment { node: 2, at: "2026-12-07T12:00:05Z".parse().unwrap(), attempt: 2 };
+        assert_eq!(m.assignment("r1").unwrap(), Some(moved.clone()));
+        assert_eq!(m.assignments().unwrap().into_iter().collect::<Vec<_>>(), [("r1".to_string(), moved.clone())]);
+        // A setting under the old prefix that is not an assignment stays a setting.
+        assert_eq!(m.setting("_cluster/run/not-an-assignment").unwrap(), Some(serde_json::json!({"node": 3})));
+        // The encoding of the new command is locked.
+        assert_eq!(CommandEnvelope::new(MetaCommand::AssignRun { run_id: "r1".into(), assignment: moved }).encode(), lines[3].as_bytes());
+    }
+
+    /// A store (or a snapshot) written by a build before `assign_run` holds assignments as
+    /// settings: opening or restoring it turns them into assignments.
+    #[test]
+    fn legacy_assignment_settings_convert_on_open_and_on_restore() {
+        let a = Assignment { node: 4, at: stamp(6).at, attempt: 3 };
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let m = MetaStore::open(dir.path()).unwrap();
+            // What the old build left in the settings tree.
+            m.put(&m.t.settings, "_cluster/run/r9", &serde_json::to_value(&a).unwrap()).unwrap();
+            m.flush().unwrap();
+        }
+        let m = MetaStore::open(dir.path()).unwrap();
+        assert_eq!(m.assignment("r9").unwrap(), Some(a.clone()));
+        assert_eq!(m.setting("_cluster/run/r9").unwrap(), None);
+        // A snapshot of the old build: the settings tree holds the assignment.
+        let old_dump = serde_json::json!({"v": 1, "trees": {"settings": [["_cluster/run/r7", String::from_utf8(codec::encode(&serde_json::to_value(&a).unwrap())).unwrap()]]}});
+        m.restore(Some(&old_dump)).unwrap();
+        assert_eq!(m.assignments().unwrap().into_iter().collect::<Vec<_>>(), [("r7".to_string(), a)]);
+        assert_eq!(m.setting("_cluster/run/r7").unwrap(), None);
     }
 
     #[test]

@@ -1,11 +1,12 @@
 //! Where runs execute in a cluster.
 //!
-//! A run's node is part of the replicated metadata: the setting
-//! `_cluster/run/<run id>` holds an [`Assignment`]. Only the leader writes it: it places
+//! A run's node is part of the replicated metadata: a [`MetaCommand::AssignRun`] records
+//! its [`Assignment`] (builds before it kept the setting `_cluster/run/<run id>`, which the
+//! store still reads as one). Only the leader writes it: it places
 //! every run that has not ended and has no live node on the live member with the fewest
 //! unfinished runs (ties: the lowest id), and moves the runs of a member that has not
 //! answered its heartbeats for [`DOWN_AFTER`]. Every node starts the runs assigned to it
-//! that it is not running yet ([`run_assigned_here`]); a moved run restores from the last
+//! that it is not running yet (`runner::run_assigned_here`); a moved run restores from the last
 //! completed checkpoint, which is why the checkpoint store must be shared
 //! (`--shared-dir`).
 
@@ -18,42 +19,25 @@ use dagg_actors::remote_keyed::{InstancePlacer, Remote};
 use dagg_actors::remote_sink::{SinkAdmission, SinkRequest};
 use dagg_cluster::ClusterNode;
 
-use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use chrono::Utc;
 use serde_json::json;
 
-use crate::AppState;
+use crate::ControlPlane;
 use crate::cluster::Meta;
-use crate::meta::{MetaCommand, MetaResult, MetaStore};
+use crate::meta::{EventKind, EventLevel, MetaCommand, MetaResult, MetaStore};
 
-/// Settings under this prefix are run assignments.
-pub const ASSIGN_PREFIX: &str = "_cluster/run/";
+pub use crate::meta::Assignment;
 
 /// A member that has not answered for this long (beyond the liveness window) loses its runs.
 pub const DOWN_AFTER: Duration = Duration::from_secs(1);
 
-/// Where a run executes.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Assignment {
-    pub node: u64,
-    pub at: DateTime<Utc>,
-    /// 1 when first placed, one more every time it moves.
-    pub attempt: u32,
-}
-
 /// Every run's assignment, by run id.
 pub fn assignments(meta: &Meta) -> MetaResult<BTreeMap<String, Assignment>> {
-    let mut out = BTreeMap::new();
-    for (k, v) in meta.settings_with_prefix(ASSIGN_PREFIX)? {
-        if let Ok(a) = serde_json::from_value::<Assignment>(v) {
-            out.insert(k[ASSIGN_PREFIX.len()..].to_string(), a);
-        }
-    }
-    Ok(out)
+    meta.assignments()
 }
 
 pub fn assignment(meta: &Meta, run_id: &str) -> MetaResult<Option<Assignment>> {
-    Ok(meta.setting(&format!("{ASSIGN_PREFIX}{run_id}"))?.and_then(|v| serde_json::from_value(v).ok()))
+    meta.store().assignment(run_id)
 }
 
 /// Unfinished runs per node.
@@ -71,20 +55,20 @@ pub fn load(meta: &Meta) -> MetaResult<BTreeMap<u64, u64>> {
 
 /// Whether runs started on this node wait for the leader to place them (a cluster of more
 /// than one member) rather than start here at once.
-pub fn placed_by_leader(state: &AppState) -> bool {
+pub fn placed_by_leader(state: &ControlPlane) -> bool {
     state.meta.node().is_some_and(|n| n.members().len() > 1)
 }
 
 /// Records that a run starts on this node (in a cluster of one, runs start where they are
 /// asked for); nothing without a cluster.
-pub fn assign_here(state: &AppState, run_id: &str) -> MetaResult<()> {
+pub fn assign_here(state: &ControlPlane, run_id: &str) -> MetaResult<()> {
     let Some(node) = state.meta.node() else { return Ok(()) };
     let a = Assignment { node: node.id, at: Utc::now(), attempt: 1 };
-    state.meta.apply(MetaCommand::PutSetting { key: format!("{ASSIGN_PREFIX}{run_id}"), value: serde_json::to_value(&a).unwrap_or_default() })
+    state.meta.apply(MetaCommand::AssignRun { run_id: run_id.into(), assignment: a })
 }
 
 /// The leader's placement loop (runs on every node, acts only on the leader).
-pub async fn run_placement(state: AppState) {
+pub async fn run_placement(state: ControlPlane) {
     let Some(node) = state.meta.node().cloned() else { return };
     let mut leader_since: Option<Instant> = None;
     let mut down_since: HashMap<u64, Instant> = HashMap::new();
@@ -116,7 +100,7 @@ pub async fn run_placement(state: AppState) {
     }
 }
 
-fn place_once(state: &AppState, live: &HashSet<u64>, members: &HashSet<u64>, down_since: &HashMap<u64, Instant>) -> MetaResult<()> {
+fn place_once(state: &ControlPlane, live: &HashSet<u64>, members: &HashSet<u64>, down_since: &HashMap<u64, Instant>) -> MetaResult<()> {
     if live.is_empty() {
         return Ok(());
     }
@@ -142,57 +126,17 @@ fn place_once(state: &AppState, live: &HashSet<u64>, members: &HashSet<u64>, dow
         };
         let Some((&to, _)) = load.iter().min_by_key(|(id, n)| (**n, **id)) else { return Ok(()) };
         let a = Assignment { node: to, at: Utc::now(), attempt };
-        state.meta.apply(MetaCommand::PutSetting { key: format!("{ASSIGN_PREFIX}{}", r.id), value: serde_json::to_value(&a).unwrap_or_default() })?;
+        state.meta.apply(MetaCommand::AssignRun { run_id: r.id.clone(), assignment: a })?;
         *load.entry(to).or_insert(0) += 1;
         let message = match from {
             Some(f) => format!("node {f} is down: moved to node {to} (attempt {attempt})"),
             None => format!("placed on node {to}"),
         };
-        let (level, kind) = if from.is_some() { ("warning", "moved") } else { ("info", "placed") };
+        let (level, kind) = if from.is_some() { (EventLevel::Warning, EventKind::Moved) } else { (EventLevel::Info, EventKind::Placed) };
         state.meta.apply(MetaCommand::run_event(&r.id, level, kind, message, json!({"node": to, "from": from, "attempt": attempt})))?;
         tracing::info!(run = %r.id, node = to, ?from, "run placed");
     }
     Ok(())
-}
-
-/// Starts the runs assigned to this node that it is not running (runs on every node).
-pub async fn run_assigned_here(state: AppState) {
-    let Some(node) = state.meta.node().cloned() else { return };
-    let mut started: HashSet<(String, u32)> = HashSet::new();
-    loop {
-        tokio::select! {
-            () = state.meta.placement_changed.notified() => {}
-            () = tokio::time::sleep(Duration::from_secs(1)) => {}
-        }
-        // A run cancelled (or ended) elsewhere in the cluster while it runs here: stop it.
-        for run_id in state.runs.active_ids() {
-            if let Ok(Some(r)) = state.meta.run(&run_id)
-                && r.status.is_terminal()
-            {
-                state.runs.cancel(&run_id);
-            }
-        }
-        let mine = match assignments(&state.meta) {
-            Ok(a) => a.into_iter().filter(|(_, a)| a.node == node.id).collect::<Vec<_>>(),
-            Err(e) => {
-                tracing::warn!("reading run assignments: {e}");
-                continue;
-            }
-        };
-        for (run_id, a) in mine {
-            if started.contains(&(run_id.clone(), a.attempt)) || state.runs.progress(&run_id).is_some() {
-                continue;
-            }
-            let Ok(Some(run)) = state.meta.run(&run_id) else { continue };
-            if run.status.is_terminal() {
-                continue;
-            }
-            started.insert((run_id.clone(), a.attempt));
-            if let Err(e) = crate::runner::run_placed(&state, run) {
-                tracing::error!(run = %run_id, "starting a placed run: {e}");
-            }
-        }
-    }
 }
 
 /// Spreads a run's keyed instances over the cluster's live members: counting from the
@@ -261,7 +205,7 @@ pub fn sink_admission(store: Arc<MetaStore>, node_id: u64, restrict_file_paths: 
         if run.status.is_terminal() {
             return Err(format!("run `{}` already ended `{}`", run.id, run.status));
         }
-        if store.setting(&format!("{ASSIGN_PREFIX}{}", run.id)).map_err(read)?.is_none() {
+        if store.assignment(&run.id).map_err(read)?.is_none() {
             return Err(format!("run `{}` was not placed by the cluster", run.id));
         }
         let doc = store
@@ -284,7 +228,7 @@ pub fn sink_admission(store: Arc<MetaStore>, node_id: u64, restrict_file_paths: 
 }
 
 /// The placer for runs of this node: none alone (every instance runs in the run's process).
-pub fn placer(state: &AppState) -> Option<Arc<dyn InstancePlacer>> {
+pub fn placer(state: &ControlPlane) -> Option<Arc<dyn InstancePlacer>> {
     let node = state.meta.node().filter(|n| n.members().len() > 1)?;
     Some(Arc::new(Spread { node: node.clone() }))
 }

@@ -80,12 +80,17 @@ pub enum MetaCommand {
     PutScheduleState { state: ScheduleState },
     /// Stores what a run's sink stage saw: its lineage, profile and schema changes.
     PutRunInsight { insight: RunInsight },
+    /// Places a run on a node (the cluster's leader, or a node of a one-node cluster that
+    /// starts it). Builds before this command stored the assignment as the setting
+    /// `_cluster/run/<run id>` ([`super::LEGACY_ASSIGN_PREFIX`]); such a `PutSetting`, in an
+    /// old log or snapshot, is applied as this command.
+    AssignRun { run_id: String, assignment: Assignment },
 }
 
 impl MetaCommand {
     /// An entry for a run's log, stamped now.
-    pub fn run_event(run_id: &str, level: &str, kind: &str, message: String, data: Json) -> MetaCommand {
-        MetaCommand::AppendRunEvent { event: RunEvent { run_id: run_id.into(), seq: 0, at: Utc::now(), level: level.into(), kind: kind.into(), message, data } }
+    pub fn run_event(run_id: &str, level: EventLevel, kind: EventKind, message: String, data: Json) -> MetaCommand {
+        MetaCommand::AppendRunEvent { event: RunEvent { run_id: run_id.into(), seq: 0, at: Utc::now(), level, kind, message, data } }
     }
 }
 

@@ -24,18 +24,17 @@ use dagg_model::spec::pipeline::Schedule;
 use serde_json::{Value as Json, json};
 use tokio::task::JoinHandle;
 
-use crate::AppState;
-use crate::error::ApiError;
-use crate::meta::{MetaCommand, RunEvent};
+use crate::meta::{EventKind, EventLevel, MetaCommand, PipelineVersion, RunEvent, Trigger};
+use crate::{ControlError, ControlPlane};
 
 /// The listeners of every event-scheduled pipeline.
 pub struct Triggers {
-    state: AppState,
+    state: ControlPlane,
     listeners: HashMap<String, (u32, JoinHandle<()>)>,
 }
 
 impl Triggers {
-    pub fn new(state: AppState) -> Triggers {
+    pub fn new(state: ControlPlane) -> Triggers {
         Triggers { state, listeners: HashMap::new() }
     }
 
@@ -84,7 +83,7 @@ impl Drop for Triggers {
 
 /// Listens for one pipeline's events until aborted; a broker that fails is tried again with
 /// a growing delay (1 s doubling to 30 s).
-async fn listen(state: AppState, pipeline_id: String, version: u32) {
+async fn listen(state: ControlPlane, pipeline_id: String, version: u32) {
     let mut delay = Duration::from_secs(1);
     loop {
         match listen_once(&state, &pipeline_id, version).await {
@@ -98,9 +97,9 @@ async fn listen(state: AppState, pipeline_id: String, version: u32) {
     }
 }
 
-async fn listen_once(state: &AppState, pipeline_id: &str, version: u32) -> Result<(), String> {
+async fn listen_once(state: &ControlPlane, pipeline_id: &str, version: u32) -> Result<(), String> {
     let Some(doc) = state.meta.version(pipeline_id, version).map_err(|e| e.to_string())?.map(|v| v.document) else { return Ok(()) };
-    let spec = crate::routes::pipelines::validate(state, &doc).map_err(|_| "the stored pipeline document is invalid".to_string())?;
+    let spec = state.validate(&doc).map_err(|_| "the stored pipeline document is invalid".to_string())?;
     let Schedule::Event { trigger } = &spec.schedule else { return Ok(()) };
     let trigger = dagg_connectors::with_pipeline_defaults(trigger, &format!("{}-trigger", spec.name));
     let origin = origin(&trigger);
@@ -113,7 +112,7 @@ async fn listen_once(state: &AppState, pipeline_id: &str, version: u32) -> Resul
         }
         for record in batch.batch.records {
             let event = serde_json::to_value(&record).unwrap_or(Json::Null);
-            start_run(state, pipeline_id, version, &doc, &event, &origin).await;
+            start_event_run(state, pipeline_id, version, &doc, &event, &origin).await;
         }
         if let Some(c) = &committer
             && let Err(e) = c.checkpoint_completed(&source.checkpoint()).await
@@ -124,7 +123,7 @@ async fn listen_once(state: &AppState, pipeline_id: &str, version: u32) -> Resul
 }
 
 /// Starts (once the previous run of the pipeline ended) the run of one event.
-async fn start_run(state: &AppState, pipeline_id: &str, version: u32, doc: &Json, event: &Json, origin: &str) {
+async fn start_event_run(state: &ControlPlane, pipeline_id: &str, version: u32, doc: &Json, event: &Json, origin: &str) {
     let Ok(Some(pipeline)) = state.meta.pipeline(pipeline_id) else { return };
     if pipeline.paused || pipeline.version != version {
         tracing::info!(pipeline = %pipeline_id, "event passed over: the pipeline is paused or changed");
@@ -137,23 +136,19 @@ async fn start_run(state: &AppState, pipeline_id: &str, version: u32, doc: &Json
             return;
         }
     };
-    let spec = match crate::routes::pipelines::validate(state, &doc) {
-        Ok(s) => s,
-        Err(d) => {
-            tracing::warn!(pipeline = %pipeline_id, "event passed over: with the event's values the document is invalid: {d:?}");
-            return;
-        }
-    };
+    let Ok(Some(stored)) = state.meta.version(pipeline_id, version) else { return };
+    // The stored version with the event's values.
+    let version = PipelineVersion { document: doc, ..stored };
     let by = format!("event ({origin})");
     loop {
-        match crate::runner::start_with(state, &pipeline, spec.clone(), &by, "event") {
+        match state.start_run(&version, Trigger::Event, &by) {
             Ok(run) => {
                 let entry = RunEvent {
                     run_id: run.id.clone(),
                     seq: 0,
                     at: Utc::now(),
-                    level: "info".into(),
-                    kind: "trigger".into(),
+                    level: EventLevel::Info,
+                    kind: EventKind::Trigger,
                     message: format!("started by an event on {origin}: {event}"),
                     data: json!({"source": origin, "event": event}),
                 };
@@ -163,7 +158,11 @@ async fn start_run(state: &AppState, pipeline_id: &str, version: u32, doc: &Json
                 return;
             }
             // One run per pipeline at a time: wait for the active one.
-            Err(ApiError::Conflict(_)) => tokio::time::sleep(Duration::from_millis(200)).await,
+            Err(ControlError::Conflict(_)) => tokio::time::sleep(Duration::from_millis(200)).await,
+            Err(ControlError::Invalid { details, .. }) => {
+                tracing::warn!(pipeline = %pipeline_id, "event passed over: with the event's values the document is invalid: {details:?}");
+                return;
+            }
             Err(e) => {
                 tracing::warn!(pipeline = %pipeline_id, "event trigger: cannot start a run: {e}");
                 return;

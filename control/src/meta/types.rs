@@ -152,6 +152,159 @@ pub struct RunCounts {
     pub checkpoints: u64,
 }
 
+/// What started a run; stored and shown as `manual`, `schedule`, `dependency`, `event`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Trigger {
+    /// A person, through the API.
+    Manual,
+    /// A cron schedule.
+    Schedule,
+    /// A pipeline it depends on ended.
+    Dependency,
+    /// A message on the pipeline's event trigger.
+    Event,
+}
+
+impl Trigger {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Manual => "manual",
+            Trigger::Schedule => "schedule",
+            Trigger::Dependency => "dependency",
+            Trigger::Event => "event",
+        }
+    }
+}
+
+impl std::fmt::Display for Trigger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How much a run's log entry matters; stored as `info`, `warning`, `error`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventLevel {
+    Info,
+    Warning,
+    Error,
+}
+
+impl EventLevel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventLevel::Info => "info",
+            EventLevel::Warning => "warning",
+            EventLevel::Error => "error",
+        }
+    }
+}
+
+impl std::fmt::Display for EventLevel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a run's log entry records. Stored as its snake_case name; a name this build does
+/// not know (written by another build) is kept as it is in [`EventKind::Other`].
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(from = "String", into = "String")]
+pub enum EventKind {
+    Queued,
+    Started,
+    Finished,
+    CancelRequested,
+    Retrying,
+    Resumed,
+    /// The cluster's leader placed the run on a node.
+    Placed,
+    /// The run moved off a node that went down.
+    Moved,
+    /// The event that started it.
+    Trigger,
+    /// The dependency whose end started it.
+    Dependency,
+    /// It did not run because a dependency did not succeed.
+    Skipped,
+    ScheduleMissed,
+    SchemaChanged,
+    Notified,
+    NotificationFailed,
+    Other(String),
+}
+
+impl EventKind {
+    const NAMED: [EventKind; 15] = [
+        EventKind::Queued,
+        EventKind::Started,
+        EventKind::Finished,
+        EventKind::CancelRequested,
+        EventKind::Retrying,
+        EventKind::Resumed,
+        EventKind::Placed,
+        EventKind::Moved,
+        EventKind::Trigger,
+        EventKind::Dependency,
+        EventKind::Skipped,
+        EventKind::ScheduleMissed,
+        EventKind::SchemaChanged,
+        EventKind::Notified,
+        EventKind::NotificationFailed,
+    ];
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            EventKind::Queued => "queued",
+            EventKind::Started => "started",
+            EventKind::Finished => "finished",
+            EventKind::CancelRequested => "cancel_requested",
+            EventKind::Retrying => "retrying",
+            EventKind::Resumed => "resumed",
+            EventKind::Placed => "placed",
+            EventKind::Moved => "moved",
+            EventKind::Trigger => "trigger",
+            EventKind::Dependency => "dependency",
+            EventKind::Skipped => "skipped",
+            EventKind::ScheduleMissed => "schedule_missed",
+            EventKind::SchemaChanged => "schema_changed",
+            EventKind::Notified => "notified",
+            EventKind::NotificationFailed => "notification_failed",
+            EventKind::Other(s) => s,
+        }
+    }
+}
+
+impl From<String> for EventKind {
+    fn from(s: String) -> EventKind {
+        EventKind::NAMED.into_iter().find(|k| k.as_str() == s).unwrap_or(EventKind::Other(s))
+    }
+}
+
+impl From<EventKind> for String {
+    fn from(k: EventKind) -> String {
+        k.as_str().to_string()
+    }
+}
+
+impl std::fmt::Display for EventKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where a run executes in a cluster ([`super::MetaCommand::AssignRun`]).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Assignment {
+    /// The node's id.
+    pub node: u64,
+    pub at: DateTime<Utc>,
+    /// 1 when first placed, one more every time it moves.
+    pub attempt: u32,
+}
+
 /// One execution of a pipeline.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Run {
@@ -160,8 +313,8 @@ pub struct Run {
     pub pipeline_name: String,
     pub pipeline_version: u32,
     pub status: RunStatus,
-    /// `manual` (the API) or `schedule`.
-    pub trigger: String,
+    /// What started it.
+    pub trigger: Trigger,
     /// The user who started it.
     pub triggered_by: String,
     pub created_at: DateTime<Utc>,
@@ -206,9 +359,11 @@ pub struct RunEvent {
     pub seq: u64,
     pub at: DateTime<Utc>,
     /// `info`, `warning` or `error`.
-    pub level: String,
+    #[schema(value_type = String)]
+    pub level: EventLevel,
     /// `queued`, `started`, `cancel_requested`, `finished`, …
-    pub kind: String,
+    #[schema(value_type = String)]
+    pub kind: EventKind,
     pub message: String,
     /// Counts, status and the like.
     #[schema(value_type = Object)]
