@@ -484,6 +484,28 @@ mod tests {
         }
     }
 
+    /// Every credential the schemas mark write-only is one the API masks in its responses.
+    #[test]
+    fn every_secret_field_in_the_schemas_is_masked_by_the_api() {
+        fn walk(root: &Json, s: &Json, found: &mut Vec<String>) {
+            let s = resolve(root, s);
+            for (k, p) in s.get("properties").and_then(Json::as_object).into_iter().flatten() {
+                if resolve(root, p).get("writeOnly") == Some(&json!(true)) {
+                    found.push(k.clone());
+                }
+                walk(root, p, found);
+            }
+        }
+        let mut found = Vec::new();
+        for schema in connector_schemas().values() {
+            walk(schema, schema, &mut found);
+        }
+        assert!(found.len() >= 8, "{found:?}");
+        for k in found {
+            assert!(crate::mask::is_secret_key(&k), "`{k}` is a secret in the schemas but the API would not mask it");
+        }
+    }
+
     /// `GET /schemas` as golden files, one per connector and one for the rest, so a change in
     /// what the forms are built from shows in review. `UPDATE_GOLDEN=1` rewrites them.
     #[test]

@@ -187,10 +187,14 @@ pub fn schema_of<T: JsonSchema>() -> Json {
     v
 }
 
-/// Drops the `null` alternatives of optional fields and marks role-only fields, at any depth.
+/// Drops the `null` alternatives of optional fields, joins the doc comments' wrapped lines
+/// (paragraphs stay apart) and marks role-only fields, at any depth.
 fn tidy(v: &mut Json) {
     match v {
         Json::Object(o) => {
+            if let Some(Json::String(d)) = o.get_mut("description") {
+                *d = d.split("\n\n").map(|p| p.split('\n').map(str::trim).collect::<Vec<_>>().join(" ")).collect::<Vec<_>>().join("\n\n");
+            }
             if let Some(Json::Array(types)) = o.get_mut("type") {
                 types.retain(|t| t != "null");
                 if types.len() == 1 {
