@@ -1,4 +1,4 @@
-//! `connector_type: kafka` — a Kafka topic (any Kafka-compatible broker), exactly once both ways.
+//! `connector_type: kafka` — a Kafka topic, exactly once both ways (see [`KafkaConfig`]).
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -7,8 +7,9 @@ use serde_json::Value as Json;
 use crate::error::SpecErrors;
 use crate::spec::connector::Role;
 use crate::spec::connectors::{ConnectorConfig, ConnectorKind, Roles, Status, schema_of};
-use crate::spec::reader::parse_json;
 use crate::spec::connectors::common::{PayloadFormat, default_connect_timeout, default_payload_format, default_true};
+use crate::spec::reader::parse_json;
+
 /// `connector_type: kafka` — a Kafka topic (any Kafka-compatible broker).
 ///
 /// A source reads every partition of `topic`, starting where its checkpoint says (else at

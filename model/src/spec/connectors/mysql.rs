@@ -1,5 +1,5 @@
-//! `connector_type: mysql` — A MySQL or MariaDB table or query as a source, a table as a destination. Its config is the shared
-//! [`DatabaseConfig`](super::sql::DatabaseConfig).
+//! `connector_type: mysql` — a MySQL or MariaDB table or query as a source, a table as a
+//! destination. Its config is the shared [`DatabaseConfig`], checked for this engine.
 
 use serde_json::Value as Json;
 

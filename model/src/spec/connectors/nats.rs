@@ -1,4 +1,4 @@
-//! `connector_type: nats` — core NATS or JetStream.
+//! `connector_type: nats` — core NATS or JetStream (see [`NatsConfig`]).
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -7,8 +7,9 @@ use serde_json::Value as Json;
 use crate::error::SpecErrors;
 use crate::spec::connector::Role;
 use crate::spec::connectors::{ConnectorConfig, ConnectorKind, Roles, Status, schema_of};
-use crate::spec::reader::parse_json;
 use crate::spec::connectors::common::{PayloadFormat, Secret, default_connect_timeout, default_payload_format};
+use crate::spec::reader::parse_json;
+
 /// `connector_type: nats` — core NATS or JetStream.
 ///
 /// A source with `stream` reads a JetStream stream through a durable pull consumer and

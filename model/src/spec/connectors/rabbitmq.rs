@@ -1,4 +1,4 @@
-//! `connector_type: rabbitmq` — a RabbitMQ queue (AMQP 0-9-1).
+//! `connector_type: rabbitmq` — a RabbitMQ queue, at least once (see [`RabbitmqConfig`]).
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -7,8 +7,9 @@ use serde_json::Value as Json;
 use crate::error::SpecErrors;
 use crate::spec::connector::Role;
 use crate::spec::connectors::{ConnectorConfig, ConnectorKind, Roles, Status, schema_of};
-use crate::spec::reader::parse_json;
 use crate::spec::connectors::common::{PayloadFormat, default_connect_timeout, default_payload_format};
+use crate::spec::reader::parse_json;
+
 /// `connector_type: rabbitmq` — a RabbitMQ queue (AMQP 0-9-1).
 ///
 /// A source consumes `queue` with manual acknowledgements, sent only once a checkpoint

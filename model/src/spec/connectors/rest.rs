@@ -10,8 +10,8 @@ use serde_json::Value as Json;
 use crate::error::SpecErrors;
 use crate::spec::connector::Role;
 use crate::spec::connectors::{ConnectorConfig, ConnectorKind, Roles, Status, schema_of};
-use crate::spec::reader::parse_json;
 use crate::spec::connectors::common::{Secret, is_http_url, role_word, word_enum};
+use crate::spec::reader::parse_json;
 
 word_enum! {
     /// How a `rest_api` connector authenticates.

@@ -14,10 +14,9 @@ use serde_json::Value as Json;
 use crate::error::SpecErrors;
 use crate::spec::connector::Role;
 use crate::spec::connectors::{ConnectorConfig, ConnectorKind, Roles, Status, schema_of};
-use crate::spec::reader::parse_json;
 use crate::spec::connectors::common::Secret;
 use crate::spec::connectors::file::{Compression, FileConfig, FileFormat};
-
+use crate::spec::reader::parse_json;
 
 /// `connector_type: aws_s3`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
