@@ -13,7 +13,7 @@
 use std::collections::BTreeMap;
 
 use axum::extract::State;
-use serde_json::{Map, Value as Json, json};
+use serde_json::{Value as Json, json};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -391,6 +391,7 @@ fn transformation_schemas() -> BTreeMap<String, Json> {
 mod tests {
     use super::*;
     use dagg_model::SpecErrors;
+    use serde_json::Map;
     use dagg_model::spec::connector::{Role, parse_connector};
     use dagg_model::spec::transform::parse_transformations;
 
@@ -445,7 +446,7 @@ mod tests {
             assert!(props.values().filter(|p| p.get("description").is_some()).count() >= props.len() - 1, "{t}: help text from the docs");
             // Only the required fields: the model accepts them as a connector of either role.
             let required: Map<String, Json> =
-                schema["required"].as_array().unwrap().iter().map(|k| (k.as_str().unwrap().to_string(), sample(schema, k.as_str().unwrap(), &props[k.as_str().unwrap()]))).collect();
+                schema["required"].as_array().into_iter().flatten().map(|k| (k.as_str().unwrap().to_string(), sample(schema, k.as_str().unwrap(), &props[k.as_str().unwrap()]))).collect();
             let mut errs = SpecErrors::new();
             parse_connector(&json!({"connector_type": t, "config": required}), "c", Role::Any, &mut errs);
             assert!(errs.is_empty(), "{t}: {:?}", errs.iter().map(|e| e.to_string()).collect::<Vec<_>>());
