@@ -1,10 +1,10 @@
 //! JSON Schemas of every connector type and transformation type, for the UI's generated
 //! forms (`GET /schemas`).
 //!
-//! Connector schemas are derived from the model's own definitions: the config structs of
-//! `model/src/spec/connector.rs` are read from their source (field names, serde defaults and
-//! renames, types, and the `///` field docs as help text), and enumerations take their
-//! values from the model's `NAMES` constants. Transformation documents are read by hand in
+//! Connector schemas come from the model's one list of connector kinds
+//! ([`KINDS`]): each kind's schema is derived from its config type (`schemars`: field names,
+//! serde defaults and renames, types, and the `///` docs as help text), and `connector_kinds`
+//! lists the kinds, their roles and icons for the builder's palette. Transformation documents are read by hand in
 //! the model (not through serde), so their schemas are written here, with every list of
 //! choices (operations, operators, validation types, …) taken from the model's constants.
 //! The tests parse every schema's examples, and a document filled from every property,
@@ -13,15 +13,12 @@
 use std::collections::BTreeMap;
 
 use axum::extract::State;
-use serde_json::{Map, Value as Json, json};
+use serde_json::{Value as Json, json};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use dagg_model::spec::condition::OPERATORS;
-use dagg_model::spec::connector::{
-    AuthMethod, Compression, FileFormat, HttpMethod, PaginationType, RatePeriod, SslMode, WriteMode,
-};
-use dagg_model::spec::streaming::PayloadFormat;
+use dagg_model::spec::connectors::{self, ConnectorKind, KINDS};
 use dagg_model::spec::transform::{
     AggOp, ArithOp, CastType, FIELD_OPERATIONS, HashAlgorithm, IMPLEMENTED, OnFailure, VALIDATION_TYPES,
 };
@@ -34,43 +31,28 @@ pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(all_schemas)).routes(routes!(connector_schema)).routes(routes!(transformation_schema))
 }
 
-/// The model's connector config sources, read for field names, types and docs.
-const CONNECTOR_SRC: &str = concat!(
-    include_str!("../../../model/src/spec/connector.rs"),
-    include_str!("../../../model/src/spec/streaming.rs"),
-    include_str!("../../../model/src/spec/s3.rs"),
-);
-
-/// Each `connector_type` the UI offers and the config struct that reads it (as
-/// `parse_connector` maps them).
-const CONNECTOR_TYPES: &[(&str, &str, &str)] = &[
-    ("file", "FileConfig", "A local file (json, jsonl or csv); a source may name a glob."),
-    ("rest_api", "RestApiConfig", "An HTTP JSON API: paged GETs as a source, batched POSTs as a destination."),
-    ("postgresql", "DatabaseConfig", "A PostgreSQL table or query as a source, a table as a destination."),
-    ("mysql", "DatabaseConfig", "A MySQL or MariaDB table or query as a source, a table as a destination."),
-    ("aws_s3", "AwsS3Config", "Objects in S3 or an S3-compatible store: a prefix or glob as a source, one object as a destination."),
-    ("kafka", "KafkaConfig", "A Kafka topic: a consumer group as a source, a transactional producer as a destination (exactly once)."),
-    ("nats", "NatsConfig", "NATS: a JetStream durable consumer or a core subject as a source, publishing as a destination."),
-    ("rabbitmq", "RabbitmqConfig", "A RabbitMQ queue as a source; publishing to an exchange (by default into the queue) as a destination."),
-];
-
-/// Every schema: `{"connectors": {type: schema}, "transformations": {type: schema}}`.
+/// Every schema: `{"connector_kinds": [kind, …], "connectors": {type: schema},
+/// "transformations": {type: schema}}`.
 #[utoipa::path(get, path = "/schemas", tag = "system", security(("bearer" = ["viewer"])),
     responses((status = 200, description = "JSON Schemas (draft 2020-12) of every connector config and transformation type, with help text", body = Object)))]
 async fn all_schemas(State(_state): State<AppState>, _auth: Viewer) -> axum::Json<Json> {
-    axum::Json(json!({"connectors": connector_schemas(), "transformations": transformation_schemas()}))
+    axum::Json(schemas())
+}
+
+/// What `GET /schemas` serves.
+fn schemas() -> Json {
+    json!({"connector_kinds": connector_kinds(), "connectors": connector_schemas(), "transformations": transformation_schemas()})
 }
 
 /// The JSON Schema of one connector type's `config`.
 #[utoipa::path(get, path = "/schemas/connectors/{connector_type}", tag = "system", security(("bearer" = ["viewer"])),
-    params(("connector_type" = String, Path, description = "file, rest_api, postgresql or mysql")),
+    params(("connector_type" = String, Path, description = "A connector type, such as file or postgresql")),
     responses((status = 200, description = "The config's JSON Schema", body = Object)))]
 async fn connector_schema(State(_state): State<AppState>, _auth: Viewer, ApiPath(t): ApiPath<String>) -> ApiResult<axum::Json<Json>> {
-    let t = if t == "REST API" { "rest_api".to_string() } else { t };
-    connector_schemas()
-        .remove(&t)
+    connectors::kind(&t)
+        .and_then(ConnectorKind::schema)
         .map(axum::Json)
-        .ok_or_else(|| ApiError::NotFound(format!("no connector type `{t}`; known: {}", CONNECTOR_TYPES.iter().map(|c| c.0).collect::<Vec<_>>().join(", "))))
+        .ok_or_else(|| ApiError::NotFound(format!("no connector type `{t}`; known: {}", KINDS.iter().filter(|k| k.implemented()).map(|k| k.name).collect::<Vec<_>>().join(", "))))
 }
 
 /// The JSON Schema of one transformation type.
@@ -85,122 +67,20 @@ async fn transformation_schema(State(_state): State<AppState>, _auth: Viewer, Ap
 }
 
 // ---------------------------------------------------------------------------------------
-// Connectors: read from the model's source.
+// Connectors: the model's list of kinds, each with the schema derived from its config type.
 
-/// One field of a config struct, as written in the source.
-#[derive(Debug)]
-struct SrcField {
-    name: String,
-    ty: String,
-    docs: String,
-    has_default: bool,
+/// Every implemented connector kind's config schema, by `connector_type`.
+fn connector_schemas() -> BTreeMap<String, Json> {
+    KINDS.iter().filter_map(|k| Some((k.name.to_string(), k.schema()?))).collect()
 }
 
-/// The fields of `pub struct NAME { … }` in [`CONNECTOR_SRC`].
-fn struct_fields(name: &str) -> Vec<SrcField> {
-    let head = format!("pub struct {name} {{");
-    let Some(start) = CONNECTOR_SRC.find(&head) else {
-        return Vec::new();
-    };
-    let body = &CONNECTOR_SRC[start + head.len()..];
-    let end = body.find("\n}").unwrap_or(body.len());
-    let mut out = Vec::new();
-    let (mut docs, mut has_default, mut rename) = (Vec::<String>::new(), false, None::<String>);
-    for line in body[..end].lines().map(str::trim) {
-        if let Some(d) = line.strip_prefix("///") {
-            docs.push(d.trim().to_string());
-        } else if let Some(attr) = line.strip_prefix("#[serde(") {
-            has_default |= attr.contains("default");
-            if let Some(i) = attr.find("rename = \"") {
-                let rest = &attr[i + 10..];
-                rename = rest.find('"').map(|j| rest[..j].to_string());
-            }
-        } else if let Some(decl) = line.strip_prefix("pub ") {
-            let (field, ty) = decl.split_once(':').expect("a field declaration");
-            let ty = ty.trim().trim_end_matches(',').to_string();
-            out.push(SrcField { name: rename.take().unwrap_or_else(|| field.trim().to_string()), ty, docs: docs.join(" "), has_default });
-            docs.clear();
-            has_default = false;
-        }
-    }
-    out
+/// The connector kinds in the model's order: what the UI's palette shows.
+fn connector_kinds() -> Json {
+    Json::Array(KINDS.iter().map(ConnectorKind::describe).collect())
 }
 
 fn names(list: &[&str]) -> Json {
     Json::Array(list.iter().map(|s| json!(s)).collect())
-}
-
-fn serde_names<T: serde::Serialize>(values: &[T]) -> Json {
-    Json::Array(values.iter().map(|v| serde_json::to_value(v).expect("an enum value serializes")).collect())
-}
-
-/// The schema of a Rust type as the model's config structs use it.
-fn type_schema(ty: &str) -> Json {
-    match ty {
-        "String" => json!({"type": "string"}),
-        "char" => json!({"type": "string", "minLength": 1, "maxLength": 1}),
-        "u16" => json!({"type": "integer", "minimum": 0, "maximum": 65535}),
-        "u32" | "u64" | "usize" => json!({"type": "integer", "minimum": 0}),
-        "i64" => json!({"type": "integer"}),
-        "f64" => json!({"type": "number", "minimum": 0}),
-        "bool" => json!({"type": "boolean"}),
-        "Secret" => json!({"type": "string", "format": "password", "writeOnly": true}),
-        "BTreeMap<String, String>" | "std::collections::BTreeMap<String, String>" => json!({"type": "object", "additionalProperties": {"type": "string"}}),
-        "Vec<String>" => json!({"type": "array", "items": {"type": "string"}}),
-        "FileFormat" => json!({"type": "string", "enum": serde_names(&[FileFormat::Json, FileFormat::Jsonl, FileFormat::Csv, FileFormat::Xml, FileFormat::Parquet])}),
-        "PayloadFormat" => json!({"type": "string", "enum": serde_names(&[PayloadFormat::Json, PayloadFormat::Text])}),
-        "Compression" => json!({"type": "string", "enum": serde_names(&[Compression::None, Compression::Gzip])}),
-        "AuthMethod" => json!({"type": "string", "enum": names(AuthMethod::NAMES)}),
-        "PaginationType" => json!({"type": "string", "enum": names(PaginationType::NAMES)}),
-        "RatePeriod" => json!({"type": "string", "enum": names(RatePeriod::NAMES)}),
-        "HttpMethod" => json!({"type": "string", "enum": names(HttpMethod::NAMES)}),
-        "SslMode" => json!({"type": "string", "enum": names(SslMode::NAMES)}),
-        "WriteMode" => json!({"type": "string", "enum": names(WriteMode::NAMES)}),
-        other if other.starts_with("Option<") => type_schema(&other[7..other.len() - 1]),
-        other if other.chars().next().is_some_and(char::is_uppercase) && CONNECTOR_SRC.contains(&format!("pub struct {other} {{")) => struct_schema(other),
-        // A type this reader does not know yet: edited as JSON in the form (the test fails on it).
-        other => json!({"x-dagg-json": true, "x-dagg-unknown-type": other}),
-    }
-}
-
-/// The object schema of a config struct.
-fn struct_schema(name: &str) -> Json {
-    let mut props = Map::new();
-    let mut required = Vec::new();
-    for f in struct_fields(name) {
-        let mut s = type_schema(&f.ty);
-        if !f.docs.is_empty() {
-            s["description"] = json!(f.docs);
-            let role = if f.docs.starts_with("Source") {
-                Some("source")
-            } else if f.docs.starts_with("Destination") {
-                Some("destination")
-            } else {
-                None
-            };
-            if let Some(r) = role {
-                s["x-dagg-role"] = json!(r);
-            }
-        }
-        if !f.ty.starts_with("Option<") && !f.has_default {
-            required.push(json!(f.name));
-        }
-        props.insert(f.name, s);
-    }
-    json!({"type": "object", "properties": props, "required": required, "additionalProperties": false})
-}
-
-fn connector_schemas() -> BTreeMap<String, Json> {
-    CONNECTOR_TYPES
-        .iter()
-        .map(|(t, st, about)| {
-            let mut s = struct_schema(st);
-            s["$schema"] = json!("https://json-schema.org/draft/2020-12/schema");
-            s["title"] = json!(t);
-            s["description"] = json!(about);
-            (t.to_string(), s)
-        })
-        .collect()
 }
 
 // ---------------------------------------------------------------------------------------
@@ -511,13 +391,35 @@ fn transformation_schemas() -> BTreeMap<String, Json> {
 mod tests {
     use super::*;
     use dagg_model::SpecErrors;
+    use serde_json::Map;
     use dagg_model::spec::connector::{Role, parse_connector};
     use dagg_model::spec::transform::parse_transformations;
 
-    /// A value of the schema's type, for filling a document from it.
-    fn sample(name: &str, s: &Json) -> Json {
+    /// `s` with its `$ref` (into the root's `$defs`) resolved, its own keys winning.
+    fn resolve(root: &Json, s: &Json) -> Json {
+        let Some(r) = s.get("$ref").and_then(Json::as_str) else { return s.clone() };
+        let mut out = root["$defs"][r.trim_start_matches("#/$defs/")].clone();
+        for (k, v) in s.as_object().unwrap() {
+            if k != "$ref" {
+                out[k] = v.clone();
+            }
+        }
+        out
+    }
+
+    /// The choices of an enumeration: `enum`, or `oneOf` of `const`s.
+    fn choices(s: &Json) -> Option<Vec<Json>> {
         if let Some(e) = s.get("enum").and_then(Json::as_array) {
-            return e[0].clone();
+            return Some(e.clone());
+        }
+        s.get("oneOf").and_then(Json::as_array).map(|alts| alts.iter().filter_map(|a| a.get("const").cloned()).collect())
+    }
+
+    /// A value of the schema's type, for filling a document from it.
+    fn sample(root: &Json, name: &str, s: &Json) -> Json {
+        let s = resolve(root, s);
+        if let Some(c) = choices(&s) {
+            return c[0].clone();
         }
         match s.get("type").and_then(Json::as_str) {
             Some("integer") => json!(1),
@@ -525,7 +427,7 @@ mod tests {
             Some("boolean") => json!(false),
             Some("array") => json!(["a"]),
             Some("object") => match s.get("properties").and_then(Json::as_object) {
-                Some(props) => Json::Object(props.iter().map(|(k, v)| (k.clone(), sample(k, v))).collect()),
+                Some(props) => Json::Object(props.iter().map(|(k, v)| (k.clone(), sample(root, k, v))).collect()),
                 None => json!({"k": "v"}),
             },
             _ if name == "url" || name == "token_url" => json!("http://127.0.0.1:9/x"),
@@ -537,21 +439,19 @@ mod tests {
     #[test]
     fn every_connector_field_is_one_the_model_reads() {
         let schemas = connector_schemas();
-        assert_eq!(schemas.len(), CONNECTOR_TYPES.len());
-        let text = serde_json::to_string(&schemas).unwrap();
-        assert!(!text.contains("x-dagg-unknown-type"), "a config field of a type the schema reader does not know: {text}");
+        assert_eq!(schemas.len(), KINDS.iter().filter(|k| k.implemented()).count());
         for (t, schema) in &schemas {
             let props = schema["properties"].as_object().unwrap();
             assert!(props.len() >= 4, "{t}: {props:?}");
             assert!(props.values().filter(|p| p.get("description").is_some()).count() >= props.len() - 1, "{t}: help text from the docs");
             // Only the required fields: the model accepts them as a connector of either role.
             let required: Map<String, Json> =
-                schema["required"].as_array().unwrap().iter().map(|k| (k.as_str().unwrap().to_string(), sample(k.as_str().unwrap(), &props[k.as_str().unwrap()]))).collect();
+                schema["required"].as_array().into_iter().flatten().map(|k| (k.as_str().unwrap().to_string(), sample(schema, k.as_str().unwrap(), &props[k.as_str().unwrap()]))).collect();
             let mut errs = SpecErrors::new();
             parse_connector(&json!({"connector_type": t, "config": required}), "c", Role::Any, &mut errs);
             assert!(errs.is_empty(), "{t}: {:?}", errs.iter().map(|e| e.to_string()).collect::<Vec<_>>());
             // Every field: rules across fields may complain, but no field is unknown and no type is wrong.
-            let full = sample("config", schema);
+            let full = sample(schema, "config", schema);
             let mut errs = SpecErrors::new();
             parse_connector(&json!({"connector_type": t, "config": full}), "c", Role::Any, &mut errs);
             for e in errs.iter() {
@@ -559,15 +459,80 @@ mod tests {
             }
         }
         let file = &schemas["file"];
-        assert_eq!(file["properties"]["format"]["enum"], json!(["json", "jsonl", "csv", "xml", "parquet"]));
+        assert_eq!(choices(&resolve(file, &file["properties"]["format"])).unwrap(), vec![json!("json"), json!("jsonl"), json!("csv"), json!("xml"), json!("parquet")]);
         assert_eq!(file["required"], json!(["path", "format"]));
         assert!(file["properties"]["path"]["description"].as_str().unwrap().contains("glob"));
         assert_eq!(schemas["postgresql"]["properties"]["password"]["format"], "password");
-        assert_eq!(schemas["rest_api"]["properties"]["pagination"]["properties"]["type"]["enum"][0], "none");
+        let rest = &schemas["rest_api"];
+        assert_eq!(resolve(rest, &rest["properties"]["pagination"])["properties"]["type"]["enum"][0], "none");
         assert_eq!(schemas["postgresql"]["properties"]["query"]["x-dagg-role"], "source");
-        assert_eq!(schemas["kafka"]["properties"]["format"]["enum"], json!(["json", "text"]));
+        let kafka = &schemas["kafka"];
+        assert_eq!(choices(&resolve(kafka, &kafka["properties"]["format"])).unwrap(), vec![json!("json"), json!("text")]);
         assert_eq!(schemas["nats"]["properties"]["password"]["format"], "password");
         assert!(schemas["aws_s3"]["required"].as_array().unwrap().contains(&json!("bucket_name")));
+    }
+
+    #[test]
+    fn the_palette_lists_every_kind_with_a_schema() {
+        let all = schemas();
+        let kinds = all["connector_kinds"].as_array().unwrap();
+        assert_eq!(kinds.len(), KINDS.len());
+        for k in kinds {
+            let t = k["connector_type"].as_str().unwrap();
+            assert_eq!(all["connectors"].get(t).is_some(), k["implemented"] == json!(true), "{t}");
+            assert!(!k["roles"].as_array().unwrap().is_empty(), "{t}");
+            assert!(!k["icon"].as_str().unwrap().is_empty(), "{t}");
+        }
+    }
+
+    /// Every credential the schemas mark write-only is one the API masks in its responses.
+    #[test]
+    fn every_secret_field_in_the_schemas_is_masked_by_the_api() {
+        fn walk(root: &Json, s: &Json, found: &mut Vec<String>) {
+            let s = resolve(root, s);
+            for (k, p) in s.get("properties").and_then(Json::as_object).into_iter().flatten() {
+                if resolve(root, p).get("writeOnly") == Some(&json!(true)) {
+                    found.push(k.clone());
+                }
+                walk(root, p, found);
+            }
+        }
+        let mut found = Vec::new();
+        for schema in connector_schemas().values() {
+            walk(schema, schema, &mut found);
+        }
+        assert!(found.len() >= 8, "{found:?}");
+        for k in found {
+            assert!(crate::mask::is_secret_key(&k), "`{k}` is a secret in the schemas but the API would not mask it");
+        }
+    }
+
+    /// `GET /schemas` as golden files, one per connector and one for the rest, so a change in
+    /// what the forms are built from shows in review. `UPDATE_GOLDEN=1` rewrites them.
+    #[test]
+    fn schemas_match_their_golden_files() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/schemas");
+        let all = schemas();
+        let mut files: Vec<(String, Json)> = all["connectors"].as_object().unwrap().iter().map(|(t, s)| (format!("connector-{t}.json"), s.clone())).collect();
+        files.push(("connector_kinds.json".into(), all["connector_kinds"].clone()));
+        files.push(("transformations.json".into(), all["transformations"].clone()));
+        let update = std::env::var_os("UPDATE_GOLDEN").is_some();
+        if update {
+            std::fs::create_dir_all(&dir).unwrap();
+        }
+        let mut stale = Vec::new();
+        for (name, v) in &files {
+            let path = dir.join(name);
+            let text = serde_json::to_string_pretty(v).unwrap() + "\n";
+            if update {
+                std::fs::write(&path, &text).unwrap();
+            } else if std::fs::read_to_string(&path).ok().as_deref() != Some(text.as_str()) {
+                stale.push(name.clone());
+            }
+        }
+        let known: Vec<&str> = files.iter().map(|f| f.0.as_str()).collect();
+        let extra: Vec<String> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).filter(|n| !known.contains(&n.as_str())).collect();
+        assert!(stale.is_empty() && extra.is_empty(), "GET /schemas differs from api/tests/golden/schemas in {stale:?} (extra files: {extra:?}); if the change is meant, run with UPDATE_GOLDEN=1 and review the diff");
     }
 
     #[test]

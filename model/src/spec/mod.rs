@@ -2,6 +2,7 @@
 //! error collected and its path kept.
 
 pub mod connector;
+pub mod connectors;
 pub mod reader;
 pub mod condition;
 pub mod transform;

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { fieldsOf, fromFormValues, isShown, toFormValues, zodFor, type JsonSchema } from './schemaForm';
+import { connectorSchema, kindsFor, type Schemas } from './schemas';
 
 // Shapes as GET /schemas publishes them (api/src/routes/schemas.rs).
 const file: JsonSchema = {
@@ -132,5 +133,55 @@ describe('forms generated from JSON Schema', () => {
     const r = zm.safeParse({ ...base, operation: 'round' });
     expect(r.success).toBe(false);
     expect(r.error!.issues.map((i) => i.message)).toEqual(['Digits must be a whole number']);
+  });
+
+  it('reads the derived shapes: $ref into $defs, enums as oneOf of documented constants', () => {
+    // As schemars derives them from the model's config types (api/tests/golden/schemas).
+    const rest: JsonSchema = {
+      type: 'object',
+      properties: {
+        url: { type: 'string', description: 'The endpoint.' },
+        format: { $ref: '#/$defs/FileFormat', description: '`json` or `csv`.' },
+        pagination: { $ref: '#/$defs/Pagination', description: 'Source: how to walk pages.', 'x-dagg-role': 'source' },
+      },
+      required: ['url'],
+      additionalProperties: false,
+      $defs: {
+        FileFormat: { description: 'File formats.', oneOf: [{ type: 'string', const: 'json', description: 'One JSON array.' }, { type: 'string', const: 'csv', description: 'A header row.' }] },
+        Pagination: { type: 'object', properties: { type: { type: 'string', enum: ['none', 'offset'] }, page_size: { type: 'integer', format: 'uint32', minimum: 0 } }, required: ['type'] },
+      },
+    };
+    const f = fieldsOf(rest);
+    expect(f.map((x) => [x.name, x.kind, x.required])).toEqual([
+      ['url', 'text', true],
+      ['format', 'enum', false],
+      ['pagination', 'object', false],
+    ]);
+    expect(f[1].options).toEqual(['json', 'csv']);
+    expect(f[1].description).toBe('`json` or `csv`.');
+    expect(f[2].role).toBe('source');
+    expect(f[2].children!.map((c) => [c.name, c.kind, c.required])).toEqual([
+      ['type', 'enum', true],
+      ['page_size', 'integer', false],
+    ]);
+    const config = { url: 'https://x', format: 'csv', pagination: { type: 'offset', page_size: 10 } };
+    expect(fromFormValues(f, toFormValues(f, config))).toEqual(config);
+    expect(zodFor(f).safeParse(toFormValues(f, { ...config, format: 'xml' })).success).toBe(false);
+  });
+
+  it('builds the palette from the kinds the API lists, aliases included', () => {
+    const s: Schemas = {
+      connector_kinds: [
+        { connector_type: 'rest_api', aliases: ['REST API'], summary: 'HTTP', roles: ['source', 'destination'], icon: 'globe', implemented: true },
+        { connector_type: 'webhook', aliases: [], summary: 'New', roles: ['source'], icon: 'unknown-icon', implemented: true },
+        { connector_type: 'snowflake', aliases: [], summary: 'Planned', roles: ['destination'], icon: 'database', implemented: false },
+      ],
+      connectors: { rest_api: file, webhook: file },
+      transformations: {},
+    };
+    expect(kindsFor(s, 'source').map((k) => k.connector_type)).toEqual(['rest_api', 'webhook']);
+    expect(kindsFor(s, 'destination').map((k) => k.connector_type)).toEqual(['rest_api']);
+    expect(connectorSchema(s, 'REST API')).toBe(file);
+    expect(connectorSchema(s, 'snowflake')).toBeUndefined();
   });
 });

@@ -23,6 +23,9 @@ export interface JsonSchema {
   'x-dagg-json'?: boolean;
   'x-dagg-show-when'?: Record<string, string[]>;
   'x-dagg-role'?: 'source' | 'destination';
+  $ref?: string;
+  $defs?: Record<string, JsonSchema>;
+  oneOf?: JsonSchema[];
   [k: string]: unknown;
 }
 
@@ -61,10 +64,36 @@ function kindOf(s: JsonSchema): FieldKind {
   return 'json';
 }
 
+/**
+ * A property's schema as the form reads it: a `$ref` replaced by the definition it points to
+ * in the root's `$defs` (the property's own keywords, such as its description, kept), and a
+ * `oneOf` of constants (an enumeration whose choices are documented) read as an `enum`.
+ */
+export function resolve(root: JsonSchema, s: JsonSchema, depth = 0): JsonSchema {
+  let out = s;
+  if (typeof s.$ref === 'string' && depth < 32) {
+    const name = s.$ref.replace(/^#\/\$defs\//, '');
+    const def = root.$defs?.[name];
+    if (def) {
+      const own: JsonSchema = { ...s };
+      delete own.$ref;
+      out = { ...resolve(root, def, depth + 1), ...own };
+    }
+  }
+  const alts = out.oneOf;
+  if (!out.enum && Array.isArray(alts) && alts.length > 0 && alts.every((a) => a.const !== undefined)) {
+    const rest: JsonSchema = { ...out };
+    delete rest.oneOf;
+    out = { ...(typeof alts[0].const === 'string' ? { type: 'string' } : {}), ...rest, enum: alts.map((a) => a.const as Json) };
+  }
+  return out;
+}
+
 /** The inputs a schema asks for, in the schema's order; `const` properties (a transformation's `type`) are not inputs. */
-export function fieldsOf(schema: JsonSchema): FieldSpec[] {
+export function fieldsOf(schema: JsonSchema, root: JsonSchema = schema): FieldSpec[] {
   const req = new Set(schema.required ?? []);
   return Object.entries(schema.properties ?? {})
+    .map(([name, s]) => [name, resolve(root, s)] as const)
     .filter(([, s]) => s.const === undefined)
     .map(([name, s]) => {
       const kind = kindOf(s);
@@ -77,7 +106,7 @@ export function fieldsOf(schema: JsonSchema): FieldSpec[] {
         options: s.enum?.map(String),
         showWhen: s['x-dagg-show-when'],
         role: s['x-dagg-role'],
-        children: kind === 'object' ? fieldsOf(s) : undefined,
+        children: kind === 'object' ? fieldsOf(s, root) : undefined,
         schema: s,
       };
     });

@@ -3,7 +3,7 @@
 // from the API's JSON Schema; the API's validation errors on the node they belong to, as you
 // edit; preview on sample records; save writes the pipeline document the CLI runs; the
 // YAML/JSON view edits the same document.
-import { useCallback, useEffect, useMemo, useRef, useState, type DragEvent } from 'react';
+import { createContext, useCallback, useContext, useEffect, useMemo, useRef, useState, type DragEvent, type ReactNode } from 'react';
 import { useNavigate, useParams } from 'react-router';
 import {
   Background,
@@ -24,18 +24,24 @@ import {
 import { AlertTriangle, ArrowRightLeft, CheckCircle2, Cloud, Database, Eye, FileText, Globe, Inbox, Layers, Play, Radio, Save, Trash2, Wand2 } from 'lucide-react';
 import { get, post, put, type PipelineDetail, type Run } from '../api/client';
 import { documentToGraph, edgeId, fromText, graphToDocument, nodeForPath, toText, type GraphEdge, type GraphNode, type Json, type JsonObject, type NodeData, type NodeKind } from '../lib/document';
-import { CONNECTOR_TYPES, loadSchemas, type Schemas } from '../lib/schemas';
+import { connectorSchema, kindOf, kindsFor, loadSchemas, type Schemas } from '../lib/schemas';
 import { TEMPLATES } from '../lib/templates';
 import { SchemaForm } from '../components/SchemaForm';
 import { ErrorText } from '../components/ui';
 
 type StepNode = Node<NodeData & { errors?: string[] }, 'step'>;
 
-const ICON: Record<string, typeof FileText> = { file: FileText, rest_api: Globe, postgresql: Database, mysql: Database, aws_s3: Cloud, kafka: Layers, nats: Radio, rabbitmq: Inbox };
+// Icons by the name the API gives each connector kind (`GET /schemas` → `connector_kinds[].icon`);
+// a kind whose icon this build does not know shows the default one, and still appears.
+const ICON: Record<string, typeof FileText> = { file: FileText, globe: Globe, database: Database, cloud: Cloud, layers: Layers, radio: Radio, inbox: Inbox };
+const iconFor = (s: Schemas | undefined, connectorType: string) => ICON[(s && kindOf(s, connectorType)?.icon) ?? ''] ?? FileText;
+/** The API's schemas, for the nodes (their icons). */
+const SchemasContext = createContext<Schemas | undefined>(undefined);
 const KIND_COLOR: Record<NodeKind, string> = { source: 'border-l-sky-500', transform: 'border-l-violet-500', destination: 'border-l-emerald-500' };
 
 function StepNodeView({ data }: NodeProps<StepNode>) {
-  const Icon = data.kind === 'transform' ? Wand2 : (ICON[data.type] ?? FileText);
+  const schemas = useContext(SchemasContext);
+  const Icon = data.kind === 'transform' ? Wand2 : iconFor(schemas, data.type);
   const errors = data.errors ?? [];
   const title = data.kind === 'transform' ? data.type : `${data.kind === 'source' ? (data.lookupName ? `lookup: ${data.lookupName}` : 'source') : 'destination'}`;
   const subtitle = data.kind === 'transform' ? (typeof data.config.field_name === 'string' ? data.config.field_name : (data.config.operation as string) ?? '') : `${data.type}${typeof data.config.path === 'string' ? ` · ${data.config.path}` : ''}`;
@@ -81,7 +87,7 @@ interface PreviewOut {
   dropped: number;
 }
 
-function PaletteItem({ kind, type, label, onAdd }: { kind: NodeKind; type: string; label: string; onAdd: (kind: NodeKind, type: string) => void }) {
+function PaletteItem({ kind, type, label, title, icon, onAdd }: { kind: NodeKind; type: string; label: string; title?: string; icon?: ReactNode; onAdd: (kind: NodeKind, type: string) => void }) {
   const onDragStart = (e: DragEvent) => {
     e.dataTransfer.setData('application/dagg-node', JSON.stringify({ kind, type }));
     e.dataTransfer.effectAllowed = 'move';
@@ -92,9 +98,10 @@ function PaletteItem({ kind, type, label, onAdd }: { kind: NodeKind; type: strin
       onDragStart={onDragStart}
       onClick={() => onAdd(kind, type)}
       data-palette={`${kind}:${type}`}
-      title={`Drag onto the canvas, or press Enter to add after the selected step`}
+      title={`${title ? `${title}\n` : ''}Drag onto the canvas, or press Enter to add after the selected step`}
       className="w-full cursor-grab rounded border border-slate-300 bg-white px-2 py-1 text-left text-xs hover:border-indigo-400 dark:border-slate-700 dark:bg-slate-800"
     >
+      {icon}
       {label}
     </button>
   );
@@ -297,7 +304,12 @@ function BuilderInner() {
   const totalErrors = apiErrors.length + graph.problems.length;
   const dirty = saved ? JSON.stringify(saved.document) !== docText : true;
   const transformTypes = schemas ? Object.keys(schemas.transformations).filter((t) => t !== 'field_operation') : [];
-  const selSchema = sel && schemas ? (sel.data.kind === 'transform' ? schemas.transformations[sel.data.type] : schemas.connectors[sel.data.type === 'REST API' ? 'rest_api' : sel.data.type]) : undefined;
+  const selSchema = sel && schemas ? (sel.data.kind === 'transform' ? schemas.transformations[sel.data.type] : connectorSchema(schemas, sel.data.type)) : undefined;
+  const palette = (role: 'source' | 'destination') =>
+    (schemas ? kindsFor(schemas, role) : []).map((k) => {
+      const Icon = iconFor(schemas, k.connector_type);
+      return <PaletteItem key={k.connector_type} kind={role} type={k.connector_type} label={k.connector_type} title={k.summary} onAdd={addNode} icon={<Icon className="mr-1 inline h-3 w-3" aria-hidden />} />;
+    });
 
   return (
     <div className="flex h-[calc(100vh-2.5rem)] flex-col gap-2">
@@ -355,9 +367,7 @@ function BuilderInner() {
           <div>
             <h2 className="mb-1 font-semibold text-sky-600">Sources</h2>
             <div className="space-y-1">
-              {CONNECTOR_TYPES.map((t) => (
-                <PaletteItem key={t} kind="source" type={t} label={t} onAdd={addNode} />
-              ))}
+              {palette('source')}
             </div>
           </div>
           <div>
@@ -371,34 +381,34 @@ function BuilderInner() {
           <div>
             <h2 className="mb-1 font-semibold text-emerald-600">Destinations</h2>
             <div className="space-y-1">
-              {CONNECTOR_TYPES.map((t) => (
-                <PaletteItem key={t} kind="destination" type={t} label={t} onAdd={addNode} />
-              ))}
+              {palette('destination')}
             </div>
           </div>
         </aside>
         <div className="relative min-w-0 flex-1 rounded border border-slate-200 dark:border-slate-800" onDragOver={(e) => (e.preventDefault(), (e.dataTransfer.dropEffect = 'move'))} onDrop={onDrop} data-testid="canvas">
           {view === 'canvas' ? (
-            <ReactFlow
-              nodes={nodes}
-              edges={edges}
-              nodeTypes={nodeTypes}
-              onNodesChange={onNodesChange}
-              onEdgesChange={onEdgesChange}
-              onConnect={onConnect}
-              onNodeClick={(_, n) => setSelected(n.id)}
-              onSelectionChange={({ nodes: sel }) => sel.length === 1 && setSelected(sel[0].id)}
-              onPaneClick={() => setSelected(null)}
-              onNodesDelete={(ds) => ds.some((d) => d.id === selected) && setSelected(null)}
-              deleteKeyCode={['Delete', 'Backspace']}
-              defaultViewport={{ x: 0, y: 0, zoom: 1 }}
-              fitViewOptions={{ maxZoom: 1, padding: 0.2 }}
-              proOptions={{ hideAttribution: true }}
-            >
-              <Background />
-              <Controls />
-              <MiniMap pannable zoomable className="!hidden xl:!block" />
-            </ReactFlow>
+            <SchemasContext.Provider value={schemas}>
+              <ReactFlow
+                nodes={nodes}
+                edges={edges}
+                nodeTypes={nodeTypes}
+                onNodesChange={onNodesChange}
+                onEdgesChange={onEdgesChange}
+                onConnect={onConnect}
+                onNodeClick={(_, n) => setSelected(n.id)}
+                onSelectionChange={({ nodes: sel }) => sel.length === 1 && setSelected(sel[0].id)}
+                onPaneClick={() => setSelected(null)}
+                onNodesDelete={(ds) => ds.some((d) => d.id === selected) && setSelected(null)}
+                deleteKeyCode={['Delete', 'Backspace']}
+                defaultViewport={{ x: 0, y: 0, zoom: 1 }}
+                fitViewOptions={{ maxZoom: 1, padding: 0.2 }}
+                proOptions={{ hideAttribution: true }}
+              >
+                <Background />
+                <Controls />
+                <MiniMap pannable zoomable className="!hidden xl:!block" />
+              </ReactFlow>
+            </SchemasContext.Provider>
           ) : (
             <div className="flex h-full flex-col gap-2 p-2">
               <textarea className="input min-h-0 flex-1 font-mono text-xs" aria-label={`Pipeline document (${view.toUpperCase()})`} value={text} onChange={(e) => setText(e.target.value)} spellCheck={false} data-testid="document-text" />

@@ -7,7 +7,7 @@ import { DataTable } from '../components/DataTable';
 import { SchemaForm } from '../components/SchemaForm';
 import { Card, ErrorText, fmtDate } from '../components/ui';
 import { useAuth } from '../store/auth';
-import { loadSchemas, type Schemas } from '../lib/schemas';
+import { connectorSchema, loadSchemas, type Schemas } from '../lib/schemas';
 import type { JsonObject } from '../lib/document';
 
 interface Connector {
@@ -74,7 +74,7 @@ export function Connectors() {
       setError(e);
     }
   };
-  const schema = editing?.connector_type ? schemas?.connectors[editing.connector_type] : undefined;
+  const schema = editing?.connector_type && schemas ? connectorSchema(schemas, editing.connector_type) : undefined;
   return (
     <div className="space-y-3">
       <div className="flex items-center justify-between">
@@ -102,8 +102,8 @@ export function Connectors() {
               <div>
                 <label className="label" htmlFor="c-type">Type</label>
                 <select id="c-type" className="input" disabled={!canEdit || !!editing.id} value={editing.connector_type} onChange={(e) => (setEditing({ ...editing, connector_type: e.target.value, config: {} }), setFormKey((k) => k + 1))}>
-                  {Object.keys(schemas?.connectors ?? {}).map((t) => (
-                    <option key={t}>{t}</option>
+                  {(schemas?.connector_kinds ?? []).filter((k) => k.implemented).map((k) => (
+                    <option key={k.connector_type}>{k.connector_type}</option>
                   ))}
                 </select>
                 {schema?.description && <p className="mt-0.5 text-xs text-slate-500">{schema.description}</p>}

@@ -7,7 +7,7 @@ import { useAsync } from '../components/useAsync';
 import { DataTable } from '../components/DataTable';
 import { ErrorText, fmtDate } from '../components/ui';
 import { useAuth } from '../store/auth';
-import { CONNECTOR_TYPES } from '../lib/schemas';
+import { kindsFor, loadSchemas } from '../lib/schemas';
 
 export function Pipelines() {
   const me = useAuth((s) => s.me);
@@ -16,6 +16,7 @@ export function Pipelines() {
   const [source, setSource] = useState('');
   const [error, setError] = useState<unknown>();
   const navigate = useNavigate();
+  const schemas = useAsync(loadSchemas, []);
   const list = useAsync(() => get<Page<PipelineSummary>>(`/pipelines${qs({ page_size: 500, sort: '-updated_at', paused: paused || undefined, source_type: source || undefined })}`), [paused, source]);
   const columns = useMemo<ColumnDef<PipelineSummary, unknown>[]>(
     () => [
@@ -85,8 +86,8 @@ export function Pipelines() {
             <label className="text-sm">
               <select className="input w-36" value={source} onChange={(e) => setSource(e.target.value)} aria-label="Filter by source type">
                 <option value="">Any source</option>
-                {CONNECTOR_TYPES.map((t) => (
-                  <option key={t}>{t}</option>
+                {(schemas.data ? kindsFor(schemas.data, 'source') : []).map((k) => (
+                  <option key={k.connector_type}>{k.connector_type}</option>
                 ))}
               </select>
             </label>
