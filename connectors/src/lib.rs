@@ -43,6 +43,7 @@ use std::path::Path;
 use dagg_model::spec::connector::{ConnectorConfig, ConnectorSpec, Role};
 use dagg_model::{Batch, Position, Record, Value};
 
+pub mod egress;
 pub mod file;
 pub mod kafka;
 pub mod mysql;

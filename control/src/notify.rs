@@ -136,17 +136,14 @@ fn log(state: &ControlPlane, run_id: &str, level: EventLevel, kind: EventKind, m
     }
 }
 
-/// A setting as it is stored: where the new value holds the mask `GET /settings` showed
-/// under a secret key, the stored secret stays; secret values are sealed with the master
-/// key (without one they stay clear, as the start-up warning says).
-pub fn sealed_setting(state: &ControlPlane, key: &str, mut value: Json) -> Result<Json, crate::meta::MetaError> {
-    if let Some(old) = state.meta.setting(key)? {
-        crate::mask::keep_masked(&mut value, &old);
-    }
+/// A setting as it is stored: secret values sealed with the master key (without one they
+/// stay clear, as the start-up warning says). Masked secrets sent back were put back by the
+/// caller (`mask::keep_masked`).
+pub fn sealed_setting(state: &ControlPlane, mut value: Json) -> Json {
     if let Some(k) = &state.master_key {
         k.encrypt_where(&mut value, &crate::mask::is_secret_key);
     }
-    Ok(value)
+    value
 }
 
 fn settings(state: &ControlPlane) -> Result<NotifySettings, String> {

@@ -168,7 +168,8 @@ async fn get_connector(State(state): State<AppState>, _auth: Viewer, ApiPath(id)
     responses((status = 200, description = "Changed", body = ConnectorOut)))]
 async fn update_connector(State(state): State<AppState>, Editor(p): Editor, ApiPath(id): ApiPath<String>, ApiJson(mut req): ApiJson<ConnectorWrite>) -> ApiResult<axum::Json<ConnectorOut>> {
     let old = load(&state, &id)?;
-    keep_masked(&mut req.config, &old.config);
+    let type_changed = (req.connector_type != old.connector_type).then_some("connector_type");
+    keep_masked(&mut req.config, &old.config, "config", type_changed)?;
     let name = name_of(&req)?;
     check(&state, &req.connector_type, &req.config)?;
     state.encrypt_secrets(&mut req.config);

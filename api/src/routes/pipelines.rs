@@ -361,7 +361,7 @@ async fn update_pipeline(State(state): State<AppState>, Editor(p): Editor, ApiPa
     let mut doc = Json::Object(doc);
     let pipe = load(&state, &id)?;
     let old = current_doc(&state, &pipe)?;
-    keep_masked(&mut doc, &old);
+    keep_masked(&mut doc, &old, "", None)?;
     // Unchanged secrets keep their stored ciphertext, so an unchanged document compares equal.
     state.encrypt_secrets(&mut doc);
     if doc == old {

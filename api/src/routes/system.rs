@@ -152,8 +152,17 @@ async fn put_settings(State(state): State<AppState>, Admin(p): Admin, ApiJson(bo
             return Err(ApiError::field(k, "setting keys are 1 to 100 letters, digits, `_`, `.` or `-`, not starting with `_`"));
         }
     }
+    // Every value checked before any is stored.
+    let mut values = Vec::with_capacity(body.len());
     for (k, v) in body.iter() {
-        state.meta.apply(MetaCommand::PutSetting { key: k.clone(), value: crate::notify::sealed_setting(&state, k, v.clone())? })?;
+        let mut v = v.clone();
+        if let Some(old) = state.meta.setting(k)? {
+            crate::mask::keep_masked(&mut v, &old, k, None)?;
+        }
+        values.push((k.clone(), crate::notify::sealed_setting(&state, v)));
+    }
+    for (key, value) in values {
+        state.meta.apply(MetaCommand::PutSetting { key, value })?;
     }
     audit(&state, &p, "update", "settings", "", json!({"keys": body.keys().collect::<Vec<_>>()}))?;
     get_settings(State(state), Admin(p)).await

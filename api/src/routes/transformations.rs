@@ -177,7 +177,7 @@ async fn get_transformation(State(state): State<AppState>, _auth: Viewer, ApiPat
     responses((status = 200, description = "Changed", body = TransformationOut)))]
 async fn update_transformation(State(state): State<AppState>, Editor(p): Editor, ApiPath(id): ApiPath<String>, ApiJson(mut req): ApiJson<TransformationWrite>) -> ApiResult<axum::Json<TransformationOut>> {
     let old = load(&state, &id)?;
-    crate::mask::keep_masked(&mut req.transformations, &old.transformations);
+    crate::mask::keep_masked(&mut req.transformations, &old.transformations, "transformations", None)?;
     let name = check_name("name", &req.name)?;
     parse_rules(&req.transformations)?;
     let t = Transformation { name, description: crate::routes::check_description(req.description)?, transformations: req.transformations, updated: stamp(&p), ..old };

@@ -67,6 +67,13 @@ pub(crate) fn client_config(c: &KafkaConfig) -> ClientConfig {
     cc
 }
 
+/// Whether the egress policy lets the client reach the configured servers. (The addresses a
+/// broker advertises in its metadata are librdkafka's to resolve; only the bootstrap list
+/// is checked.)
+pub(crate) async fn admit(c: &KafkaConfig) -> Result<(), ConnectorError> {
+    crate::egress::check_servers(&c.bootstrap_servers, 9092).await.map_err(|e| crate::egress::named(e, &target(c)))
+}
+
 pub(crate) fn timeout(c: &KafkaConfig) -> Duration {
     Duration::from_secs(c.connect_timeout)
 }
@@ -96,6 +103,7 @@ pub(crate) fn partitions<C: rdkafka::consumer::Consumer<X>, X: rdkafka::consumer
 
 /// Connects and reads the topic's partitions.
 pub(crate) async fn test_connection(c: &KafkaConfig) -> Result<String, ConnectorError> {
+    admit(c).await?;
     let c = c.clone();
     blocking(move || {
         let consumer: rdkafka::consumer::BaseConsumer = client_config(&c).create().map_err(|e| ConnectorError::Config(format!("{}: {e}", target(&c))))?;

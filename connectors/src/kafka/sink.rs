@@ -85,6 +85,7 @@ impl KafkaSink {
         if self.producer.is_some() {
             return Ok(());
         }
+        super::admit(&self.config).await?;
         let mut cc = client_config(&self.config);
         cc.set("enable.idempotence", "true").set("message.timeout.ms", "60000");
         if self.config.transactional {

@@ -49,6 +49,7 @@ impl KafkaSource {
     /// Creates the consumer and assigns every partition at its starting offset: the
     /// checkpoint's, else the group's committed one, else the first.
     async fn start(&mut self) -> Result<(), ConnectorError> {
+        super::admit(&self.config).await?;
         let mut cc = client_config(&self.config);
         cc.set("group.id", self.group())
             .set("enable.auto.commit", "false")

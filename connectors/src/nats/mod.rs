@@ -95,6 +95,10 @@ pub(crate) async fn connect(c: &NatsConfig) -> Result<async_nats::Client, Connec
         opts = opts.token(secrets::reveal(t).map_err(|e| ConnectorError::Config(format!("{target}: token: {e}")))?);
     }
     let urls: Vec<String> = c.url.split(',').map(|u| u.trim().to_string()).collect();
+    crate::egress::check_servers(&c.url, 4222).await.map_err(|e| crate::egress::named(e, &target))?;
+    // Only the configured servers: the ones a server advertises are not checked by the
+    // egress policy.
+    opts = opts.ignore_discovered_servers();
     let connect = async_nats::connect_with_options(urls.join(","), opts);
     match tokio::time::timeout(Duration::from_secs(c.connect_timeout), connect).await {
         Ok(Ok(client)) => Ok(client),

@@ -152,6 +152,7 @@ pub(crate) fn target(c: &RabbitmqConfig) -> String {
 pub(crate) async fn connect(c: &RabbitmqConfig) -> Result<Connection, ConnectorError> {
     let e = endpoint(&c.url)?;
     let target = e.target();
+    crate::egress::resolve_checked(&e.host, e.port).await.map_err(|err| crate::egress::named(err, &target))?;
     let mut args = OpenConnectionArguments::new(&e.host, e.port, &e.user, &e.password);
     args.virtual_host(&e.vhost).connection_name("dagg");
     match tokio::time::timeout(

@@ -34,7 +34,7 @@ pub use sink::RestSink;
 pub use source::RestSource;
 
 use crate::ConnectorError;
-use crate::secrets;
+use crate::{egress, secrets};
 
 /// How much of a response body an error message quotes.
 const EXCERPT: usize = 300;
@@ -43,6 +43,8 @@ const EXCERPT: usize = 300;
 pub(crate) const MAX_BODY: usize = 64 << 20;
 /// A token this close to its expiry is fetched again before use.
 const TOKEN_MARGIN: Duration = Duration::from_secs(60);
+/// Redirects followed for one request.
+const MAX_REDIRECTS: usize = 10;
 
 /// Credentials, revealed once when the connector opens.
 enum Auth {
@@ -89,6 +91,10 @@ impl Http {
             .connect_timeout(timeout)
             .timeout(timeout)
             .user_agent(concat!("dagg/", env!("CARGO_PKG_VERSION")))
+            // Names resolve through the egress policy, and redirects are followed by
+            // `exchange`, which checks each hop and keeps credentials to the first origin.
+            .dns_resolver(egress::Resolver)
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| ConnectorError::Config(format!("{shown}: cannot build an HTTP client: {e}")))?;
         let p = &c.auth_params;
@@ -189,6 +195,7 @@ impl Http {
             return Ok(Some(t.clone()));
         }
         let shown = shown_url(token_url, None);
+        egress::check_url(token_url).await.map_err(|e| egress::named(e, &shown))?;
         let form = {
             let mut form = url::form_urlencoded::Serializer::new(String::new());
             form.append_pair("grant_type", "client_credentials");
@@ -237,31 +244,7 @@ impl Http {
         loop {
             self.pace().await;
             let token = self.oauth_token(false).await?;
-            let mut req = self.client.request(method_of(method), url.clone()).headers(self.headers.clone()).header(reqwest::header::ACCEPT, "application/json");
-            req = match &self.auth {
-                Auth::Header { name, value } => req.header(name, value),
-                Auth::Bearer(t) => req.bearer_auth(t),
-                Auth::Basic { username, password } => req.basic_auth(username, password.as_ref()),
-                _ => req,
-            };
-            if let Some(t) = token {
-                req = req.bearer_auth(t);
-            }
-            if let Some(b) = body {
-                req = req.json(b);
-            }
-            let outcome = match req.send().await {
-                Ok(resp) => {
-                    let status = resp.status();
-                    let headers = resp.headers().clone();
-                    match read_capped(resp, MAX_BODY).await {
-                        Ok(b) => Ok((status, headers, b)),
-                        Err(Capped::Net(e)) => Err(e),
-                        Err(Capped::TooLarge) => return Err(too_large(&shown)),
-                    }
-                }
-                Err(e) => Err(e),
-            };
+            let outcome = self.exchange(method_of(method), &url, body, token.as_deref(), &shown).await?;
             let wait = match outcome {
                 Ok((status, headers, body)) => {
                     if status == StatusCode::UNAUTHORIZED && matches!(self.auth, Auth::Oauth2 { .. }) && !refreshed {
@@ -295,6 +278,76 @@ impl Http {
             attempt += 1;
             tokio::time::sleep(wait.min(self.max_delay)).await;
         }
+    }
+
+    /// One request and the redirects after it (at most [`MAX_REDIRECTS`]): every hop is
+    /// checked by the egress policy before it is sent, and the authentication, the token
+    /// and the configured headers go only to the first URL's origin (scheme, host, port).
+    /// The outer error is final (refused, too large); the inner one is a network error that
+    /// may be retried.
+    async fn exchange(
+        &self,
+        method: reqwest::Method,
+        first: &Url,
+        body: Option<&Json>,
+        token: Option<&str>,
+        shown: &str,
+    ) -> Result<Result<(StatusCode, HeaderMap, Vec<u8>), reqwest::Error>, ConnectorError> {
+        let origin = first.origin();
+        let (mut method, mut body, mut url) = (method, body, first.clone());
+        for hop in 0..=MAX_REDIRECTS {
+            egress::check_url(&url).await.map_err(|e| egress::named(e, &self.shown(&url)))?;
+            let mut req = self.client.request(method.clone(), url.clone()).header(reqwest::header::ACCEPT, "application/json");
+            if url.origin() == origin {
+                req = req.headers(self.headers.clone());
+                req = match &self.auth {
+                    Auth::Header { name, value } => req.header(name, value),
+                    Auth::Bearer(t) => req.bearer_auth(t),
+                    Auth::Basic { username, password } => req.basic_auth(username, password.as_ref()),
+                    _ => req,
+                };
+                if let Some(t) = token {
+                    req = req.bearer_auth(t);
+                }
+            }
+            if let Some(b) = body {
+                req = req.json(b);
+            }
+            let resp = match req.send().await {
+                Ok(r) => r,
+                Err(e) => return Ok(Err(e)),
+            };
+            let status = resp.status();
+            let location = resp.headers().get(reqwest::header::LOCATION).and_then(|l| l.to_str().ok());
+            if status.is_redirection() && status != StatusCode::NOT_MODIFIED
+                && let Some(location) = location
+            {
+                if hop == MAX_REDIRECTS {
+                    return Err(ConnectorError::Http { url: shown.to_string(), reason: format!("more than {MAX_REDIRECTS} redirects") });
+                }
+                let next = url
+                    .join(location)
+                    .map_err(|e| ConnectorError::Http { url: shown.to_string(), reason: format!("{status} to `{location}`, which is not a URL: {e}") })?;
+                if !matches!(next.scheme(), "http" | "https") {
+                    return Err(ConnectorError::Http { url: shown.to_string(), reason: format!("{status} to a `{}` URL, which is not followed", next.scheme()) });
+                }
+                if status == StatusCode::SEE_OTHER
+                    || (matches!(status, StatusCode::MOVED_PERMANENTLY | StatusCode::FOUND) && method == reqwest::Method::POST)
+                {
+                    method = reqwest::Method::GET;
+                    body = None;
+                }
+                url = next;
+                continue;
+            }
+            let headers = resp.headers().clone();
+            return match read_capped(resp, MAX_BODY).await {
+                Ok(b) => Ok(Ok((status, headers, b))),
+                Err(Capped::Net(e)) => Ok(Err(e)),
+                Err(Capped::TooLarge) => Err(too_large(shown)),
+            };
+        }
+        unreachable!("the last hop returns")
     }
 
     fn backoff(&self, attempt: u32) -> Duration {

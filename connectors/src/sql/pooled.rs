@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dagg_model::{Record, Value};
-use dagg_model::spec::connector::DatabaseConfig;
+use dagg_model::spec::connector::{DatabaseConfig, Engine};
 use futures_util::TryStreamExt;
 use futures_util::future::BoxFuture;
 use futures_util::stream::BoxStream;
@@ -74,6 +74,30 @@ pub(crate) struct Pooled<D: Driver> {
     options: <D::Connection as Connection>::Options,
     target: String,
     timeout: Duration,
+    gate: Arc<Gate>,
+}
+
+/// The server's host and port, checked against the egress policy once, before the first
+/// connection.
+struct Gate {
+    host: String,
+    port: u16,
+    verdict: tokio::sync::OnceCell<Result<(), String>>,
+}
+
+impl Gate {
+    /// Whether the egress policy lets the pool reach its server: `Err` says why not.
+    async fn admit(&self) -> Result<(), String> {
+        self.verdict
+            .get_or_init(|| async {
+                crate::egress::resolve_checked(&self.host, self.port).await.map(|_| ()).map_err(|e| match e {
+                    ConnectorError::Connect { reason, .. } => reason,
+                    other => other.to_string(),
+                })
+            })
+            .await
+            .clone()
+    }
 }
 
 impl<D: Driver> Pooled<D> {
@@ -87,7 +111,18 @@ impl<D: Driver> Pooled<D> {
             .acquire_timeout(timeout)
             .idle_timeout(Duration::from_secs(600))
             .connect_lazy_with(options.clone());
-        Ok(Pooled { pool, options, target, timeout })
+        let engine = match D::DIALECT {
+            Dialect::Postgres => Engine::Postgres,
+            Dialect::Mysql => Engine::Mysql,
+        };
+        let port = c.port.unwrap_or(engine.default_port());
+        let gate = Arc::new(Gate { host: c.host.clone(), port, verdict: tokio::sync::OnceCell::new() });
+        Ok(Pooled { pool, options, target, timeout, gate })
+    }
+
+    /// [`Gate::admit`] as a database error.
+    async fn admit(&self) -> Result<(), sqlx::Error> {
+        self.gate.admit().await.map_err(|reason| sqlx::Error::Configuration(reason.into()))
     }
 }
 
@@ -152,6 +187,7 @@ impl<D: Driver> Backend for Pooled<D> {
 
     async fn probe(&self) -> Result<String, ConnectorError> {
         let attempt = async {
+            self.admit().await?;
             let mut conn = self.options.connect().await?;
             let row = D::fetch(&mut conn, D::VERSION_SQL.to_string(), vec![]).try_next().await?;
             let record = row.as_ref().map(D::decode_row).transpose().map_err(|e| sqlx::Error::Decode(e.into()))?;
@@ -171,10 +207,12 @@ impl<D: Driver> Backend for Pooled<D> {
 
     fn stream(&self, sql: String, params: Vec<Param>, cursor_field: Option<String>, size: usize, out: mpsc::Sender<StreamMsg>) {
         let pool = self.pool.clone();
+        let gate = self.gate.clone();
         let target = self.target.clone();
         let timeout = self.timeout;
         tokio::spawn(async move {
             let result = async {
+                gate.admit().await.map_err(|reason| ConnectorError::Connect { target: target.clone(), reason })?;
                 let mut conn = pool.acquire().await.map_err(|e| db_error(&target, timeout, e))?;
                 let finished = send_rows::<D>(&mut *conn, sql, params, cursor_field, size, &target, timeout, &out).await?;
                 if !finished {
@@ -197,12 +235,14 @@ impl<D: Driver> Backend for Pooled<D> {
     }
 
     async fn fetch_all(&self, sql: &str, params: Vec<Param>) -> Result<Vec<Record>, sqlx::Error> {
+        self.admit().await?;
         let mut conn = self.pool.acquire().await?;
         let rows: Vec<D::Row> = D::fetch(&mut conn, sql.to_string(), params).try_collect().await?;
         rows.iter().map(|r| D::decode_row(r).map_err(|e| sqlx::Error::Decode(e.into()))).collect()
     }
 
     async fn begin(&self) -> Result<Self::Tx, sqlx::Error> {
+        self.admit().await?;
         self.pool.begin().await
     }
 
