@@ -54,6 +54,9 @@ pub enum ApiError {
     UnsupportedMediaType,
     #[error("too many attempts; try again in {retry_after} s")]
     TooManyRequests { retry_after: u64 },
+    /// 503 with `Retry-After`: the server is at its capacity for this work (password checks).
+    #[error("the server is busy; try again in {retry_after} s")]
+    Busy { retry_after: u64 },
     /// 503: a dependency (storage) is not ready.
     #[error("{0}")]
     Unavailable(String),
@@ -99,6 +102,7 @@ impl ApiError {
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -115,6 +119,7 @@ impl ApiError {
             ApiError::PayloadTooLarge => "payload_too_large",
             ApiError::UnsupportedMediaType => "unsupported_media_type",
             ApiError::TooManyRequests { .. } => "too_many_requests",
+            ApiError::Busy { .. } => "busy",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Internal(_) => "internal",
         }
@@ -156,7 +161,7 @@ impl IntoResponse for ApiError {
         let status = self.status();
         let code = self.code().to_string();
         let retry_after = match &self {
-            ApiError::TooManyRequests { retry_after } => Some(*retry_after),
+            ApiError::TooManyRequests { retry_after } | ApiError::Busy { retry_after } => Some(*retry_after),
             _ => None,
         };
         let (message, details) = match self {

@@ -40,7 +40,7 @@ use tower_http::set_header::SetResponseHeaderLayer;
 
 use dagg_control::secrets::MasterKey;
 
-use crate::auth::{JwtKeys, LoginLimiter};
+use crate::auth::{JwtKeys, LoginLimiter, LoginLimits, PasswordChecks, TrustedProxies};
 use crate::meta::{MetaCommand, MetaStore, Role, User};
 
 /// How the API runs. [`ApiConfig::new`] gives the defaults `dagg serve` documents.
@@ -61,9 +61,25 @@ pub struct ApiConfig {
     pub jwt_secret: Option<String>,
     /// The first admin's password; generated (and printed once) when absent.
     pub admin_password: Option<String>,
-    /// Failed logins per username and address before 429.
+    /// Failed logins of one account (within `login_window`) before it is locked (429 with
+    /// `Retry-After` until the lockout ends, whatever the password).
     pub login_max_failures: usize,
+    /// Failed logins from one client address, whatever the accounts (within
+    /// `login_window`), before that address is refused.
+    pub login_max_failures_per_address: usize,
+    /// How long a failed login counts.
     pub login_window: Duration,
+    /// An account's first lockout; each further one lasts twice the one before (until a
+    /// success, or a quiet `login_window`), up to `login_max_lockout`.
+    pub login_lockout: Duration,
+    pub login_max_lockout: Duration,
+    /// Password checks (Argon2) that may run at once; default: the CPU count.
+    pub password_checks: usize,
+    /// How long a login waits for a password check to start before the answer is 503.
+    pub password_check_wait: Duration,
+    /// Proxies whose `X-Forwarded-For` names the client; none by default (the client is
+    /// the socket's peer, and the header is ignored).
+    pub trusted_proxies: TrustedProxies,
     /// File connector paths of API-created pipelines must stay inside `<data-dir>/files`.
     pub restrict_file_paths: bool,
     /// Seconds between progress events of a running run on `/ws`.
@@ -95,7 +111,13 @@ impl ApiConfig {
             jwt_secret: None,
             admin_password: None,
             login_max_failures: 5,
+            login_max_failures_per_address: 20,
             login_window: Duration::from_secs(15 * 60),
+            login_lockout: Duration::from_secs(60),
+            login_max_lockout: Duration::from_secs(3600),
+            password_checks: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            password_check_wait: Duration::from_secs(2),
+            trusted_proxies: TrustedProxies::default(),
             restrict_file_paths: true,
             progress_interval: Duration::from_secs(1),
             master_key: None,
@@ -132,6 +154,8 @@ pub struct Inner {
     pub control: ControlPlane,
     pub jwt: JwtKeys,
     pub limiter: LoginLimiter,
+    /// Bounds the password checks running at once.
+    pub password_checks: PasswordChecks,
     pub started: Instant,
 }
 
@@ -261,8 +285,15 @@ impl AppState {
             }
         }
         let jwt = JwtKeys::new(secret.as_bytes(), config.access_ttl);
-        let limiter = LoginLimiter::new(config.login_max_failures, config.login_window);
-        let state = AppState(Arc::new(Inner { config, control, jwt, limiter, started: Instant::now() }));
+        let limiter = LoginLimiter::new(LoginLimits {
+            per_account: config.login_max_failures,
+            per_address: config.login_max_failures_per_address,
+            window: config.login_window,
+            lockout: config.login_lockout,
+            max_lockout: config.login_max_lockout,
+        });
+        let password_checks = PasswordChecks::new(config.password_checks, config.password_check_wait);
+        let state = AppState(Arc::new(Inner { config, control, jwt, limiter, password_checks, started: Instant::now() }));
         if state.meta.node().is_none() {
             runner::end_orphaned_runs(&state.control)?;
         }

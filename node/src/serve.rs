@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use dagg_control::cluster::{Meta, MetaMachine, placement};
 use dagg_control::meta::MetaStore;
+use dagg_api::auth::{Cidr, TrustedProxies};
 use dagg_api::{ApiConfig, AppState};
 use dagg_cluster::{ClusterConfig, ClusterNode, PeerAuth, PeerCerts, PeerNode};
 use serde::Deserialize;
@@ -78,9 +79,19 @@ pub struct ServeArgs {
     /// Lifetime of refresh tokens, seconds.
     #[arg(long, env = "DAGG_REFRESH_TOKEN_TTL", default_value_t = 30 * 86_400, value_parser = clap::value_parser!(u64).range(60..=31_536_000))]
     pub refresh_token_ttl: u64,
-    /// Failed logins per username and client address (within 15 minutes) before 429.
+    /// Failed logins of one account (within 15 minutes, from any address) before it is
+    /// locked: 429 for a minute, twice as long at each further lockout, up to an hour.
     #[arg(long, env = "DAGG_LOGIN_MAX_FAILURES", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=1000))]
     pub login_max_failures: u64,
+    /// Failed logins from one client address (within 15 minutes, on any accounts) before
+    /// that address gets 429.
+    #[arg(long, env = "DAGG_LOGIN_MAX_FAILURES_PER_ADDRESS", default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub login_max_failures_per_address: u64,
+    /// Reverse proxies (addresses or CIDRs, comma-separated) whose `X-Forwarded-For` header
+    /// names the client for the login limits. None: the client is the connection's peer and
+    /// the header is ignored.
+    #[arg(long = "trusted-proxy", env = "DAGG_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<Cidr>,
     /// Let API-made pipelines read and write files anywhere the server can (by default their
     /// file paths must stay inside `<data-dir>/files`).
     #[arg(long, env = "DAGG_ALLOW_ANY_FILE_PATH")]
@@ -144,6 +155,9 @@ struct FileConfig {
     tls_cert: Option<PathBuf>,
     #[serde(alias = "tls_key")]
     tls_key: Option<PathBuf>,
+    /// `--trusted-proxy`: a list of addresses or CIDRs.
+    #[serde(alias = "trusted_proxy")]
+    trusted_proxy: Option<Vec<String>>,
 }
 
 /// `peers` in a file: the flag's text, or a map of id to address.
@@ -221,6 +235,8 @@ pub struct Settings {
     pub peer_security: PeerSecurity,
     /// The API's certificate and key, for HTTPS.
     pub api_tls: Option<(PathBuf, PathBuf)>,
+    /// Proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: TrustedProxies,
 }
 
 /// How the peer port is protected.
@@ -304,6 +320,10 @@ impl ServeArgs {
             (Some(_), None) => return Err("--tls-cert needs --tls-key".into()),
             (None, Some(_)) => return Err("--tls-key needs --tls-cert".into()),
         };
+        let trusted_proxies = match (self.trusted_proxies.is_empty(), file.trusted_proxy) {
+            (true, Some(list)) => list.iter().map(|c| c.parse::<Cidr>().map_err(|e| format!("trusted-proxy: {e}"))).collect::<Result<Vec<_>, _>>()?,
+            _ => self.trusted_proxies.clone(),
+        };
         Ok(Settings {
             node_id,
             api_addr: self.api_addr.or(file.api_addr).unwrap_or_else(|| DEFAULT_API_ADDR.parse().expect("the default parses")),
@@ -316,6 +336,7 @@ impl ServeArgs {
             data_dir,
             peer_security,
             api_tls,
+            trusted_proxies: TrustedProxies(trusted_proxies),
         })
     }
 
@@ -328,6 +349,8 @@ impl ServeArgs {
         c.access_ttl = Duration::from_secs(self.access_token_ttl);
         c.refresh_ttl = Duration::from_secs(self.refresh_token_ttl);
         c.login_max_failures = self.login_max_failures as usize;
+        c.login_max_failures_per_address = self.login_max_failures_per_address as usize;
+        c.trusted_proxies = s.trusted_proxies.clone();
         c.restrict_file_paths = !self.allow_any_file_path;
         c.admin_password = std::env::var("DAGG_ADMIN_PASSWORD").ok().filter(|p| !p.is_empty());
         c.jwt_secret = std::env::var("DAGG_JWT_SECRET").ok().filter(|p| !p.is_empty());

@@ -35,11 +35,23 @@ fn start(admin_password: Option<&str>) -> Server {
     server
 }
 
+/// [`start`] with more options for `dagg serve`.
+fn start_with(admin_password: Option<&str>, args: &[&str]) -> Server {
+    let dir = tempfile::Builder::new().prefix("dagg-serve").tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let mut server = start_in_with(dir.path(), admin_password, args);
+    server._dir = Some(dir);
+    server
+}
+
 /// Starts `dagg serve` on a free loopback port with the data directory `data` (no master
 /// key, token secret or cluster options from the test's environment).
 fn start_in(data: &std::path::Path, admin_password: Option<&str>) -> Server {
+    start_in_with(data, admin_password, &[])
+}
+
+fn start_in_with(data: &std::path::Path, admin_password: Option<&str>, args: &[&str]) -> Server {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_dagg"));
-    cmd.args(["serve", "--api-addr", "127.0.0.1:0"]).env("DAGG_DATA_DIR", data).env_remove("DAGG_ADMIN_PASSWORD").stdout(Stdio::null()).stderr(Stdio::piped());
+    cmd.args(["serve", "--api-addr", "127.0.0.1:0"]).args(args).env("DAGG_DATA_DIR", data).env_remove("DAGG_ADMIN_PASSWORD").stdout(Stdio::null()).stderr(Stdio::piped());
     for v in ["DAGG_MASTER_KEY", "DAGG_MASTER_KEY_FILE", "DAGG_JWT_SECRET", "DAGG_PEERS", "DAGG_JOIN", "DAGG_CONFIG", "DAGG_HOME"] {
         cmd.env_remove(v);
     }
@@ -89,6 +101,78 @@ impl Server {
         let auth = format!("Bearer {token}");
         http(&self.addr, method, path, &[("Authorization", auth.as_str()), ("Content-Type", "application/json")], body)
     }
+}
+
+// ---------- logins ----------
+
+/// Wrong-password logins all at once (each `(username, extra headers)`), each on its own
+/// connection:
+/// the statuses, in order.
+fn concurrent_logins(addr: &str, logins: Vec<(String, Vec<(String, String)>)>) -> Vec<u16> {
+    let start = std::sync::Arc::new(std::sync::Barrier::new(logins.len()));
+    let threads: Vec<_> = logins
+        .into_iter()
+        .map(|(user, headers)| {
+            let (addr, start) = (addr.to_string(), start.clone());
+            std::thread::spawn(move || {
+                let mut h: Vec<(&str, &str)> = vec![("Content-Type", "application/json")];
+                h.extend(headers.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+                start.wait();
+                http(&addr, "POST", "/auth/login", &h, Some(&json!({"username": user, "password": "not-the-password"}))).0
+            })
+        })
+        .collect();
+    threads.into_iter().map(|t| t.join().expect("a login thread")).collect()
+}
+
+fn count(statuses: &[u16], status: u16) -> usize {
+    statuses.iter().filter(|s| **s == status).count()
+}
+
+#[test]
+fn forty_concurrent_wrong_passwords_for_one_account_get_at_most_five_checks() {
+    let server = start(Some("the-admin-password"));
+    let statuses = concurrent_logins(&server.addr, (0..40).map(|_| ("admin".to_string(), Vec::new())).collect());
+    let (unauthorized, limited) = (count(&statuses, 401), count(&statuses, 429));
+    assert!((1..=5).contains(&unauthorized), "{unauthorized} got 401: {statuses:?}");
+    assert_eq!(unauthorized + limited, 40, "the rest get 429: {statuses:?}");
+    // The account is locked now, for the right password too.
+    let (status, _) = http(&server.addr, "POST", "/auth/login", &[("Content-Type", "application/json")], Some(&json!({"username": "admin", "password": "the-admin-password"})));
+    assert_eq!(status, 429);
+}
+
+#[test]
+fn two_hundred_concurrent_logins_are_answered_in_time_with_the_node_under_300_mib() {
+    // No address limit in the way: every login reaches the password check.
+    let server = start_with(Some("the-admin-password"), &["--login-max-failures-per-address", "100000"]);
+    let began = std::time::Instant::now();
+    let statuses = concurrent_logins(&server.addr, (0..200).map(|i| (if i % 10 == 0 { "admin".to_string() } else { format!("user-{i}") }, Vec::new())).collect());
+    let took = began.elapsed();
+    assert!(statuses.iter().all(|s| [401, 429, 503].contains(s)), "{statuses:?}");
+    assert!(count(&statuses, 503) > 0, "the password checks were never full: {statuses:?}");
+    assert!(took < Duration::from_secs(60), "took {took:?}");
+    let status = std::fs::read_to_string(format!("/proc/{}/status", server.child.id())).unwrap();
+    let peak_kib: u64 = status.lines().find_map(|l| l.strip_prefix("VmHWM:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok()).expect("VmHWM");
+    assert!(peak_kib < 300 * 1024, "the node peaked at {} MiB", peak_kib / 1024);
+}
+
+#[test]
+fn x_forwarded_for_names_the_client_only_behind_a_trusted_proxy() {
+    // Three failures from one address, each on its own account and with its own
+    // X-Forwarded-For; the fourth from that address shows what was counted.
+    let attempts = |server: &Server| -> Vec<u16> {
+        (1..=4)
+            .map(|i| {
+                let forwarded = format!("198.51.100.{i}");
+                let headers = [("Content-Type", "application/json"), ("X-Forwarded-For", forwarded.as_str())];
+                http(&server.addr, "POST", "/auth/login", &headers, Some(&json!({"username": format!("user-{i}"), "password": "wrong-password"}))).0
+            })
+            .collect()
+    };
+    let untrusted = start_with(Some("the-admin-password"), &["--login-max-failures-per-address", "3"]);
+    assert_eq!(attempts(&untrusted), [401, 401, 401, 429], "the header from an untrusted peer changes nothing");
+    let proxied = start_with(Some("the-admin-password"), &["--login-max-failures-per-address", "3", "--trusted-proxy", "127.0.0.0/8"]);
+    assert_eq!(attempts(&proxied), [401, 401, 401, 401], "behind a trusted proxy each client counts apart");
 }
 
 #[test]

@@ -79,13 +79,17 @@ fn tokens(state: &AppState, user: &User, session: &Session, refresh_token: Strin
 
 /// Logs in with a username (or e-mail address) and password.
 ///
-/// Failed attempts are limited per username and client address: past the limit the answer is
-/// 429 with `Retry-After`.
+/// Every attempt counts before its password is checked. Past the limit of failures of the
+/// account (a lockout that doubles each time) or of the client address the answer is 429
+/// with `Retry-After`; when the server's password checks are all busy, 503 with
+/// `Retry-After`.
 #[utoipa::path(post, path = "/auth/login", tag = "auth", request_body = LoginRequest,
     responses(
         (status = 200, description = "Logged in", body = TokenResponse),
         (status = 401, description = "Wrong username or password", body = ErrorBody),
         (status = 429, description = "Too many failed attempts", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        (status = 503, description = "Too many logins at once; nothing was counted", body = ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds to wait"))),
     ))]
 async fn login(State(state): State<AppState>, ClientIp(ip): ClientIp, ApiJson(req): ApiJson<LoginRequest>) -> ApiResult<axum::Json<TokenResponse>> {
@@ -94,16 +98,15 @@ async fn login(State(state): State<AppState>, ClientIp(ip): ClientIp, ApiJson(re
         (_, Some(e)) if !e.trim().is_empty() => e.trim().to_string(),
         _ => return Err(ApiError::field("username", "give a username or an e-mail address")),
     };
-    if let Err(wait) = state.limiter.check(&login, &ip) {
-        return Err(ApiError::TooManyRequests { retry_after: wait });
-    }
+    // Counted now, so attempts running at once cannot pass the limit together.
+    let attempt = state.limiter.begin(&login, &ip).map_err(|wait| ApiError::TooManyRequests { retry_after: wait })?;
     let found = state.meta.user_by_login(&login)?;
-    let Some(user) = auth::check_login(req.password, found).await? else {
-        state.limiter.failed(&login, &ip);
+    let Some(user) = state.password_checks.check_login(req.password, found).await? else {
+        attempt.failed();
         tracing::info!(login = %login, ip = %ip, "failed login");
         return Err(ApiError::Unauthorized("wrong username or password".into()));
     };
-    state.limiter.succeeded(&login, &ip);
+    attempt.succeeded();
     let refresh = auth::new_refresh_token();
     let now = Utc::now();
     let session = Session {
@@ -179,7 +182,7 @@ pub struct PasswordChange {
     responses((status = 204, description = "Changed")))]
 async fn change_password(State(state): State<AppState>, Viewer(p): Viewer, ApiJson(req): ApiJson<PasswordChange>) -> ApiResult<StatusCode> {
     auth::check_password_rules(&req.new_password).map_err(|_| ApiError::field("new_password", "must have 8 to 1024 characters"))?;
-    if auth::check_login(req.current_password, Some(p.user.clone())).await?.is_none() {
+    if state.password_checks.check_login(req.current_password, Some(p.user.clone())).await?.is_none() {
         return Err(ApiError::field("current_password", "is wrong"));
     }
     let hash = auth::hash_password_async(req.new_password).await?;

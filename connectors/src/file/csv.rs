@@ -17,7 +17,7 @@ use dagg_model::{Map, Position, Str, Value};
 use memchr::{memchr, memchr_iter, memchr2};
 
 use super::input::{Input, too_large};
-use super::source::{Cursor, Emitter, Stop};
+use super::reader::{Cursor, Emitter, Stop};
 use crate::ConnectorError;
 
 #[derive(Clone, Copy, Debug)]

@@ -20,7 +20,7 @@ use memchr::{memchr_iter, memchr2};
 
 use super::input::{Input, too_deep, too_large};
 use super::jsonl::{is_depth_error, parse_object, without_position};
-use super::source::{Cursor, Emitter, Stop, start_at};
+use super::reader::{Cursor, Emitter, Stop, start_at};
 use crate::ConnectorError;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -463,7 +463,7 @@ mod tests {
         // The reader's buffer never grows past its size when elements fit in it.
         let mut input = Input::open(&p, false, 256).unwrap();
         let (tx, mut rx) = tokio::sync::mpsc::channel(1);
-        let mut out = Emitter::for_test(tx, 100);
+        let mut out = Emitter::new(tx, 100);
         let t = std::thread::spawn(move || {
             read(&mut input, Cursor::start(0), &mut out).ok();
             input.capacity()

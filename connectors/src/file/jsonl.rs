@@ -10,7 +10,7 @@ use dagg_model::{Map, Position};
 use memchr::memchr;
 
 use super::input::{Input, too_deep, too_large};
-use super::source::{Cursor, Emitter, Stop, start_at};
+use super::reader::{Cursor, Emitter, Stop, start_at};
 
 pub(crate) fn read(input: &mut Input, at: Cursor, out: &mut Emitter) -> Result<(), Stop> {
     start_at(input, at)?;
@@ -191,7 +191,7 @@ mod tests {
         e.write_all(b"\"}\n{\"a\":2}\n").unwrap();
         e.finish().unwrap();
         let (tx, mut rx) = tokio::sync::mpsc::channel(1 << 10);
-        let mut out = Emitter::for_test(tx, 7);
+        let mut out = Emitter::new(tx, 7);
         let mut input = Input::open(&p, true, 4096).unwrap().with_max_record(1 << 20);
         assert!(read(&mut input, Cursor::start(0), &mut out).is_ok());
         assert!(input.capacity() <= 4 << 20, "the buffer grew to {}", input.capacity());

@@ -36,8 +36,8 @@ use parquet::file::writer::SerializedFileWriter;
 use parquet::record::Field;
 use parquet::schema::types::Type;
 
+use super::reader::{Cursor, Emitter, Stop};
 use super::sink::FileSink;
-use super::source::{Cursor, Emitter, Stop};
 use crate::{ConnectorError, SinkConnector};
 
 /// Rows per row group the sink writes.
@@ -282,7 +282,7 @@ pub struct ParquetSink {
 
 impl ParquetSink {
     pub fn open(config: &FileConfig, base_dir: &Path) -> Result<ParquetSink, ConnectorError> {
-        let target = super::resolve(base_dir, &config.path);
+        let target = super::path::resolve(base_dir, &config.path);
         let name = target.file_name().map(|n| n.to_string_lossy().into_owned()).ok_or_else(|| ConnectorError::Config(format!("destination `{}` does not name a file", target.display())))?;
         let stage_path = target.with_file_name(format!(".{name}.dagg-stage.jsonl"));
         let staging = FileConfig { path: stage_path.display().to_string(), format: FileFormat::Jsonl, compression: None, ..config.clone() };

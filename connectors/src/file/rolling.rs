@@ -13,9 +13,11 @@
 use std::path::{Path, PathBuf};
 
 use dagg_model::Record;
-use dagg_model::spec::connector::FileConfig;
+use dagg_model::spec::connector::{FileConfig, FileFormat};
 use serde_json::json;
 
+use super::parquet::ParquetSink;
+use super::sink::FileSink;
 use crate::{ConnectorError, SinkConnector};
 
 /// A part: its sink and what it holds.
@@ -57,7 +59,7 @@ pub(crate) fn part_path(target: &Path, index: u32) -> PathBuf {
 
 impl RollingSink {
     pub fn open(config: &FileConfig, base_dir: &Path) -> Result<RollingSink, ConnectorError> {
-        let target = super::resolve(base_dir, &config.path);
+        let target = super::path::resolve(base_dir, &config.path);
         if target.file_name().is_none() {
             return Err(ConnectorError::Config(format!("destination `{}` does not name a file", target.display())));
         }
@@ -77,7 +79,7 @@ impl RollingSink {
     fn open_part(&self, index: u32) -> Result<Box<dyn SinkConnector>, ConnectorError> {
         let path = part_path(&self.target, index);
         let c = FileConfig { path: path.display().to_string(), ..self.config.clone() };
-        super::open_sink(&c, &self.base_dir)
+        open_file(&c, &self.base_dir)
     }
 
     /// The index the next new part gets.
@@ -209,10 +211,18 @@ impl SinkConnector for RollingSink {
     }
 }
 
+/// The sink for one whole file: Parquet stages its records (see [`super::parquet`]); every
+/// other format writes the file itself.
+pub(super) fn open_file(config: &FileConfig, base_dir: &Path) -> Result<Box<dyn SinkConnector>, ConnectorError> {
+    Ok(match config.format {
+        FileFormat::Parquet => Box::new(ParquetSink::open(config, base_dir)?),
+        _ => Box::new(FileSink::open(config, base_dir)?),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use dagg_model::spec::connector::FileFormat;
 
     fn config(path: &str, max_records: Option<u64>, max_file_size: Option<u64>) -> FileConfig {
         FileConfig { path: path.into(), format: FileFormat::Jsonl, max_records, max_file_size, ..crate::file::tests_config() }

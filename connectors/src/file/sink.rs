@@ -86,7 +86,7 @@ pub struct FileSink {
 impl FileSink {
     /// Prepares the sink: creates missing parent folders; writes nothing yet.
     pub fn open(config: &FileConfig, base_dir: &Path) -> Result<FileSink, ConnectorError> {
-        let target = super::resolve(base_dir, &config.path);
+        let target = super::path::resolve(base_dir, &config.path);
         let Some(name) = target.file_name() else {
             return Err(ConnectorError::Config(format!("destination `{}` does not name a file", target.display())));
         };

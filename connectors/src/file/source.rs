@@ -6,16 +6,18 @@
 //! Each item (record or bad input) carries the [`Cursor`] right after it, so the
 //! checkpoint covers exactly what `next_batch` returned even when a chunk is split.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use dagg_model::spec::connector::FileFormat;
+use dagg_model::spec::connector::{Compression, FileConfig, FileFormat};
+use dagg_model::spec::pipeline::Limits;
 use dagg_model::{Batch, Map, Position, Record, Value};
 use serde_json::json;
 use tokio::sync::mpsc;
 
 use super::input::{BUF_SIZE, Input};
-use super::{csv, json, jsonl, parquet, xml};
+use super::reader::{Chunk, Cursor, Emitter, Stop};
+use super::{csv, json, jsonl, parquet, path, xml};
 use crate::{BadInput, ConnectorError, SourceBatch, SourceConnector};
 
 /// Chunks the reader may have ready ahead of the consumer.
@@ -24,124 +26,6 @@ const CHANNEL_CHUNKS: usize = 2;
 const MAX_CHUNK: usize = 16_384;
 /// Checkpoint layout version.
 const CHECKPOINT_VERSION: u64 = 1;
-
-/// A place in the source: the byte `offset` in file `unit` (decompressed), the `line` that
-/// byte is on, and for JSON arrays how many `elements` come before it.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(crate) struct Cursor {
-    pub unit: u32,
-    pub offset: u64,
-    pub line: u64,
-    pub elements: u64,
-}
-
-impl Cursor {
-    pub fn start(unit: usize) -> Cursor {
-        Cursor { unit: unit as u32, offset: 0, line: 1, elements: 0 }
-    }
-}
-
-/// Why a format reader stopped early.
-pub(crate) enum Stop {
-    /// The source was dropped or sought elsewhere: nobody wants more.
-    Closed,
-    Failed(ConnectorError),
-}
-
-impl From<ConnectorError> for Stop {
-    fn from(e: ConnectorError) -> Stop {
-        Stop::Failed(e)
-    }
-}
-
-/// What the reader thread sends: items in file order, each with the cursor after it.
-#[derive(Default)]
-pub(crate) struct Chunk {
-    records: Vec<Record>,
-    positions: Vec<Position>,
-    ends: Vec<Cursor>,
-    bad: Vec<BadInput>,
-    bad_ends: Vec<Cursor>,
-    /// For each bad input, how many records of the chunk come before it.
-    bad_at: Vec<usize>,
-    /// The cursor once the whole chunk is consumed.
-    end: Cursor,
-    /// Nothing follows.
-    last: bool,
-}
-
-impl Chunk {
-    fn with_capacity(n: usize) -> Chunk {
-        Chunk {
-            records: Vec::with_capacity(n),
-            positions: Vec::with_capacity(n),
-            ends: Vec::with_capacity(n),
-            ..Chunk::default()
-        }
-    }
-
-    fn items(&self) -> usize {
-        self.records.len() + self.bad.len()
-    }
-
-    #[cfg(test)]
-    pub fn len(&self) -> usize {
-        self.records.len()
-    }
-}
-
-/// The format readers' output: collects items into chunks and sends them. A full chunk
-/// is sent only when the next item arrives, so the end of a file can still move its end
-/// cursor to the next file (a resume then never re-reads a finished file).
-pub(crate) struct Emitter {
-    tx: mpsc::Sender<Result<Chunk, ConnectorError>>,
-    size: usize,
-    cur: Chunk,
-}
-
-impl Emitter {
-    #[inline]
-    pub fn record(&mut self, record: Record, pos: Position, end: Cursor) -> Result<(), Stop> {
-        if self.cur.items() >= self.size {
-            self.send(false)?;
-        }
-        self.cur.records.push(record);
-        self.cur.positions.push(pos);
-        self.cur.ends.push(end);
-        self.cur.end = end;
-        Ok(())
-    }
-
-    pub fn bad(&mut self, position: Position, raw: &[u8], reason: String, end: Cursor) -> Result<(), Stop> {
-        if self.cur.items() >= self.size {
-            self.send(false)?;
-        }
-        let raw = String::from_utf8_lossy(raw).into_owned();
-        self.cur.bad.push(BadInput { position, raw, reason });
-        self.cur.bad_ends.push(end);
-        self.cur.bad_at.push(self.cur.records.len());
-        self.cur.end = end;
-        Ok(())
-    }
-
-    #[cfg(test)]
-    pub fn for_test(tx: mpsc::Sender<Result<Chunk, ConnectorError>>, size: usize) -> Emitter {
-        Emitter { tx, size, cur: Chunk::with_capacity(size) }
-    }
-
-    /// Moves the end of everything emitted so far (at the end of a file).
-    fn set_end(&mut self, end: Cursor) {
-        self.cur.end = end;
-    }
-
-    fn send(&mut self, last: bool) -> Result<(), Stop> {
-        let end = self.cur.end;
-        let mut chunk = std::mem::replace(&mut self.cur, Chunk::with_capacity(self.size));
-        self.cur.end = end;
-        chunk.last = last;
-        self.tx.blocking_send(Ok(chunk)).map_err(|_| Stop::Closed)
-    }
-}
 
 /// The file source. Built by [`crate::open_source`].
 pub struct FileSource {
@@ -207,7 +91,7 @@ impl FileSource {
             max_record: self.max_record,
         };
         let from = self.cursor;
-        let out = Emitter { tx, size, cur: Chunk::with_capacity(size) };
+        let out = Emitter::new(tx, size);
         std::thread::Builder::new()
             .name("dagg-file-read".into())
             .spawn(move || reader.run(from, out))
@@ -222,6 +106,45 @@ impl FileSource {
 
     fn batch(&self, records: Vec<Record>, positions: Vec<Position>, bad: Vec<BadInput>) -> SourceBatch {
         SourceBatch { batch: Batch { records, positions, units: Some(self.units.clone()) }, bad }
+    }
+}
+
+impl FileSource {
+    /// Finds the source's files (expanding a glob) and checks they exist; reads nothing.
+    pub fn open(config: &FileConfig, base_dir: &Path) -> Result<FileSource, ConnectorError> {
+        FileSource::open_limited(config, base_dir, &Limits::default())
+    }
+
+    /// [`FileSource::open`] with the pipeline's `limits` (a record over
+    /// `max_record_bytes` is a bad input, skipped without being held whole).
+    pub fn open_limited(config: &FileConfig, base_dir: &Path, limits: &Limits) -> Result<FileSource, ConnectorError> {
+        let relative = Path::new(&config.path).is_relative();
+        let files = if path::is_glob(&config.path) {
+            path::matches(config, base_dir, relative)?
+        } else {
+            let path = path::resolve(base_dir, &config.path);
+            match std::fs::metadata(&path) {
+                Ok(m) if m.is_dir() => {
+                    return Err(ConnectorError::Config(format!(
+                        "source `{}` is a folder; to read the files in it, use a glob such as `{}/*.jsonl`",
+                        path.display(),
+                        config.path.trim_end_matches('/')
+                    )));
+                }
+                Ok(_) => vec![path],
+                Err(source) => return Err(ConnectorError::Open { path: path.display().to_string(), source }),
+            }
+        };
+        let units = files
+            .iter()
+            .map(|f| {
+                let shown = if relative { f.strip_prefix(base_dir).unwrap_or(f) } else { f };
+                shown.display().to_string()
+            })
+            .collect();
+        let gzip = config.effective_compression() == Compression::Gzip;
+        let record_element = config.record_element.as_deref().unwrap_or(xml::DEFAULT_RECORD);
+        Ok(FileSource::new(files, units, config.format, gzip, config.delimiter_byte(), record_element, limits.max_record_bytes))
     }
 }
 
@@ -376,25 +299,8 @@ impl Reader {
             }
             Ok::<(), Stop>(())
         })();
-        match result {
-            Ok(()) => {
-                let _ = out.send(true);
-            }
-            Err(Stop::Closed) => {}
-            Err(Stop::Failed(e)) => {
-                // Everything before the failure first, then the failure.
-                if out.cur.items() > 0 && out.send(false).is_err() {
-                    return;
-                }
-                let _ = out.tx.blocking_send(Err(e));
-            }
-        }
+        out.finish(result);
     }
-}
-
-/// Moves `input` to where `at` says to start, for formats that need nothing before it.
-pub(crate) fn start_at(input: &mut Input, at: Cursor) -> Result<(), ConnectorError> {
-    if at.offset == 0 { input.skip_bom() } else { input.skip_to(at.offset) }
 }
 
 #[cfg(test)]
@@ -432,7 +338,7 @@ pub(crate) mod testing {
     fn read_all_impl(path: &std::path::Path, format: FileFormat, gzip: bool, buf_size: usize, from: Cursor, record_element: &str, max_record: u64) -> Collected {
         let (tx, mut rx) = mpsc::channel(1 << 16);
         let reader = Reader { files: Arc::new(vec![path.to_path_buf()]), format, gzip, delimiter: b',', record_element: Arc::from(record_element), buf_size, max_record };
-        let out = Emitter { tx, size: 7, cur: Chunk::with_capacity(7) };
+        let out = Emitter::new(tx, 7);
         std::thread::spawn(move || reader.run(from, out)).join().unwrap();
         let mut c = Collected::default();
         while let Ok(msg) = rx.try_recv() {

@@ -41,7 +41,7 @@ use quick_xml::events::{BytesStart, Event};
 use dagg_model::value::MAX_DEPTH;
 
 use super::input::{Input, too_deep, too_large};
-use super::source::{Cursor, Emitter, Stop, start_at};
+use super::reader::{Cursor, Emitter, Stop, start_at};
 use crate::ConnectorError;
 
 /// The record element when `record_element` is not set.
