@@ -112,8 +112,8 @@ async fn the_nodes_own_ports_are_refused_for_every_kind_of_server() {
     egress::install(Policy { own: vec![SocketAddr::from(([0, 0, 0, 0], port))], ..Policy::default() });
     let cases = [
         json!({"connector_type": "rest_api", "config": {"url": format!("http://localhost:{port}/raft/members")}}),
-        json!({"connector_type": "postgresql", "config": {"host": "127.0.0.1", "port": port, "database": "d", "username": "u", "table_name": "t"}}),
-        json!({"connector_type": "mysql", "config": {"host": "localhost", "port": port, "database": "d", "username": "u", "table_name": "t"}}),
+        json!({"connector_type": "postgresql", "config": {"host": "127.0.0.1", "port": port, "database": "d", "username": "u", "table": "t"}}),
+        json!({"connector_type": "mysql", "config": {"host": "localhost", "port": port, "database": "d", "username": "u", "table": "t"}}),
         json!({"connector_type": "kafka", "config": {"bootstrap_servers": format!("127.0.0.1:{port}"), "topic": "t"}}),
         json!({"connector_type": "nats", "config": {"url": format!("nats://127.0.0.1:{port}"), "subject": "s"}}),
         json!({"connector_type": "rabbitmq", "config": {"url": format!("amqp://guest:guest@127.0.0.1:{port}/%2f"), "queue": "q"}}),
@@ -146,7 +146,7 @@ async fn loopback_is_refused_on_a_node_that_listens_beyond_it_unless_allowed() {
 #[tokio::test]
 async fn the_deny_list_refuses_databases_by_name() {
     egress::install(Policy { deny: vec![Rule::parse("localhost").unwrap()], ..Policy::default() });
-    let s = spec(json!({"connector_type": "postgresql", "config": {"host": "localhost", "database": "test", "username": "postgres", "table_name": "t"}}), Role::Source);
+    let s = spec(json!({"connector_type": "postgresql", "config": {"host": "localhost", "database": "test", "username": "postgres", "table": "t"}}), Role::Source);
     let e = test_connection(&s, Path::new(".")).await.unwrap_err().to_string();
     assert!(e.contains("deny list"), "{e}");
     // The same server by address is still reached.

@@ -200,22 +200,7 @@ fn start(state: &ControlPlane, pipeline: &Pipeline, version: u32, spec: Pipeline
         live.insert(run_id.clone(), LiveRun { pipeline_id: pipeline.id.clone(), progress: progress.clone() });
         ACTIVE_RUNS.inc();
     }
-    let run = Run {
-        id: run_id.clone(),
-        pipeline_id: pipeline.id.clone(),
-        pipeline_name: pipeline.name.clone(),
-        pipeline_version: version,
-        status: RunStatus::Pending,
-        trigger,
-        triggered_by: by.into(),
-        created_at: Utc::now(),
-        started_at: None,
-        finished_at: None,
-        counts: RunCounts::default(),
-        error: None,
-        resumptions: 0,
-        handed_over: false,
-    };
+    let run = Run::pending(run_id.clone(), &pipeline.id, &pipeline.name, version, trigger, by.into(), Utc::now());
     let created = state
         .meta
         .apply(MetaCommand::CreateRun { run: run.clone() })

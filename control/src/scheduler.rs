@@ -44,7 +44,7 @@ use dagg_model::spec::pipeline::{PipelineSpec, Schedule};
 use petgraph::graphmap::DiGraphMap;
 use serde_json::{Value as Json, json};
 
-use crate::meta::{EventKind, EventLevel, MetaCommand, MetaResult, Pipeline, Run, RunCounts, ScheduleState, Trigger};
+use crate::meta::{EventKind, EventLevel, MetaCommand, MetaResult, Pipeline, Run, ScheduleState, Trigger};
 use crate::{ControlError, ControlPlane, ControlResult, ErrorDetail};
 
 /// Where the scheduler gets the time.
@@ -510,22 +510,8 @@ fn skip(state: &ControlPlane, b: &Pipeline, cause: &Run) -> ControlResult<Run> {
         "skipped: dependency `{}` ended {} (run {})",
         cause.pipeline_name, cause.status, cause.id
     );
-    let run = Run {
-        id: uuid::Uuid::new_v4().to_string(),
-        pipeline_id: b.id.clone(),
-        pipeline_name: b.name.clone(),
-        pipeline_version: b.version,
-        status: RunStatus::Pending,
-        trigger: Trigger::Dependency,
-        triggered_by: format!("pipeline `{}` (run {})", cause.pipeline_name, cause.id),
-        created_at: now,
-        started_at: None,
-        finished_at: None,
-        counts: RunCounts::default(),
-        error: None,
-        resumptions: 0,
-        handed_over: false,
-    };
+    let by = format!("pipeline `{}` (run {})", cause.pipeline_name, cause.id);
+    let run = Run::pending(uuid::Uuid::new_v4().to_string(), &b.id, &b.name, b.version, Trigger::Dependency, by, now);
     state
         .meta
         .apply(MetaCommand::CreateRun { run: run.clone() })?;

@@ -12,7 +12,7 @@ use chrono::Utc;
 use dagg_actors::remote_keyed::Remote;
 use dagg_actors::remote_sink::RemoteSink;
 use dagg_control::cluster::placement::sink_admission;
-use dagg_control::meta::{Assignment, MetaCommand, MetaStore, Pipeline, Run, RunCounts, Stamp, Trigger};
+use dagg_control::meta::{Assignment, MetaCommand, MetaStore, Pipeline, Run, Stamp, Trigger};
 use dagg_connectors::SinkConnector;
 use dagg_model::spec::connector::{ConnectorSpec, Role, parse_connector};
 use dagg_model::{Record, RunStatus, SpecErrors, Value};
@@ -56,22 +56,7 @@ fn store(dir: &Path) -> Arc<MetaStore> {
     };
     m.apply(MetaCommand::CreatePipeline { pipeline, document: doc, comment: "created".into() }).unwrap();
     for id in ["placed", "unplaced"] {
-        let run = Run {
-            id: id.into(),
-            pipeline_id: "p1".into(),
-            pipeline_name: PIPELINE.into(),
-            pipeline_version: 1,
-            status: RunStatus::Pending,
-            trigger: Trigger::Manual,
-            triggered_by: "admin".into(),
-            created_at: Utc::now(),
-            started_at: None,
-            finished_at: None,
-            counts: RunCounts::default(),
-            error: None,
-            resumptions: 0,
-            handed_over: false,
-        };
+        let run = Run::pending(id.into(), "p1", PIPELINE, 1, Trigger::Manual, "admin".into(), Utc::now());
         m.apply(MetaCommand::CreateRun { run }).unwrap();
         m.apply(MetaCommand::UpdateRun { id: id.into(), status: RunStatus::Running, at: Utc::now(), counts: None, error: None }).unwrap();
     }

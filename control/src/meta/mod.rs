@@ -628,22 +628,7 @@ mod tests {
     }
 
     fn run(id: &str) -> Run {
-        Run {
-            id: id.into(),
-            pipeline_id: "p1".into(),
-            pipeline_name: "p".into(),
-            pipeline_version: 1,
-            status: RunStatus::Pending,
-            trigger: Trigger::Manual,
-            triggered_by: "u1".into(),
-            created_at: stamp(2).at,
-            started_at: None,
-            finished_at: None,
-            counts: RunCounts::default(),
-            error: None,
-            resumptions: 0,
-            handed_over: false,
-        }
+        Run::pending(id.into(), "p1", "p", 1, Trigger::Manual, "u1".into(), stamp(2).at)
     }
 
     fn commands() -> Vec<MetaCommand> {

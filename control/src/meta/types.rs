@@ -343,6 +343,27 @@ fn is_zero(n: &u32) -> bool {
 }
 
 impl Run {
+    /// A new run of `pipeline_id` (named `pipeline_name`) at `version`, pending: not yet
+    /// started, nothing counted.
+    pub fn pending(id: String, pipeline_id: &str, pipeline_name: &str, version: u32, trigger: Trigger, by: String, at: DateTime<Utc>) -> Run {
+        Run {
+            id,
+            pipeline_id: pipeline_id.to_string(),
+            pipeline_name: pipeline_name.to_string(),
+            pipeline_version: version,
+            status: RunStatus::Pending,
+            trigger,
+            triggered_by: by,
+            created_at: at,
+            started_at: None,
+            finished_at: None,
+            counts: RunCounts::default(),
+            error: None,
+            resumptions: 0,
+            handed_over: false,
+        }
+    }
+
     /// Seconds from start to finish (or to `now` while running).
     pub fn duration_seconds(&self, now: DateTime<Utc>) -> Option<f64> {
         let start = self.started_at?;
