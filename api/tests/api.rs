@@ -109,6 +109,33 @@ async fn personal_api_keys_authenticate_until_deleted() {
     assert_eq!(api.get("/me", &key).await.status, StatusCode::UNAUTHORIZED);
 }
 
+/// A password change revokes the user's API keys (but those the change lists to keep); so
+/// does a password set by an admin, and deleting the user.
+#[tokio::test]
+async fn a_password_change_revokes_the_users_api_keys() {
+    let api = TestApi::new();
+    let admin = api.admin().await;
+    let vic = api.user(&admin, "vic", "viewer").await;
+    let mut keys = Vec::new();
+    for name in ["old-script", "kept-script"] {
+        let r = api.post("/me/api-keys", &vic, json!({"name": name})).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{r:?}");
+        keys.push((r.body["id"].as_str().unwrap().to_string(), r.body["key"].as_str().unwrap().to_string()));
+    }
+    for (_, key) in &keys {
+        assert_eq!(api.get("/me", key).await.status, StatusCode::OK);
+    }
+    let r = api.put("/me/password", &vic, json!({"current_password": "vic-password", "new_password": "vic-password-2", "keep_api_keys": [keys[1].0]})).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{r:?}");
+    assert_eq!(api.get("/me", &keys[0].1).await.status, StatusCode::UNAUTHORIZED, "the old key still works");
+    assert_eq!(api.get("/me", &keys[1].1).await.status, StatusCode::OK, "the key listed to keep was revoked");
+    // An admin's reset revokes the rest.
+    let id = api.get("/me", &keys[1].1).await.body["id"].as_str().unwrap().to_string();
+    let r = api.put(&format!("/users/{id}"), &admin, json!({"password": "reset-password-3"})).await;
+    assert_eq!(r.status, StatusCode::OK, "{r:?}");
+    assert_eq!(api.get("/me", &keys[1].1).await.status, StatusCode::UNAUTHORIZED);
+}
+
 #[tokio::test]
 async fn user_management_rules() {
     let api = TestApi::new();

@@ -175,9 +175,26 @@ pub struct PasswordChange {
     /// At least 8 characters.
     #[schema(min_length = 8, max_length = 1024)]
     pub new_password: String,
+    /// The caller's API keys (ids) that keep working; every other one is revoked with the
+    /// change (default: all are revoked).
+    #[serde(default)]
+    pub keep_api_keys: Vec<String>,
 }
 
-/// Changes the caller's password. Every session of the caller ends (log in again).
+/// Revokes `user_id`'s API keys but those in `keep`; how many were revoked.
+pub(crate) fn revoke_api_keys(state: &AppState, user_id: &str, keep: &[String]) -> ApiResult<usize> {
+    let mut revoked = 0;
+    for k in state.meta.api_keys_of(user_id)? {
+        if !keep.contains(&k.id) {
+            state.meta.apply(MetaCommand::DeleteApiKey { id: k.id })?;
+            revoked += 1;
+        }
+    }
+    Ok(revoked)
+}
+
+/// Changes the caller's password. Every session of the caller ends (log in again), and their
+/// API keys are revoked except those listed in `keep_api_keys`.
 #[utoipa::path(put, path = "/me/password", tag = "auth", security(("bearer" = ["viewer"])), request_body = PasswordChange,
     responses((status = 204, description = "Changed")))]
 async fn change_password(State(state): State<AppState>, Viewer(p): Viewer, ApiJson(req): ApiJson<PasswordChange>) -> ApiResult<StatusCode> {
@@ -190,7 +207,8 @@ async fn change_password(State(state): State<AppState>, Viewer(p): Viewer, ApiJs
     let user = User { password_hash: hash, updated_at: now, ..p.user.clone() };
     state.meta.apply(MetaCommand::PutUser { user })?;
     state.meta.apply(MetaCommand::RevokeUserSessions { user_id: p.user.id.clone(), at: now })?;
-    audit(&state, &p, "change_password", "user", &p.user.id, json!({}))?;
+    let revoked = revoke_api_keys(&state, &p.user.id, &req.keep_api_keys)?;
+    audit(&state, &p, "change_password", "user", &p.user.id, json!({"api_keys_revoked": revoked}))?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -194,6 +194,7 @@ async fn update_user(State(state): State<AppState>, Admin(p): Admin, ApiPath(id)
         end_sessions |= d && !user.disabled;
         user.disabled = d;
     }
+    let password_set = req.password.is_some();
     if let Some(pw) = req.password {
         auth::check_password_rules(&pw)?;
         user.password_hash = auth::hash_password_async(pw).await?;
@@ -204,6 +205,10 @@ async fn update_user(State(state): State<AppState>, Admin(p): Admin, ApiPath(id)
     state.meta.apply(MetaCommand::PutUser { user: user.clone() })?;
     if end_sessions {
         state.meta.apply(MetaCommand::RevokeUserSessions { user_id: id.clone(), at: now })?;
+    }
+    if password_set {
+        // A password set by an admin (a reset) revokes the user's API keys too.
+        crate::routes::auth::revoke_api_keys(&state, &id, &[])?;
     }
     audit(&state, &p, "update", "user", &id, json!({"role": user.role, "disabled": user.disabled}))?;
     Ok(axum::Json(UserOut::from(&user)))
