@@ -294,6 +294,19 @@ fn the_websocket_streams_a_runs_status_changes() {
         assert!(seen.len() < 10, "{seen:?}");
     }
     assert_eq!(seen, ["pending", "running", "success"]);
+
+    // Logging out ends the socket too (within its 2 s re-check).
+    let (status, _) = http(&server.addr, "POST", "/auth/logout", &headers, None);
+    assert_eq!(status, 204);
+    let closed_within = std::time::Instant::now();
+    loop {
+        let (op, payload) = read_frame(&mut ws);
+        if op == 8 {
+            assert!(String::from_utf8_lossy(&payload).contains("session ended"), "{payload:?}");
+            break;
+        }
+        assert!(closed_within.elapsed() < Duration::from_secs(10), "the socket kept sending after logout");
+    }
 }
 
 /// A webhook receiver on loopback: each request's head (lower-cased) and body, in order.
