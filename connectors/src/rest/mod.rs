@@ -68,6 +68,9 @@ pub(crate) struct Http {
     initial_delay: Duration,
     max_delay: Duration,
     timeout: Duration,
+    /// The origins (`scheme://host:port`) the egress policy admitted: checked once each, not
+    /// on every page.
+    admitted: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 /// What one request ended as, after its retries.
@@ -142,6 +145,7 @@ impl Http {
             auth,
             headers,
             next_slot: None,
+            admitted: Default::default(),
             spacing,
             retries: c.retry_attempts,
             initial_delay: Duration::from_secs_f64(c.retry_initial_delay_seconds),
@@ -280,6 +284,17 @@ impl Http {
         }
     }
 
+    /// Checks `url`'s origin against the egress policy, once per origin.
+    async fn admit(&self, url: &Url) -> Result<(), ConnectorError> {
+        let origin = url.origin().ascii_serialization();
+        if self.admitted.lock().unwrap_or_else(|e| e.into_inner()).contains(&origin) {
+            return Ok(());
+        }
+        egress::check_url(url).await.map_err(|e| egress::named(e, &self.shown(url)))?;
+        self.admitted.lock().unwrap_or_else(|e| e.into_inner()).insert(origin);
+        Ok(())
+    }
+
     /// One request and the redirects after it (at most [`MAX_REDIRECTS`]): every hop is
     /// checked by the egress policy before it is sent, and the authentication, the token
     /// and the configured headers go only to the first URL's origin (scheme, host, port).
@@ -296,7 +311,7 @@ impl Http {
         let origin = first.origin();
         let (mut method, mut body, mut url) = (method, body, first.clone());
         for hop in 0..=MAX_REDIRECTS {
-            egress::check_url(&url).await.map_err(|e| egress::named(e, &self.shown(&url)))?;
+            self.admit(&url).await?;
             let mut req = self.client.request(method.clone(), url.clone()).header(reqwest::header::ACCEPT, "application/json");
             if url.origin() == origin {
                 req = req.headers(self.headers.clone());
