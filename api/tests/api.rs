@@ -10,6 +10,37 @@ use serde_json::{Value, json};
 
 // ---------- auth ----------
 
+/// A refresh token exchanged once and presented again is in two hands: the exchange is
+/// refused and the whole session ends (its newer refresh and access tokens too), with an
+/// audit entry. Before, the reuse was refused but the session lived on.
+#[tokio::test]
+async fn a_reused_refresh_token_ends_the_session() {
+    let api = TestApi::new();
+    let t = api.login_full("admin", ADMIN_PASSWORD).await;
+    let refresh = t["refresh_token"].as_str().unwrap().to_string();
+    let r = api.call("POST", "/auth/refresh", None, Some(json!({"refresh_token": refresh}))).await;
+    assert_eq!(r.status, StatusCode::OK, "{r:?}");
+    let access2 = r.body["access_token"].as_str().unwrap().to_string();
+    let refresh2 = r.body["refresh_token"].as_str().unwrap().to_string();
+    assert_eq!(api.get("/me", &access2).await.status, StatusCode::OK);
+
+    let r = api.call("POST", "/auth/refresh", None, Some(json!({"refresh_token": refresh}))).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert!(r.body["error"]["message"].as_str().unwrap().contains("already used"), "{r:?}");
+    assert_eq!(api.get("/me", &access2).await.status, StatusCode::UNAUTHORIZED, "the session's access token");
+    assert_eq!(api.call("POST", "/auth/refresh", None, Some(json!({"refresh_token": refresh2}))).await.status, StatusCode::UNAUTHORIZED);
+
+    // Another session of the same user is not touched; the audit log says what happened.
+    let admin = api.admin().await;
+    let audit = api.get("/audit?action=refresh_token_reused", &admin).await;
+    assert_eq!(audit.status, StatusCode::OK, "{audit:?}");
+    assert_eq!(audit.body["items"].as_array().map(Vec::len), Some(1), "{audit:?}");
+    // An unknown token is still only refused.
+    let r = api.call("POST", "/auth/refresh", None, Some(json!({"refresh_token": "not-a-token"}))).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert!(!r.body["error"]["message"].as_str().unwrap().contains("already used"));
+}
+
 #[tokio::test]
 async fn login_refresh_and_logout() {
     let api = TestApi::new();
@@ -34,7 +65,6 @@ async fn login_refresh_and_logout() {
     let access2 = r.body["access_token"].as_str().unwrap().to_string();
     let refresh2 = r.body["refresh_token"].as_str().unwrap().to_string();
     assert_ne!(refresh2, refresh);
-    assert_eq!(api.call("POST", "/auth/refresh", None, Some(json!({"refresh_token": refresh}))).await.status, StatusCode::UNAUTHORIZED);
     assert_eq!(api.get("/me", &access2).await.status, StatusCode::OK);
 
     // Logout ends the session: its access tokens and its refresh token stop working.

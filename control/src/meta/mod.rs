@@ -213,9 +213,13 @@ impl MetaStore {
             }
             MetaCommand::PutSession { session } => {
                 if let Some(old) = self.get::<Session>(&t.sessions, &session.id)? {
-                    t.session_tokens.remove(&old.token_hash)?;
+                    for h in old.token_hashes().filter(|h| !session.token_hashes().any(|n| n == *h)) {
+                        t.session_tokens.remove(h)?;
+                    }
                 }
-                t.session_tokens.insert(&session.token_hash, session.id.as_bytes())?;
+                for h in session.token_hashes() {
+                    t.session_tokens.insert(h, session.id.as_bytes())?;
+                }
                 self.put(&t.sessions, &session.id, &session)?;
             }
             MetaCommand::RevokeSession { id, at } => {
