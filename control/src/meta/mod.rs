@@ -40,6 +40,9 @@ pub enum MetaError {
     Storage(#[from] sled::Error),
     #[error("metadata value: {0}")]
     Decode(String),
+    /// A dump of the store (a Raft snapshot) could not be written or read.
+    #[error("{0}")]
+    Dump(String),
     /// The cluster could not commit the change (no leader, or no quorum reachable).
     #[error("{0}")]
     Unavailable(String),
@@ -875,7 +878,7 @@ mod tests {
         assert_eq!(m.setting("_cluster/run/r9").unwrap(), None);
         // A snapshot of the old build: the settings tree holds the assignment.
         let old_dump = serde_json::json!({"v": 1, "trees": {"settings": [["_cluster/run/r7", String::from_utf8(codec::encode(&serde_json::to_value(&a).unwrap())).unwrap()]]}});
-        m.restore(Some(&old_dump)).unwrap();
+        m.restore_legacy(&old_dump).unwrap();
         assert_eq!(m.assignments().unwrap().into_iter().collect::<Vec<_>>(), [("r7".to_string(), a)]);
         assert_eq!(m.setting("_cluster/run/r7").unwrap(), None);
     }
