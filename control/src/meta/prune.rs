@@ -8,7 +8,6 @@
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
 
 use super::{MetaError, MetaResult, MetaStore, codec, micros};
 use super::types::{Run, RunEvent, Session};
@@ -34,7 +33,7 @@ pub struct PruneCutoffs {
 }
 
 /// How many records a prune removes (or would remove).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PruneCounts {
     pub sessions: u64,
     pub audit: u64,
