@@ -736,6 +736,52 @@ async fn every_error_has_the_one_shape() {
     check(&api.get("/pipelines?page_size=abc", &admin).await, StatusCode::BAD_REQUEST, "invalid_query");
 }
 
+/// The `retention` setting is checked field by field; pruning on the leader removes what
+/// it no longer keeps (an ended run with its log, ended sessions) and keeps the rest (a
+/// run that has not ended, however old; audit entries within their days).
+#[tokio::test]
+async fn the_retention_setting_is_checked_and_old_metadata_is_pruned() {
+    use dagg_control::meta::{MetaCommand, Run, Trigger};
+    use dagg_control::scheduler::ManualClock;
+    let api = TestApi::new();
+    let admin = api.admin().await;
+    let viewer = api.user(&admin, "vi", "viewer").await;
+    for (bad, path) in [(json!({"audit_days": -3}), "retention.audit_days"), (json!({"keep_days": 3}), "retention.keep_days"), (json!(30), "retention")] {
+        let r = api.put("/settings", &admin, json!({"retention": bad})).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{r:?}");
+        assert_eq!(r.body["error"]["details"][0]["path"], path, "{r:?}");
+    }
+    assert_eq!(api.put("/settings", &viewer, json!({"retention": {"runs_days": 30}})).await.status, StatusCode::FORBIDDEN);
+    let r = api.put("/settings", &admin, json!({"retention": {"runs_days": 30}})).await;
+    assert_eq!(r.status, StatusCode::OK, "{r:?}");
+
+    write_orders(&api.files().join("in.jsonl"), 4);
+    let id = api.post("/pipelines", &admin, file_pipeline("orders", "in.jsonl", "out.jsonl")).await.body["id"].as_str().unwrap().to_string();
+    let run_id = api.post(&format!("/pipelines/{id}/execute"), &admin, json!({})).await.body["id"].as_str().unwrap().to_string();
+    assert_eq!(api.wait_run(&admin, &run_id).await["status"], "success");
+    // A run recorded long ago that never started.
+    let long_ago = chrono::Utc::now() - chrono::Duration::days(400);
+    api.state.meta.apply(MetaCommand::CreateRun { run: Run::pending("r-waiting".into(), &id, "orders", 1, Trigger::Manual, "admin".into(), long_ago) }).unwrap();
+    assert!(!api.state.meta.run_events(&run_id).unwrap().is_empty());
+
+    // Nothing is old yet.
+    assert_eq!(dagg_control::retention::prune_now(&api.state.control).unwrap(), None);
+    // 200 days on: the run (30 days) and the sessions (30 days to expire, then 7) are past
+    // their days; audit entries (365) are not.
+    api.state.scheduler.set_clock(std::sync::Arc::new(ManualClock::new(chrono::Utc::now() + chrono::Duration::days(200))));
+    let counts = dagg_control::retention::prune_now(&api.state.control).unwrap().expect("something pruned");
+    assert_eq!((counts.runs, counts.audit), (1, 0), "{counts:?}");
+    assert!(counts.sessions >= 2 && counts.run_events >= 2, "{counts:?}");
+    assert!(api.state.meta.run(&run_id).unwrap().is_none());
+    assert!(api.state.meta.run_events(&run_id).unwrap().is_empty());
+    assert!(api.state.meta.run("r-waiting").unwrap().is_some());
+    assert!(!api.state.meta.audit().unwrap().is_empty());
+    assert_eq!(api.get("/me", &admin).await.status, StatusCode::UNAUTHORIZED, "its session is gone");
+    // The pipeline's data stays.
+    assert!(api.files().join("out.jsonl").exists());
+    assert_eq!(dagg_control::retention::prune_now(&api.state.control).unwrap(), None);
+}
+
 #[tokio::test]
 async fn health_docs_and_security_headers_need_no_internet() {
     let api = TestApi::new();
