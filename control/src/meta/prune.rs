@@ -86,9 +86,12 @@ impl MetaStore {
                 }
                 n.sessions += 1;
                 if remove {
-                    // The token's index entry, when it still names this session.
-                    if t.session_tokens.get(&s.token_hash)?.is_some_and(|id| id == s.id.as_bytes()) {
-                        t.session_tokens.remove(&s.token_hash)?;
+                    // The index entries of its tokens (the current one and the earlier ones
+                    // kept to notice reuse), when they still name this session.
+                    for h in s.token_hashes() {
+                        if t.session_tokens.get(h)?.is_some_and(|id| id == s.id.as_bytes()) {
+                            t.session_tokens.remove(h)?;
+                        }
                     }
                     t.sessions.remove(k)?;
                 }
