@@ -22,12 +22,13 @@
 //!   `next_batch` at least every second or so, with an empty batch when nothing arrived, so
 //!   that checkpoints and a stop are taken while the stream is idle.
 //! - A broker that keeps messages until they are acknowledged (JetStream, Kafka consumer
-//!   groups, RabbitMQ) hears about them only through [`SourceCommitter`]: the runtime calls
-//!   it with a checkpoint's source position once that checkpoint has **completed** (every
-//!   destination pre-committed, the checkpoint recorded durably), never earlier, and again
-//!   after a restart for the checkpoint it resumes from. So an acknowledged message is
-//!   always covered by a recorded checkpoint, and a crash before the ack only means the
-//!   broker offers again what the checkpoint already says to skip.
+//!   groups, RabbitMQ, Redis stream consumer groups) hears about them only through
+//!   [`SourceCommitter`]: the runtime calls it with a checkpoint's source position once that
+//!   checkpoint has **completed** (every destination pre-committed, the checkpoint recorded
+//!   durably), never earlier, and again after a restart for the checkpoint it resumes from.
+//!   So an acknowledged message is always covered by a recorded checkpoint, and a crash
+//!   before the ack only means the broker offers again what the checkpoint already says to
+//!   skip.
 //!
 //! # The sink contract
 //! - [`SinkConnector::write`] takes records and returns the ones the sink refuses (with the
@@ -50,6 +51,7 @@ pub mod mysql;
 pub mod nats;
 pub mod postgres;
 pub mod rabbitmq;
+pub mod redis;
 pub mod rest;
 pub mod s3;
 pub mod secrets;
@@ -230,6 +232,7 @@ pub fn open_source_limited(
         ConnectorConfig::Nats(c) => nats::source(c),
         ConnectorConfig::Kafka(c) => kafka::source(c),
         ConnectorConfig::Rabbitmq(c) => rabbitmq::source(c),
+        ConnectorConfig::Redis(c) => redis::source(c),
         ConnectorConfig::AwsS3(c) => Ok(Box::new(s3::S3Source::open(c)?)),
     }
 }
@@ -245,13 +248,14 @@ pub fn open_sink(spec: &ConnectorSpec, base_dir: &Path) -> Result<Box<dyn SinkCo
         ConnectorConfig::Nats(c) => nats::sink(c),
         ConnectorConfig::Kafka(c) => kafka::sink(c),
         ConnectorConfig::Rabbitmq(c) => rabbitmq::sink(c),
+        ConnectorConfig::Redis(c) => redis::sink(c),
         ConnectorConfig::AwsS3(c) => Ok(Box::new(s3::S3Sink::open(c)?)),
     }
 }
 
 /// Fills in the defaults that come from the pipeline rather than the connector's own
-/// config: a JetStream source's durable consumer and a Kafka source's consumer group are
-/// named after the pipeline.
+/// config: a JetStream source's durable consumer and a Kafka or Redis stream source's
+/// consumer group are named after the pipeline.
 pub fn with_pipeline_defaults(spec: &ConnectorSpec, pipeline: &str) -> ConnectorSpec {
     let mut spec = spec.clone();
     if let ConnectorConfig::Nats(c) = &mut spec.config
@@ -264,6 +268,12 @@ pub fn with_pipeline_defaults(spec: &ConnectorSpec, pipeline: &str) -> Connector
         && c.group_id.is_none()
     {
         c.group_id = Some(pipeline.to_string());
+    }
+    if let ConnectorConfig::Redis(c) = &mut spec.config
+        && c.stream.is_some()
+        && c.group.is_none()
+    {
+        c.group = Some(pipeline.to_string());
     }
     spec
 }
@@ -287,6 +297,7 @@ pub async fn test_connection_as(spec: &ConnectorSpec, base_dir: &Path, role: Rol
         ConnectorConfig::Nats(c) => nats::test_connection(c, role).await,
         ConnectorConfig::Kafka(c) => kafka::test_connection(c).await,
         ConnectorConfig::Rabbitmq(c) => rabbitmq::test_connection(c, role).await,
+        ConnectorConfig::Redis(c) => redis::test_connection(c, role).await,
         ConnectorConfig::AwsS3(c) => s3::test_connection(c, role).await,
     }
 }

@@ -208,3 +208,74 @@ async fn mysql_unreachable_server_fails_within_the_timeout() {
         unreachable_fails_in_time(&spec(c.clone(), role), role, Duration::from_secs(4), &format!("127.0.0.1:{port}")).await;
     }
 }
+
+// ---- redis --------------------------------------------------------------------------------
+
+/// A stream (records as JSON in the field `data`) or a list on the machine's Redis, read
+/// without following so that the source ends.
+fn redis_spec(key: (&str, &str), role: Role) -> dagg_model::spec::connector::ConnectorSpec {
+    let mut c = json!({"url": "redis://127.0.0.1:6379", key.0: key.1, "format": "json", "connect_timeout": 5});
+    if role == Role::Source {
+        c["follow"] = json!(false);
+        if key.0 == "stream" {
+            c["group"] = json!("compliance");
+        }
+    }
+    spec(json!({"connector_type": "redis", "config": c}), role)
+}
+
+async fn redis_del(key: &str) {
+    let client = redis::Client::open("redis://127.0.0.1:6379").unwrap();
+    let mut c = client.get_multiplexed_async_connection().await.expect("Redis on 127.0.0.1:6379 (start it with: redis-server --daemonize yes)");
+    let _: i64 = redis::cmd("DEL").arg(key).query_async(&mut c).await.unwrap();
+}
+
+#[tokio::test]
+async fn redis_reads_back_what_it_wrote() {
+    let base = std::path::Path::new(".");
+    for kind in ["stream", "list"] {
+        let key = format!("compliance-{kind}-{}", suffix());
+        read_back_what_was_written(&redis_spec((kind, &key), Role::Sink), &redis_spec((kind, &key), Role::Source), base, &sample(23), None).await;
+        redis_del(&key).await;
+    }
+}
+
+#[tokio::test]
+async fn redis_resumes_with_exactly_the_rest() {
+    let base = std::path::Path::new(".");
+    for kind in ["stream", "list"] {
+        let key = format!("compliance-{kind}-{}", suffix());
+        read_back_what_was_written(&redis_spec((kind, &key), Role::Sink), &redis_spec((kind, &key), Role::Source), base, &sample(23), None).await;
+        // A stream resumes from its consumer's pending entries after the checkpoint.
+        resume_gives_exactly_the_rest(&redis_spec((kind, &key), Role::Source), base, 9, 4).await;
+        resume_gives_exactly_the_rest(&redis_spec((kind, &key), Role::Source), base, 12, 4).await;
+        redis_del(&key).await;
+    }
+}
+
+#[tokio::test]
+async fn redis_bad_config_is_reported() {
+    let r = |c: Json| json!({"connector_type": "redis", "config": c});
+    bad_config_is_reported(r(json!({"url": "redis://app:hunter2@127.0.0.1:6379", "stream": "s"})), Role::Source, "connector.config.url", "give it in `password`");
+    bad_config_is_reported(r(json!({"stream": "s", "list": "l"})), Role::Source, "connector.config.list", "exactly one of `stream` and `list`");
+    bad_config_is_reported(r(json!({"group": "g"})), Role::Source, "connector.config.stream", "required");
+    bad_config_is_reported(r(json!({"stream": "s", "key_field": "id"})), Role::Sink, "connector.config.key_field", "exactly one of `stream`, `list` and `key_field`");
+    bad_config_is_reported(r(json!({"key_prefix": "order:", "stream": "s"})), Role::Sink, "connector.config.key_prefix", "needs `key_field`");
+    bad_config_is_reported(r(json!({"stream": "s", "follow": false})), Role::Sink, "connector.config.follow", "only to a source");
+    bad_config_is_reported(r(json!({"url": "rediss://h", "stream": "s"})), Role::Source, "connector.config.url", "TLS");
+    bad_config_is_reported(r(json!({"stream": "s", "host": "h"})), Role::Source, "connector.config.host", "unknown field `host`");
+}
+
+#[tokio::test]
+async fn redis_unreachable_server_fails_within_the_timeout() {
+    let port = closed_port();
+    let c = |port: u16| json!({"connector_type": "redis", "config": {"url": format!("redis://127.0.0.1:{port}"), "stream": "s", "password": "not-shown", "connect_timeout": 2}});
+    for role in [Role::Source, Role::Sink] {
+        unreachable_fails_in_time(&spec(c(port), role), role, Duration::from_secs(3), &format!("redis://127.0.0.1:{port}/0")).await;
+    }
+    let e = dagg_connectors::test_connection(&spec(c(port), Role::Any), std::path::Path::new(".")).await.unwrap_err();
+    assert!(!e.to_string().contains("not-shown"), "a password in a message: {e}");
+    // A server that accepts and never answers: the timeout, not a hang.
+    let hung = silent_port().await;
+    unreachable_fails_in_time(&spec(c(hung), Role::Source), Role::Source, Duration::from_secs(4), "within 2 s").await;
+}

@@ -22,6 +22,7 @@ pub mod mysql;
 pub mod nats;
 pub mod postgresql;
 pub mod rabbitmq;
+pub mod redis;
 pub mod rest;
 pub mod s3;
 pub mod sql;
@@ -36,7 +37,7 @@ use crate::spec::connector::Role;
 
 /// Every connector kind, in the order messages list them. The UI's palette, the API's
 /// schemas and the docs' table all come from here.
-pub const KINDS: &[ConnectorKind] = &[file::KIND, rest::KIND, postgresql::KIND, mysql::KIND, nats::KIND, kafka::KIND, rabbitmq::KIND, s3::KIND];
+pub const KINDS: &[ConnectorKind] = &[file::KIND, rest::KIND, postgresql::KIND, mysql::KIND, nats::KIND, kafka::KIND, rabbitmq::KIND, redis::KIND, s3::KIND];
 
 /// Every connector dagg implements, with its typed config.
 // Specs are built once per pipeline, not per record: their size does not matter.
@@ -57,6 +58,8 @@ pub enum ConnectorConfig {
     Kafka(kafka::KafkaConfig),
     /// `rabbitmq`.
     Rabbitmq(rabbitmq::RabbitmqConfig),
+    /// `redis` (streams, lists, hashes).
+    Redis(redis::RedisConfig),
     /// `aws_s3` (and S3-compatible stores).
     AwsS3(s3::AwsS3Config),
 }
@@ -70,6 +73,7 @@ impl ConnectorConfig {
             ConnectorConfig::Nats(c) => c.name.as_deref(),
             ConnectorConfig::Kafka(c) => c.name.as_deref(),
             ConnectorConfig::Rabbitmq(c) => c.name.as_deref(),
+            ConnectorConfig::Redis(c) => c.name.as_deref(),
             ConnectorConfig::AwsS3(c) => c.name.as_deref(),
         }
     }
