@@ -142,7 +142,9 @@ async fn get_settings(State(state): State<AppState>, _auth: Admin) -> ApiResult<
 /// Sets settings: each key of the body replaces that setting (`null` removes nothing; it
 /// stores null). Keys are letters, digits, `_`, `.` and `-`, not starting with `_`. A secret
 /// sent back as `GET /settings` showed it (`********`) keeps the stored one; secrets are
-/// stored sealed with the master key.
+/// stored sealed with the master key. `egress` (the admin's allow and deny lists and
+/// `s3_ambient_credentials`, see docs/security.md) is checked entry by entry and takes
+/// effect on every node.
 #[utoipa::path(put, path = "/settings", tag = "system", security(("bearer" = ["admin"])), request_body = BTreeMap<String, serde_json::Value>,
     responses((status = 200, description = "Settings after the change", body = BTreeMap<String, serde_json::Value>)))]
 async fn put_settings(State(state): State<AppState>, Admin(p): Admin, ApiJson(body): ApiJson<BTreeMap<String, Json>>) -> ApiResult<axum::Json<BTreeMap<String, Json>>> {
@@ -158,6 +160,9 @@ async fn put_settings(State(state): State<AppState>, Admin(p): Admin, ApiJson(bo
         let mut v = v.clone();
         if let Some(old) = state.meta.setting(k)? {
             crate::mask::keep_masked(&mut v, &old, k, None)?;
+        }
+        if k == crate::egress::SETTING {
+            crate::egress::parse(&v).map_err(|e| ApiError::field(&e.path, e.message))?;
         }
         values.push((k.clone(), crate::notify::sealed_setting(&state, v)));
     }

@@ -73,6 +73,7 @@ impl MetaStore {
         // A snapshot of a build before `AssignRun` holds assignments as settings.
         self.migrate_legacy_assignments()?;
         self.invalidate_pipelines();
+        self.settings_take_effect();
         Ok(())
     }
 
