@@ -158,11 +158,14 @@ async fn the_deny_list_refuses_databases_by_name() {
 
 // ---- S3 -------------------------------------------------------------------------------
 
-/// An S3-compatible listing with no object, and what was asked: the path and the
-/// `Authorization` header (empty when the request was unsigned).
-async fn s3_listener() -> (SocketAddr, Arc<Mutex<Vec<(String, String)>>>) {
-    let seen: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
-    async fn list(State(seen): State<Arc<Mutex<Vec<(String, String)>>>>, uri: axum::http::Uri, headers: HeaderMap) -> Response {
+/// The requests an S3 listener got: the path and the `Authorization` header (empty when the
+/// request was unsigned).
+type Asked = Arc<Mutex<Vec<(String, String)>>>;
+
+/// An S3-compatible listing with no object, and what was asked.
+async fn s3_listener() -> (SocketAddr, Asked) {
+    let seen: Asked = Arc::default();
+    async fn list(State(seen): State<Asked>, uri: axum::http::Uri, headers: HeaderMap) -> Response {
         let auth = headers.get(header::AUTHORIZATION).map(|v| v.to_str().unwrap().to_string()).unwrap_or_default();
         seen.lock().unwrap().push((uri.to_string(), auth));
         let xml = r#"<?xml version="1.0" encoding="UTF-8"?><ListBucketResult><Name>b</Name><Prefix></Prefix><KeyCount>0</KeyCount><MaxKeys>1000</MaxKeys><IsTruncated>false</IsTruncated></ListBucketResult>"#;
@@ -170,6 +173,14 @@ async fn s3_listener() -> (SocketAddr, Arc<Mutex<Vec<(String, String)>>>) {
     }
     let addr = serve(axum::Router::new().fallback(get(list)).with_state(seen.clone())).await;
     (addr, seen)
+}
+
+/// The error of a read that had to fail.
+fn refused<T>(r: Result<T, dagg_connectors::ConnectorError>) -> String {
+    match r {
+        Ok(_) => panic!("the read was not refused"),
+        Err(e) => e.to_string(),
+    }
 }
 
 fn s3(endpoint: &str, extra: Json) -> dagg_model::spec::connector::ConnectorSpec {
@@ -218,7 +229,7 @@ async fn s3_endpoints_at_the_nodes_own_port_or_link_local_are_refused_uncontacte
     assert!(e.contains("refused by the egress policy") && e.contains("own listener"), "{e}");
     // …and a run's every request is checked by the store's client.
     let mut src = open_source(&at_own, Path::new(".")).unwrap();
-    let e = src.next_batch(10).await.err().expect("the read is refused").to_string();
+    let e = refused(src.next_batch(10).await);
     assert!(e.contains("egress policy") && e.contains("own listener"), "{e}");
     assert!(seen.lock().unwrap().is_empty(), "the node's own port was contacted");
 
@@ -226,7 +237,7 @@ async fn s3_endpoints_at_the_nodes_own_port_or_link_local_are_refused_uncontacte
     let e = test_connection(&metadata, Path::new(".")).await.unwrap_err().to_string();
     assert!(e.contains("link-local"), "{e}");
     let mut src = open_source(&metadata, Path::new(".")).unwrap();
-    let e = src.next_batch(10).await.err().expect("the read is refused").to_string();
+    let e = refused(src.next_batch(10).await);
     assert!(e.contains("link-local"), "{e}");
 }
 
@@ -235,7 +246,7 @@ async fn s3_ambient_credentials_do_not_open_the_metadata_endpoint_as_a_bucket() 
     egress::set_admin(egress::Admin { s3_ambient_credentials: true, ..egress::Admin::default() });
     let metadata = s3("http://169.254.169.254", json!({"allow_http": true}));
     let mut src = open_source(&metadata, Path::new(".")).unwrap();
-    let e = src.next_batch(10).await.err().expect("the read is refused").to_string();
+    let e = refused(src.next_batch(10).await);
     assert!(e.contains("link-local"), "{e}");
 }
 
