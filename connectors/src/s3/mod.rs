@@ -66,9 +66,14 @@ pub fn store(c: &AwsS3Config) -> Result<Arc<AmazonS3>, ConnectorError> {
     let ambient = crate::egress::current().s3_ambient_credentials;
     let mut b = if ambient { AmazonS3Builder::from_env() } else { AmazonS3Builder::new() };
     b = b.with_bucket_name(&c.bucket_name);
-    let region = c.aws_region.clone().or_else(|| {
-        (!ambient).then(|| ["AWS_REGION", "AWS_DEFAULT_REGION"].iter().find_map(|k| std::env::var(k).ok().filter(|r| !r.is_empty()))).flatten()
-    });
+    let region = match &c.aws_region {
+        Some(r) => Some(r.clone()),
+        // `from_env` read it with the rest; without it, the region is all that is read.
+        None if !ambient => ["AWS_REGION", "AWS_DEFAULT_REGION"]
+            .iter()
+            .find_map(|k| std::env::var(k).ok().filter(|r| !r.is_empty())),
+        None => None,
+    };
     if let Some(region) = &region {
         b = b.with_region(region);
     }
