@@ -10,6 +10,37 @@ use serde_json::{Value, json};
 
 // ---------- auth ----------
 
+/// A refresh token exchanged once and presented again is in two hands: the exchange is
+/// refused and the whole session ends (its newer refresh and access tokens too), with an
+/// audit entry. Before, the reuse was refused but the session lived on.
+#[tokio::test]
+async fn a_reused_refresh_token_ends_the_session() {
+    let api = TestApi::new();
+    let t = api.login_full("admin", ADMIN_PASSWORD).await;
+    let refresh = t["refresh_token"].as_str().unwrap().to_string();
+    let r = api.call("POST", "/auth/refresh", None, Some(json!({"refresh_token": refresh}))).await;
+    assert_eq!(r.status, StatusCode::OK, "{r:?}");
+    let access2 = r.body["access_token"].as_str().unwrap().to_string();
+    let refresh2 = r.body["refresh_token"].as_str().unwrap().to_string();
+    assert_eq!(api.get("/me", &access2).await.status, StatusCode::OK);
+
+    let r = api.call("POST", "/auth/refresh", None, Some(json!({"refresh_token": refresh}))).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert!(r.body["error"]["message"].as_str().unwrap().contains("already used"), "{r:?}");
+    assert_eq!(api.get("/me", &access2).await.status, StatusCode::UNAUTHORIZED, "the session's access token");
+    assert_eq!(api.call("POST", "/auth/refresh", None, Some(json!({"refresh_token": refresh2}))).await.status, StatusCode::UNAUTHORIZED);
+
+    // Another session of the same user is not touched; the audit log says what happened.
+    let admin = api.admin().await;
+    let audit = api.get("/audit?action=refresh_token_reused", &admin).await;
+    assert_eq!(audit.status, StatusCode::OK, "{audit:?}");
+    assert_eq!(audit.body["items"].as_array().map(Vec::len), Some(1), "{audit:?}");
+    // An unknown token is still only refused.
+    let r = api.call("POST", "/auth/refresh", None, Some(json!({"refresh_token": "not-a-token"}))).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert!(!r.body["error"]["message"].as_str().unwrap().contains("already used"));
+}
+
 #[tokio::test]
 async fn login_refresh_and_logout() {
     let api = TestApi::new();
@@ -34,7 +65,6 @@ async fn login_refresh_and_logout() {
     let access2 = r.body["access_token"].as_str().unwrap().to_string();
     let refresh2 = r.body["refresh_token"].as_str().unwrap().to_string();
     assert_ne!(refresh2, refresh);
-    assert_eq!(api.call("POST", "/auth/refresh", None, Some(json!({"refresh_token": refresh}))).await.status, StatusCode::UNAUTHORIZED);
     assert_eq!(api.get("/me", &access2).await.status, StatusCode::OK);
 
     // Logout ends the session: its access tokens and its refresh token stop working.
@@ -704,6 +734,52 @@ async fn every_error_has_the_one_shape() {
     check(&api.raw(b.body(Body::from(big)).unwrap()).await, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large");
     check(&api.get("/pipelines?page=0", &admin).await, StatusCode::BAD_REQUEST, "validation_failed");
     check(&api.get("/pipelines?page_size=abc", &admin).await, StatusCode::BAD_REQUEST, "invalid_query");
+}
+
+/// The `retention` setting is checked field by field; pruning on the leader removes what
+/// it no longer keeps (an ended run with its log, ended sessions) and keeps the rest (a
+/// run that has not ended, however old; audit entries within their days).
+#[tokio::test]
+async fn the_retention_setting_is_checked_and_old_metadata_is_pruned() {
+    use dagg_control::meta::{MetaCommand, Run, Trigger};
+    use dagg_control::scheduler::ManualClock;
+    let api = TestApi::new();
+    let admin = api.admin().await;
+    let viewer = api.user(&admin, "vi", "viewer").await;
+    for (bad, path) in [(json!({"audit_days": -3}), "retention.audit_days"), (json!({"keep_days": 3}), "retention.keep_days"), (json!(30), "retention")] {
+        let r = api.put("/settings", &admin, json!({"retention": bad})).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{r:?}");
+        assert_eq!(r.body["error"]["details"][0]["path"], path, "{r:?}");
+    }
+    assert_eq!(api.put("/settings", &viewer, json!({"retention": {"runs_days": 30}})).await.status, StatusCode::FORBIDDEN);
+    let r = api.put("/settings", &admin, json!({"retention": {"runs_days": 30}})).await;
+    assert_eq!(r.status, StatusCode::OK, "{r:?}");
+
+    write_orders(&api.files().join("in.jsonl"), 4);
+    let id = api.post("/pipelines", &admin, file_pipeline("orders", "in.jsonl", "out.jsonl")).await.body["id"].as_str().unwrap().to_string();
+    let run_id = api.post(&format!("/pipelines/{id}/execute"), &admin, json!({})).await.body["id"].as_str().unwrap().to_string();
+    assert_eq!(api.wait_run(&admin, &run_id).await["status"], "success");
+    // A run recorded long ago that never started.
+    let long_ago = chrono::Utc::now() - chrono::Duration::days(400);
+    api.state.meta.apply(MetaCommand::CreateRun { run: Run::pending("r-waiting".into(), &id, "orders", 1, Trigger::Manual, "admin".into(), long_ago) }).unwrap();
+    assert!(!api.state.meta.run_events(&run_id).unwrap().is_empty());
+
+    // Nothing is old yet.
+    assert_eq!(dagg_control::retention::prune_now(&api.state.control).unwrap(), None);
+    // 200 days on: the run (30 days) and the sessions (30 days to expire, then 7) are past
+    // their days; audit entries (365) are not.
+    api.state.scheduler.set_clock(std::sync::Arc::new(ManualClock::new(chrono::Utc::now() + chrono::Duration::days(200))));
+    let counts = dagg_control::retention::prune_now(&api.state.control).unwrap().expect("something pruned");
+    assert_eq!((counts.runs, counts.audit), (1, 0), "{counts:?}");
+    assert!(counts.sessions >= 2 && counts.run_events >= 2, "{counts:?}");
+    assert!(api.state.meta.run(&run_id).unwrap().is_none());
+    assert!(api.state.meta.run_events(&run_id).unwrap().is_empty());
+    assert!(api.state.meta.run("r-waiting").unwrap().is_some());
+    assert!(!api.state.meta.audit().unwrap().is_empty());
+    assert_eq!(api.get("/me", &admin).await.status, StatusCode::UNAUTHORIZED, "its session is gone");
+    // The pipeline's data stays.
+    assert!(api.files().join("out.jsonl").exists());
+    assert_eq!(dagg_control::retention::prune_now(&api.state.control).unwrap(), None);
 }
 
 #[tokio::test]

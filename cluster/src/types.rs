@@ -1,12 +1,12 @@
 //! The Raft type configuration: node ids are `u64`, a node is known by its peer and API
-//! addresses, and a log entry carries one application command as JSON.
+//! addresses, a log entry carries one application command as JSON, and a snapshot is a
+//! file (read and written in chunks, never whole in memory; see [`crate::state_machine`]).
 //!
 //! The command itself is the application's versioned envelope (the API's
 //! `CommandEnvelope`); this crate never looks inside it, so the replicated log is readable
 //! JSON and its versioning belongs to the one place that defines the commands.
 
 use std::fmt;
-use std::io::Cursor;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
@@ -50,7 +50,7 @@ openraft::declare_raft_types!(
         NodeId = NodeId,
         Node = PeerNode,
         Entry = openraft::Entry<TypeConfig>,
-        SnapshotData = Cursor<Vec<u8>>,
+        SnapshotData = tokio::fs::File,
 );
 
 pub type Raft = openraft::Raft<TypeConfig>;

@@ -2,15 +2,17 @@
 //! Raft in a cluster ([`cluster`]); the runner that starts runs and records them
 //! ([`runner`]); what starts runs without a person — cron schedules and dependencies
 //! ([`scheduler`]) and events ([`triggers`]); notifications ([`notify`]); lineage and
-//! profiles ([`lineage`]); and where runs execute in a cluster ([`cluster::placement`]).
+//! profiles ([`lineage`]); where runs execute in a cluster ([`cluster::placement`]); and how
+//! long metadata is kept ([`retention`]).
 //!
 //! [`ControlPlane`] is the one handle: the API holds it and calls it; nothing here knows
 //! about HTTP. Every run starts through [`ControlPlane::start_run`]: load the version,
 //! validate its document with the node's rules ([`validate`]), record the run with its
 //! [`Trigger`], and start it here or leave it for the cluster's leader to place.
 //!
-//! Module order (no circle): `egress` (the admin's egress setting, applied by the store) → `meta` → `cluster` → `cluster::placement` → `validate`,
-//! `lineage` → `runner` → `scheduler`, `triggers`, `notify`; this file wires them (the
+//! Module order (no circle): `egress` (the admin's egress setting, applied by the store) →
+//! `meta` → `cluster` → `cluster::placement` → `validate`,
+//! `lineage` → `runner` → `scheduler`, `triggers`, `notify`, `retention`; this file wires them (the
 //! runner reports finished runs through [`AfterRun`], set here to the scheduler's
 //! dependency triggers and the notifications).
 
@@ -21,6 +23,7 @@ pub mod lineage;
 pub mod mask;
 pub mod meta;
 pub mod notify;
+pub mod retention;
 pub mod runner;
 pub mod scheduler;
 pub mod triggers;
@@ -184,13 +187,15 @@ impl ControlPlane {
         hook(self, run, notifications).await;
     }
 
-    /// Starts the loops that start runs without a person: cron schedules (ticking every
-    /// second) and event listeners (synced every 2 s). They act only where the leader check
-    /// says so. Dropping the handle stops them.
+    /// Starts the loops that act without a person: cron schedules (ticking every second),
+    /// event listeners (synced every 2 s) and pruning by the retention setting (a minute
+    /// after start, then hourly). They act only where the leader check says so. Dropping the
+    /// handle stops them.
     pub fn spawn_triggers(&self) -> Background {
         let ticker = tokio::spawn(scheduler::Scheduler::new(self.clone()).run(Duration::from_secs(1)));
         let triggers = tokio::spawn(triggers::Triggers::new(self.clone()).run(Duration::from_secs(2)));
-        Background(vec![ticker, triggers])
+        let pruner = tokio::spawn(retention::run(self.clone(), Duration::from_secs(60), Duration::from_secs(3600)));
+        Background(vec![ticker, triggers, pruner])
     }
 
     /// In a cluster: the leader's placement loop and the loop that starts the runs placed

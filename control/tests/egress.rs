@@ -141,7 +141,8 @@ async fn the_egress_setting_takes_effect_when_a_node_applies_restores_or_opens_i
     assert_eq!((&p.own, &p.local_addresses), (&node.own, &node.local_addresses));
     let e = egress::check_servers("127.0.0.2:5432", 1).await.unwrap_err().to_string();
     assert!(e.contains("deny list") && e.contains("`127.0.0.2`"), "{e}");
-    let dump = store.dump().unwrap();
+    let mut dump = Vec::new();
+    store.dump(&mut dump).unwrap();
 
     // Removed: the defaults again.
     machine.apply(&put(serde_json::Value::Null));
@@ -150,14 +151,14 @@ async fn the_egress_setting_takes_effect_when_a_node_applies_restores_or_opens_i
     assert_eq!(p.own, node.own);
 
     // A member that catches up from a snapshot.
-    store.restore(Some(&dump)).unwrap();
+    store.restore(Some(&mut dump.as_slice())).unwrap();
     assert_eq!(egress::current().deny.len(), 2);
     store.restore(None).unwrap();
     assert!(egress::current().deny.is_empty());
 
     // A node that starts with the setting stored.
     drop(machine);
-    store.restore(Some(&dump)).unwrap();
+    store.restore(Some(&mut dump.as_slice())).unwrap();
     egress::install(node.clone());
     assert!(egress::current().deny.is_empty());
     drop(store);

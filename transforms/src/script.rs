@@ -38,6 +38,8 @@ struct Runner {
     ast: AST,
     timeout: Duration,
     max_operations: u64,
+    /// The step's `variables`, as constants of every run.
+    variables: Vec<(String, Dynamic)>,
 }
 
 /// One record for the script thread, and where its answer goes.
@@ -87,6 +89,7 @@ impl ScriptStep {
             ast: spec.ast.clone(),
             timeout: Duration::from_millis(spec.timeout_ms),
             max_operations: spec.max_operations,
+            variables: spec.variables.iter().map(|(k, v)| (k.clone(), to_dynamic(v))).collect(),
         });
         let (tx, rx) = mpsc::channel::<Job>();
         let on_thread = runner.clone();
@@ -133,6 +136,9 @@ impl Runner {
         // A copy: a record that fails leaves the step as it came in.
         scope.push("record", ScriptRecord(rec.clone()));
         scope.push_constant("now", now.clone());
+        for (name, value) in &self.variables {
+            scope.push_constant_dynamic(name.as_str(), value.clone());
+        }
         DEADLINE.with(|d| d.set(Some(Instant::now() + self.timeout)));
         let run = self.engine.run_ast_with_scope(&mut scope, &self.ast);
         DEADLINE.with(|d| d.set(None));

@@ -116,6 +116,7 @@ async fn login(State(state): State<AppState>, ClientIp(ip): ClientIp, ApiJson(re
         created_at: now,
         expires_at: now + ChronoDuration::from_std(state.config.refresh_ttl).unwrap_or(ChronoDuration::days(30)),
         revoked_at: None,
+        previous_token_hashes: Vec::new(),
     };
     state.meta.apply(MetaCommand::PutSession { session: session.clone() })?;
     let p = auth::Principal { user: user.clone(), session_id: Some(session.id.clone()), api_key_id: None };
@@ -123,7 +124,8 @@ async fn login(State(state): State<AppState>, ClientIp(ip): ClientIp, ApiJson(re
     Ok(axum::Json(tokens(&state, &user, &session, refresh)?))
 }
 
-/// Exchanges a refresh token for new tokens; the old refresh token stops working.
+/// Exchanges a refresh token for new tokens; the old refresh token stops working, and
+/// presenting it again ends the whole session (a copy of it is in someone else's hands).
 #[utoipa::path(post, path = "/auth/refresh", tag = "auth", request_body = RefreshRequest,
     responses(
         (status = 200, description = "New tokens", body = TokenResponse),
@@ -131,18 +133,28 @@ async fn login(State(state): State<AppState>, ClientIp(ip): ClientIp, ApiJson(re
     ))]
 async fn refresh(State(state): State<AppState>, ApiJson(req): ApiJson<RefreshRequest>) -> ApiResult<axum::Json<TokenResponse>> {
     let unauth = || ApiError::Unauthorized("the refresh token is unknown, revoked or expired; log in again".into());
-    let session = state.meta.session_by_token_hash(&auth::sha256_hex(&req.refresh_token))?.ok_or_else(unauth)?;
+    let hash = auth::sha256_hex(&req.refresh_token);
+    let session = state.meta.session_by_token_hash(&hash)?.ok_or_else(unauth)?;
     let now = Utc::now();
     if session.revoked_at.is_some() || session.expires_at <= now {
         return Err(unauth());
     }
+    if session.token_hash != hash {
+        // A refresh token that was already exchanged: someone holds a copy of it (the
+        // legitimate client or a thief), so neither may keep the session.
+        state.meta.apply(MetaCommand::RevokeSession { id: session.id.clone(), at: now })?;
+        let user = state.meta.user(&session.user_id)?;
+        if let Some(user) = user {
+            let p = auth::Principal { user, session_id: Some(session.id.clone()), api_key_id: None };
+            audit(&state, &p, "refresh_token_reused", "session", &session.id, json!({}))?;
+        }
+        tracing::warn!(session = %session.id, "a used refresh token was presented again; the session is revoked");
+        return Err(ApiError::Unauthorized("this refresh token was already used; the session is ended: log in again".into()));
+    }
     let user = state.meta.user(&session.user_id)?.filter(|u| !u.disabled).ok_or_else(unauth)?;
     let token = auth::new_refresh_token();
-    let session = Session {
-        token_hash: auth::sha256_hex(&token),
-        expires_at: now + ChronoDuration::from_std(state.config.refresh_ttl).unwrap_or(ChronoDuration::days(30)),
-        ..session
-    };
+    let expires_at = now + ChronoDuration::from_std(state.config.refresh_ttl).unwrap_or(ChronoDuration::days(30));
+    let session = session.rotated(auth::sha256_hex(&token), expires_at);
     state.meta.apply(MetaCommand::PutSession { session: session.clone() })?;
     Ok(axum::Json(tokens(&state, &user, &session, token)?))
 }

@@ -419,7 +419,7 @@ pub(crate) async fn test_connection<B: Backend>(b: &B, c: &DatabaseConfig) -> Re
     }
     if let Some(query) = &c.query {
         let sql = format!("SELECT * FROM ({}) AS _dagg_src LIMIT 0", trim_query(query));
-        b.fetch_all(&sql, vec![]).await.map_err(|e| db_error(b.target(), b.connect_timeout(), e))?;
+        b.fetch_all(&sql, source::query_params(&c.query_params)).await.map_err(|e| db_error(b.target(), b.connect_timeout(), e))?;
         msg.push_str("; the query runs");
     }
     Ok(msg)

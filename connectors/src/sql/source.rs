@@ -22,7 +22,8 @@ const CHECKPOINT_VERSION: u64 = 1;
 /// What the source reads.
 enum Input {
     Table { qualifier: Option<String>, name: String },
-    Query(String),
+    /// A query and the values of its placeholders (`query_params`).
+    Query(String, Vec<Param>),
 }
 
 /// Where the source stands: right after the last row returned.
@@ -61,12 +62,12 @@ impl<B: Backend> SqlSource<B> {
     pub fn new(backend: Arc<B>, c: &DatabaseConfig) -> SqlSource<B> {
         let input = match (c.table_parts(), &c.query) {
             (Some((q, name)), _) => Input::Table { qualifier: q.map(str::to_string), name: name.to_string() },
-            (None, Some(q)) => Input::Query(trim_query(q).to_string()),
-            (None, None) => Input::Query(String::new()),
+            (None, Some(q)) => Input::Query(trim_query(q).to_string(), query_params(&c.query_params)),
+            (None, None) => Input::Query(String::new(), Vec::new()),
         };
         let unit = match &input {
             Input::Table { qualifier, name } => super::table_label(qualifier.as_deref(), name),
-            Input::Query(_) => "query".to_string(),
+            Input::Query(..) => "query".to_string(),
         };
         SqlSource {
             backend,
@@ -97,7 +98,7 @@ impl<B: Backend> SqlSource<B> {
         };
         let from = match &self.input {
             Input::Table { qualifier, name } => d.table_ref(qualifier.as_deref(), name),
-            Input::Query(q) => format!("({q}) AS _dagg_src"),
+            Input::Query(q, _) => format!("({q}) AS _dagg_src"),
         };
         let Some(field) = &self.cursor_field else {
             return Ok(match &self.input {
@@ -109,12 +110,16 @@ impl<B: Backend> SqlSource<B> {
                     }
                     (sql, vec![], 0, 0)
                 }
-                Input::Query(q) => (q.clone(), vec![], self.state.rows, 0),
+                Input::Query(q, params) => (q.clone(), params.clone(), self.state.rows, 0),
             });
         };
         let c = d.quote(field);
         let mut sql = format!("SELECT * FROM {from} WHERE {c} IS NOT NULL");
-        let mut params = Vec::new();
+        // The query's own placeholders come first in the statement, then the cursor's.
+        let mut params = match &self.input {
+            Input::Query(_, p) => p.clone(),
+            Input::Table { .. } => Vec::new(),
+        };
         let mut skip_equal = 0;
         if let Some(v) = &self.state.cursor {
             let ty = self.state.cursor_type.as_deref().unwrap_or("text");
@@ -126,7 +131,7 @@ impl<B: Backend> SqlSource<B> {
                 skip_equal = self.state.seen;
             }
             let ph = match d {
-                Dialect::Postgres => format!("CAST($1 AS {ty})"),
+                Dialect::Postgres => format!("CAST(${} AS {ty})", params.len() + 1),
                 Dialect::Mysql => "?".to_string(),
             };
             sql.push_str(&format!(" AND {c} {op} {ph}"));
@@ -145,7 +150,7 @@ impl<B: Backend> SqlSource<B> {
                     // cursor values); without one, the server's order is used.
                     if is_pk { keys.into_iter().next().unwrap_or_default() } else { Vec::new() }
                 }
-                Input::Query(_) => Vec::new(),
+                Input::Query(..) => Vec::new(),
             });
         }
         if self.state.done && self.cursor_field.is_none() {
@@ -214,6 +219,25 @@ impl<B: Backend> SqlSource<B> {
 
 /// The cursor value as the engine compares it: text cast by PostgreSQL, a typed value
 /// for MySQL (timestamps back to the server's form).
+/// A config's `query_params` as bind parameters, each typed by its JSON type (objects and
+/// arrays as JSON text).
+pub(crate) fn query_params(values: &[serde_json::Value]) -> Vec<Param> {
+    use serde_json::Value as Json;
+    values
+        .iter()
+        .map(|v| match v {
+            Json::Null => Param::Null,
+            Json::Bool(b) => Param::Bool(*b),
+            Json::Number(n) => match n.as_i64() {
+                Some(i) => Param::Int(i),
+                None => Param::Float(n.as_f64().unwrap_or(f64::NAN)),
+            },
+            Json::String(s) => Param::Text(s.clone()),
+            other => Param::Text(other.to_string()),
+        })
+        .collect()
+}
+
 fn cursor_param(d: Dialect, v: &Value, ty: &str) -> Param {
     match (d, v) {
         (Dialect::Postgres, other) => Param::Text(other.to_text()),
@@ -277,7 +301,7 @@ impl<B: Backend> SourceConnector for SqlSource<B> {
         let mut m = Map::with_capacity(2);
         match &self.input {
             Input::Table { .. } => m.push_unchecked("table", Value::from(self.units[0].as_str())),
-            Input::Query(_) => m.push_unchecked("query", Value::Bool(true)),
+            Input::Query(..) => m.push_unchecked("query", Value::Bool(true)),
         }
         m.push_unchecked("row", Value::Int(pos.seq as i64));
         Value::Object(m)

@@ -143,12 +143,16 @@ impl Machine for MetaMachine {
         result_to_answer(&r)
     }
 
-    fn dump(&self) -> Result<Json, String> {
-        self.store.dump().map_err(|e| e.to_string())
+    fn dump(&self, out: &mut dyn std::io::Write) -> Result<(), String> {
+        self.store.dump(out).map_err(|e| e.to_string())
     }
 
-    fn restore(&self, dump: Option<&Json>) -> Result<(), String> {
-        self.store.restore(dump).map_err(|e| e.to_string())
+    fn restore(&self, input: Option<&mut dyn std::io::BufRead>) -> Result<(), String> {
+        self.store.restore(input).map_err(|e| e.to_string())
+    }
+
+    fn restore_legacy(&self, dump: &Json) -> Result<(), String> {
+        self.store.restore_legacy(dump).map_err(|e| e.to_string())
     }
 }
 

@@ -10,6 +10,7 @@ use dagg_model::RunStatus;
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 
+use super::prune::PruneCutoffs;
 use super::types::*;
 
 /// The version of the command encoding this build writes and reads.
@@ -85,6 +86,10 @@ pub enum MetaCommand {
     /// `_cluster/run/<run id>` ([`super::LEGACY_ASSIGN_PREFIX`]); such a `PutSetting`, in an
     /// old log or snapshot, is applied as this command.
     AssignRun { run_id: String, assignment: Assignment },
+    /// Removes what the retention setting no longer keeps: sessions that ended, audit
+    /// entries, run logs and ended runs older than the cut-offs ([`PruneCutoffs`], computed
+    /// by the leader from its clock). A run that has not ended is never removed.
+    Prune(PruneCutoffs),
 }
 
 impl MetaCommand {

@@ -11,6 +11,7 @@
 
 pub mod codec;
 mod command;
+mod prune;
 mod replication;
 mod types;
 
@@ -23,6 +24,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value as Json;
 
 pub use command::{COMMAND_VERSION, CommandEnvelope, MetaCommand, PipelineSummary};
+pub use prune::{PruneCounts, PruneCutoffs};
 pub use types::*;
 
 /// Why a command or a read failed.
@@ -38,6 +40,9 @@ pub enum MetaError {
     Storage(#[from] sled::Error),
     #[error("metadata value: {0}")]
     Decode(String),
+    /// A dump of the store (a Raft snapshot) could not be written or read.
+    #[error("{0}")]
+    Dump(String),
     /// The cluster could not commit the change (no leader, or no quorum reachable).
     #[error("{0}")]
     Unavailable(String),
@@ -214,9 +219,13 @@ impl MetaStore {
             }
             MetaCommand::PutSession { session } => {
                 if let Some(old) = self.get::<Session>(&t.sessions, &session.id)? {
-                    t.session_tokens.remove(&old.token_hash)?;
+                    for h in old.token_hashes().filter(|h| !session.token_hashes().any(|n| n == *h)) {
+                        t.session_tokens.remove(h)?;
+                    }
                 }
-                t.session_tokens.insert(&session.token_hash, session.id.as_bytes())?;
+                for h in session.token_hashes() {
+                    t.session_tokens.insert(h, session.id.as_bytes())?;
+                }
                 self.put(&t.sessions, &session.id, &session)?;
             }
             MetaCommand::RevokeSession { id, at } => {
@@ -357,6 +366,9 @@ impl MetaStore {
             MetaCommand::PutRunInsight { insight } => {
                 self.need::<Run>(&t.runs, "run", &insight.run_id)?;
                 self.put(&t.run_insights, &insight.run_id.clone(), &insight)?
+            }
+            MetaCommand::Prune(cut) => {
+                self.prune_locked(&cut)?;
             }
         }
         Ok(())
@@ -816,6 +828,59 @@ mod tests {
         assert_eq!(CommandEnvelope::new(MetaCommand::AssignRun { run_id: "r1".into(), assignment: moved }).encode(), lines[3].as_bytes());
     }
 
+    /// Pruning as version 1 writes it, over a store with old and recent records of every
+    /// kind: ended sessions (expired or revoked), old audit entries, the logs of runs that
+    /// ended before the log cut-off and old ended runs with everything under their id go;
+    /// recent ones stay, and so does a run still running, however old.
+    #[test]
+    fn golden_prune_commands_of_version_1_still_apply() {
+        let text = include_str!("../../tests/golden/commands-v1-prune.jsonl");
+        let lines: Vec<&str> = text.lines().collect();
+        let first = lines.iter().position(|l| l.contains(r#""op":"prune""#)).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let m = MetaStore::open(dir.path()).unwrap();
+        for (i, line) in lines[..first].iter().enumerate() {
+            m.apply_encoded(line.as_bytes()).unwrap_or_else(|e| panic!("line {}: {e}", i + 1));
+        }
+        let MetaCommand::Prune(cut) = CommandEnvelope::decode(lines[first].as_bytes()).unwrap().command else { panic!("line {} is a prune", first + 1) };
+        // Two sessions, one audit entry, the logs of `r-old` (2) and `r-mid` (1) and the
+        // entry of a run never on record, the run `r-old`.
+        let counts = PruneCounts { sessions: 2, audit: 1, run_events: 4, runs: 1 };
+        assert_eq!(m.prunable(&cut).unwrap(), counts);
+        assert_eq!(m.run_events("r-old").unwrap().len(), 2, "counting removes nothing");
+        m.apply_encoded(lines[first].as_bytes()).unwrap();
+
+        assert!(m.session("s-expired").unwrap().is_none() && m.session("s-revoked").unwrap().is_none());
+        assert!(m.session_by_token_hash("aa01").unwrap().is_none() && m.session_by_token_hash("aa02").unwrap().is_none());
+        assert_eq!(m.session_by_token_hash("aa03").unwrap().unwrap().id, "s-live");
+        assert_eq!(m.audit().unwrap().iter().map(|a| a.id.as_str()).collect::<Vec<_>>(), ["a-new"]);
+        assert!(m.run("r-old").unwrap().is_none());
+        assert!(m.run_events("r-old").unwrap().is_empty());
+        assert!(m.run_insight("r-old").unwrap().is_none() && m.assignment("r-old").unwrap().is_none());
+        assert_eq!(m.runs_of("p1").unwrap().iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), ["r-running", "r-mid", "r-new"]);
+        assert_eq!(m.run("r-mid").unwrap().unwrap().status, RunStatus::Failed);
+        assert!(m.run_events("r-mid").unwrap().is_empty());
+        let running = m.run("r-running").unwrap().unwrap();
+        assert_eq!(running.status, RunStatus::Running);
+        assert_eq!(m.run_events("r-running").unwrap().len(), 1);
+        assert_eq!(m.assignment("r-running").unwrap().unwrap().node, 2);
+        assert_eq!(m.run_events("r-new").unwrap().len(), 1);
+        assert!(m.run_events("r-gone").unwrap().is_empty());
+        assert!(m.prunable(&cut).unwrap().is_empty());
+
+        // Cut-offs that are null or left out keep everything.
+        for (i, line) in lines[first + 1..].iter().enumerate() {
+            let MetaCommand::Prune(none) = CommandEnvelope::decode(line.as_bytes()).unwrap().command else { panic!("line {} is a prune", first + i + 2) };
+            assert_eq!(none, PruneCutoffs::default());
+            m.apply_encoded(line.as_bytes()).unwrap();
+        }
+        assert_eq!((m.audit().unwrap().len(), m.runs().unwrap().len(), m.run_events("r-new").unwrap().len()), (1, 3, 1));
+        assert!(m.session("s-live").unwrap().is_some());
+        // The encoding of the new command is locked.
+        assert_eq!(CommandEnvelope::new(MetaCommand::Prune(cut)).encode(), lines[first].as_bytes());
+        assert_eq!(CommandEnvelope::new(MetaCommand::Prune(PruneCutoffs::default())).encode(), lines[first + 1].as_bytes());
+    }
+
     /// A store (or a snapshot) written by a build before `assign_run` holds assignments as
     /// settings: opening or restoring it turns them into assignments.
     #[test]
@@ -833,7 +898,7 @@ mod tests {
         assert_eq!(m.setting("_cluster/run/r9").unwrap(), None);
         // A snapshot of the old build: the settings tree holds the assignment.
         let old_dump = serde_json::json!({"v": 1, "trees": {"settings": [["_cluster/run/r7", String::from_utf8(codec::encode(&serde_json::to_value(&a).unwrap())).unwrap()]]}});
-        m.restore(Some(&old_dump)).unwrap();
+        m.restore_legacy(&old_dump).unwrap();
         assert_eq!(m.assignments().unwrap().into_iter().collect::<Vec<_>>(), [("r7".to_string(), a)]);
         assert_eq!(m.setting("_cluster/run/r7").unwrap(), None);
     }

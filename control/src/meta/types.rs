@@ -59,6 +59,30 @@ pub struct Session {
     pub expires_at: DateTime<Utc>,
     #[serde(default)]
     pub revoked_at: Option<DateTime<Utc>>,
+    /// The hashes of this session's earlier refresh tokens (the newest last, at most
+    /// [`Session::KEPT_TOKENS`]): each still finds the session, so a reused one can be told
+    /// from an unknown one and the session revoked.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub previous_token_hashes: Vec<String>,
+}
+
+impl Session {
+    /// How many earlier refresh tokens a session remembers.
+    pub const KEPT_TOKENS: usize = 16;
+
+    /// This session with a new refresh token (`hash`), the current one remembered as used.
+    pub fn rotated(self, hash: String, expires_at: DateTime<Utc>) -> Session {
+        let mut previous = self.previous_token_hashes;
+        previous.push(self.token_hash);
+        let extra = previous.len().saturating_sub(Session::KEPT_TOKENS);
+        previous.drain(..extra);
+        Session { token_hash: hash, expires_at, previous_token_hashes: previous, ..self }
+    }
+
+    /// Every token hash that finds this session.
+    pub fn token_hashes(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.token_hash.as_str()).chain(self.previous_token_hashes.iter().map(String::as_str))
+    }
 }
 
 /// A personal API key (guide 5.4.1), stored as its SHA-256.

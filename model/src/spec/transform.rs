@@ -198,6 +198,9 @@ impl TransformSpec {
                 put("source", Json::String(s.source.clone()));
                 put("max_operations", json!(s.max_operations));
                 put("timeout_ms", json!(s.timeout_ms));
+                if !s.variables.is_empty() {
+                    put("variables", Json::Object(s.variables.iter().map(|(k, v)| (k.clone(), Json::from(v))).collect()));
+                }
             }
         }
         Json::Object(m)
@@ -694,6 +697,10 @@ pub struct ScriptSpec {
     /// Wall-clock time allowed per record, in milliseconds (default
     /// [`ScriptSpec::DEFAULT_TIMEOUT_MS`]).
     pub timeout_ms: u64,
+    /// Constants the script reads by name (`variables: {"limit": 10}`). An event trigger
+    /// passes its event as `event` here: `${event.field}` in the source reads it, the
+    /// event's text never becomes script code.
+    pub variables: Vec<(String, Value)>,
 }
 
 impl ScriptSpec {
@@ -703,7 +710,7 @@ impl ScriptSpec {
 
 impl PartialEq for ScriptSpec {
     fn eq(&self, other: &Self) -> bool {
-        self.source == other.source && self.max_operations == other.max_operations && self.timeout_ms == other.timeout_ms
+        self.source == other.source && self.max_operations == other.max_operations && self.timeout_ms == other.timeout_ms && self.variables == other.variables
     }
 }
 
@@ -1252,13 +1259,15 @@ fn parse_join(v: &Json, path: &str, errs: &mut SpecErrors) -> Option<TransformSp
 }
 
 fn parse_script(v: &Json, path: &str, errs: &mut SpecErrors) -> Option<TransformSpec> {
-    let o = Obj::open(v, path, &keys(&["source", "max_operations", "timeout_ms"]), errs)?;
+    let o = Obj::open(v, path, &keys(&["source", "max_operations", "timeout_ms", "variables"]), errs)?;
     let source = o.req_str("source", errs);
     let max_operations =
         if o.has("max_operations") { o.int("max_operations", 1, 1_000_000_000, errs) } else { Some(ScriptSpec::DEFAULT_MAX_OPERATIONS as i64) };
     let timeout_ms = if o.has("timeout_ms") { o.int("timeout_ms", 1, 60_000, errs) } else { Some(ScriptSpec::DEFAULT_TIMEOUT_MS as i64) };
+    let variables = script_variables(o.get("variables"), &o.at("variables"), errs);
     let source = source?;
-    let ast = match script::compile(source) {
+    let names: Vec<&str> = variables.iter().flatten().map(|(k, _)| k.as_str()).collect();
+    let ast = match script::compile_with(source, &names) {
         Ok(ast) => ast,
         Err(m) => {
             errs.push(o.at("source"), format!("the script does not compile: {m}"));
@@ -1270,7 +1279,32 @@ fn parse_script(v: &Json, path: &str, errs: &mut SpecErrors) -> Option<Transform
         ast,
         max_operations: max_operations? as u64,
         timeout_ms: timeout_ms? as u64,
+        variables: variables?,
     }))
+}
+
+/// A script's `variables`: an object whose keys are Rhai names other than the step's own
+/// `record` and `now`.
+fn script_variables(v: Option<&Json>, path: &str, errs: &mut SpecErrors) -> Option<Vec<(String, Value)>> {
+    let Some(v) = v else { return Some(Vec::new()) };
+    let Json::Object(m) = v else {
+        errs.push(path, format!("expected an object of named values, found {}", json_type(v)));
+        return None;
+    };
+    let before = errs.len();
+    let mut out = Vec::with_capacity(m.len());
+    for (name, value) in m {
+        let ident = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !ident {
+            errs.push(format!("{path}.{name}"), "a variable's name is letters, digits and `_`, not starting with a digit");
+        } else if name == "record" || name == "now" {
+            errs.push(format!("{path}.{name}"), format!("`{name}` is the script's own; choose another name"));
+        } else {
+            out.push((name.clone(), Value::from(value)));
+        }
+    }
+    (errs.len() == before).then_some(out)
 }
 
 #[cfg(test)]
@@ -1482,6 +1516,20 @@ mod tests {
         assert_eq!(e.len(), 2, "{e:#?}");
         assert!(e[0].starts_with("transformations[0].timeout: unknown field"));
         assert!(e[1].starts_with("transformations[0].source: the script does not compile:"), "{}", e[1]);
+    }
+
+    #[test]
+    fn a_script_reads_its_variables_by_name() {
+        let specs = ok(json!([{"type": "script", "source": "record.n = limit + event.id;", "variables": {"limit": 10, "event": {"id": 1}}}]));
+        let TransformSpec::Script(s) = &specs[0] else { panic!() };
+        assert_eq!(s.variables.len(), 2);
+        assert_eq!(specs[0].to_document()["variables"], json!({"limit": 10, "event": {"id": 1}}));
+        let e = errors(json!([{"type": "script", "source": "record.n = 1;", "variables": {"record": 1, "9x": 2}}]));
+        assert_eq!(e.len(), 2, "{e:#?}");
+        assert!(e.iter().any(|m| m.starts_with("transformations[0].variables.record: `record` is the script's own")), "{e:#?}");
+        assert!(e.iter().any(|m| m.starts_with("transformations[0].variables.9x: a variable's name")), "{e:#?}");
+        // Without the variable, strict mode refuses the name.
+        assert_eq!(errors(json!([{"type": "script", "source": "record.n = limit;"}])).len(), 1);
     }
 
     #[test]

@@ -91,6 +91,13 @@ pub struct DatabaseConfig {
     /// Source: a `SELECT` whose rows are the records (instead of `table`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub query: Option<String>,
+    /// Source, with `query`: values for the query's placeholders (`$1`, `$2`, … in
+    /// PostgreSQL, `?` in MySQL, in order), sent as bind parameters and never pasted into the
+    /// SQL. An event trigger's `${event.field}` in `query` becomes one of these. PostgreSQL
+    /// types a parameter from its JSON type (number, text, boolean): cast where the column's
+    /// type differs (`CAST($1 AS date)`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub query_params: Vec<serde_json::Value>,
     /// Source: read only rows past the last run's high-water mark.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub incremental: Option<SqlIncremental>,
@@ -222,6 +229,9 @@ pub fn check_database(c: &DatabaseConfig, engine: Engine, path: &str, role: Role
     }
     if c.table.is_some() && c.query.is_some() {
         errs.push(at("query"), "give `query` or `table`, not both");
+    }
+    if !c.query_params.is_empty() && c.query.is_none() {
+        errs.push(at("query_params"), "`query_params` are the values of a `query`'s placeholders; there is no `query`");
     }
     if let Some(inc) = &c.incremental
         && inc.cursor_field.trim().is_empty()

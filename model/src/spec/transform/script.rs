@@ -38,18 +38,27 @@ pub fn base_engine() -> Engine {
     engine
 }
 
-/// A scope holding the host's variables (so strict mode accepts them).
-pub fn host_scope() -> Scope<'static> {
+/// A scope holding the host's variables and the step's own `variables` (so strict mode
+/// accepts them).
+pub fn host_scope(variables: &[&str]) -> Scope<'static> {
     let mut scope = Scope::new();
     scope.push("record", rhai::Map::new());
     scope.push("now", rhai::ImmutableString::new());
+    for name in variables {
+        scope.push_constant(name.to_string(), ());
+    }
     scope
 }
 
 /// Compiles `source`, or returns Rhai's message (with line and column).
 pub fn compile(source: &str) -> Result<AST, String> {
+    compile_with(source, &[])
+}
+
+/// Compiles `source` for a step whose `variables` have these names.
+pub fn compile_with(source: &str, variables: &[&str]) -> Result<AST, String> {
     let engine = base_engine();
-    engine.compile_with_scope(&host_scope(), source).map_err(|e| e.to_string())
+    engine.compile_with_scope(&host_scope(variables), source).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
@@ -65,5 +74,7 @@ mod tests {
         assert!(e.contains("undefined_var"), "{e}");
         assert!(compile(r#"import "os" as os;"#).is_ok(), "imports fail when run, not when compiled");
         assert!(compile("eval(\"1\")").is_err());
+        assert!(compile("record.x = limit;").is_err());
+        assert!(compile_with("record.x = limit;", &["limit"]).is_ok());
     }
 }

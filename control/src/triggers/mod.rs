@@ -5,9 +5,9 @@
 //! the trigger with the connector's own source (a core NATS subscription, a JetStream durable
 //! consumer named `<pipeline>-trigger`, a Kafka consumer group `<pipeline>-trigger`). Each
 //! message is one event; its fields are the run's parameters: every `${event.field}` in the
-//! stored document's strings is replaced by the field's value (a string that is only
-//! `${event.field}` takes the value with its type), the document is validated again, and a
-//! run starts with trigger `event`. The run's log starts with a `trigger` entry that holds
+//! stored document's strings takes the field's value as data — a bind parameter in a
+//! query, a constant in a script, a percent-encoded part of a URL ([`values`]) — the
+//! document is validated again, and a run starts with trigger `event`. The run's log starts with a `trigger` entry that holds
 //! the event, and `triggered_by` names where it came from. Runs of one pipeline follow each
 //! other: an event that arrives while a run is active waits for its end. A broker that
 //! acknowledges (JetStream, Kafka) hears of an event once its run was recorded.
@@ -23,6 +23,10 @@ use dagg_model::spec::connector::ConnectorSpec;
 use dagg_model::spec::pipeline::Schedule;
 use serde_json::{Value as Json, json};
 use tokio::task::JoinHandle;
+
+mod values;
+
+pub use values::{EventValueError, with_event};
 
 use crate::meta::{EventKind, EventLevel, MetaCommand, PipelineVersion, RunEvent, Trigger};
 use crate::{ControlError, ControlPlane};
@@ -131,8 +135,8 @@ async fn start_event_run(state: &ControlPlane, pipeline_id: &str, version: u32, 
     }
     let doc = match with_event(doc, event) {
         Ok(d) => d,
-        Err(missing) => {
-            tracing::warn!(pipeline = %pipeline_id, "event passed over: the document uses `${{event.{missing}}}` and the event {event} has no such field");
+        Err(e) => {
+            tracing::warn!(pipeline = %pipeline_id, "event passed over: {e} (event {event})");
             return;
         }
     };
@@ -182,69 +186,5 @@ fn origin(trigger: &ConnectorSpec) -> String {
         },
         ConnectorConfig::Kafka(c) => format!("kafka topic `{}`", c.topic),
         _ => trigger.connector_type.clone(),
-    }
-}
-
-/// The document with `${event.field}` replaced by the event's values everywhere but in its
-/// `schedule`; `Err(field)` when the event lacks a field the document uses.
-pub fn with_event(doc: &Json, event: &Json) -> Result<Json, String> {
-    fn walk(v: &Json, event: &Json) -> Result<Json, String> {
-        Ok(match v {
-            Json::String(s) => substitute(s, event)?,
-            Json::Array(a) => Json::Array(a.iter().map(|x| walk(x, event)).collect::<Result<_, _>>()?),
-            Json::Object(m) => Json::Object(m.iter().map(|(k, x)| Ok((k.clone(), if k == "schedule" { x.clone() } else { walk(x, event)? }))).collect::<Result<_, String>>()?),
-            other => other.clone(),
-        })
-    }
-    walk(doc, event)
-}
-
-fn lookup<'a>(event: &'a Json, path: &str) -> Option<&'a Json> {
-    path.split('.').try_fold(event, |v, k| v.get(k))
-}
-
-fn substitute(s: &str, event: &Json) -> Result<Json, String> {
-    const OPEN: &str = "${event.";
-    if !s.contains(OPEN) {
-        return Ok(Json::String(s.to_string()));
-    }
-    // The whole string is one reference: keep the value's type.
-    if let Some(path) = s.strip_prefix(OPEN).and_then(|r| r.strip_suffix('}'))
-        && !path.contains('}')
-    {
-        return lookup(event, path).cloned().ok_or_else(|| path.to_string());
-    }
-    let mut out = String::new();
-    let mut rest = s;
-    while let Some(i) = rest.find(OPEN) {
-        out.push_str(&rest[..i]);
-        let after = &rest[i + OPEN.len()..];
-        let Some(end) = after.find('}') else {
-            out.push_str(&rest[i..]);
-            rest = "";
-            break;
-        };
-        let path = &after[..end];
-        match lookup(event, path).ok_or_else(|| path.to_string())? {
-            Json::String(v) => out.push_str(v),
-            other => out.push_str(&other.to_string()),
-        }
-        rest = &after[end + 1..];
-    }
-    out.push_str(rest);
-    Ok(Json::String(out))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn event_fields_fill_the_document_but_not_its_schedule() {
-        let doc = json!({"source": {"config": {"path": "in/${event.file}", "n": "${event.n}"}}, "schedule": {"config": {"subject": "${event.file}"}}});
-        let out = with_event(&doc, &json!({"file": "a.jsonl", "n": 3})).unwrap();
-        assert_eq!(out, json!({"source": {"config": {"path": "in/a.jsonl", "n": 3}}, "schedule": {"config": {"subject": "${event.file}"}}}));
-        assert_eq!(with_event(&doc, &json!({"n": 1})).unwrap_err(), "file");
-        assert_eq!(with_event(&json!("${event.a.b}-x"), &json!({"a": {"b": 7}})).unwrap(), json!("7-x"));
     }
 }
