@@ -22,7 +22,7 @@ pub mod ui;
 mod private;
 
 /// The control plane's modules under their old paths (`dagg_api::meta::MetaCommand`, …).
-pub use dagg_control::{cluster, lineage, mask, meta, notify, runner, scheduler, triggers};
+pub use dagg_control::{cluster, egress, lineage, mask, meta, notify, runner, scheduler, triggers};
 pub use dagg_control::{ControlConfig, ControlPlane};
 
 use std::ops::Deref;

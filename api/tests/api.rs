@@ -920,3 +920,54 @@ async fn certificate_paths_follow_the_file_path_rule() {
     ok["source"] = pg("certs/ca.pem");
     assert_eq!(api.post("/pipelines", &editor, ok).await.status, StatusCode::CREATED);
 }
+
+// ---------- the egress setting ----------
+
+#[tokio::test]
+async fn the_egress_setting_is_admin_only_checked_by_entry_and_refuses_what_it_denies() {
+    let api = TestApi::new();
+    let admin = api.admin().await;
+    let editor = api.user(&admin, "ed", "editor").await;
+    let viewer = api.user(&admin, "vi", "viewer").await;
+    let deny_loopback = json!({"egress": {"deny": ["127.0.0.1/32"]}});
+    for who in [&editor, &viewer] {
+        let r = api.put("/settings", who, deny_loopback.clone()).await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{r:?}");
+    }
+    let r = api.put("/settings", &admin, json!({"egress": {"allow": ["10.0.0.0/8"], "deny": ["db.internal", "not a host"]}})).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{r:?}");
+    assert_eq!(r.body["error"]["details"][0]["path"], "egress.deny[1]", "{r:?}");
+    assert!(r.text.contains("`not a host`"), "{r:?}");
+    let r = api.put("/settings", &admin, json!({"egress": {"deny": [], "allow_all": true}})).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{r:?}");
+    assert!(api.get("/settings", &admin).await.body.get("egress").is_none(), "a refused setting is not stored");
+
+    // A REST endpoint on this machine, reached until the deny list names it.
+    let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let h = hits.clone();
+    let app = axum::Router::new().fallback(move || {
+        h.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        async { axum::Json(json!([{"id": 1}])) }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let c = api.post("/connectors", &admin, json!({"name": "items", "connector_type": "rest_api", "config": {"url": format!("http://{addr}/items")}})).await;
+    assert_eq!(c.status, StatusCode::CREATED, "{c:?}");
+    let test = format!("/connectors/{}/test?role=source", c.body["id"].as_str().unwrap());
+    assert_eq!(api.post(&test, &admin, json!({})).await.body["ok"], true);
+    let reached = hits.load(std::sync::atomic::Ordering::SeqCst);
+
+    let r = api.put("/settings", &admin, deny_loopback).await;
+    assert_eq!(r.status, StatusCode::OK, "{r:?}");
+    assert_eq!(r.body["egress"]["deny"], json!(["127.0.0.1/32"]));
+    let t = api.post(&test, &editor, json!({})).await;
+    assert_eq!(t.body["ok"], false, "{t:?}");
+    let message = t.body["message"].as_str().unwrap();
+    assert!(message.contains("egress deny list") && message.contains("`127.0.0.1`"), "{message}");
+    assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), reached, "a denied endpoint was contacted");
+
+    // Removed: reached again.
+    assert_eq!(api.put("/settings", &admin, json!({"egress": {}})).await.status, StatusCode::OK);
+    assert_eq!(api.post(&test, &editor, json!({})).await.body["ok"], true);
+}

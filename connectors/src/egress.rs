@@ -14,9 +14,11 @@
 //! - everything else, private ranges included (where an installation's databases live), is
 //!   allowed.
 //!
-//! The policy is process-wide: the node installs it at start ([`install`]) and again when
-//! an admin changes the lists. Until then [`Policy::default`] applies (loopback allowed, no
-//! own ports known, link-local refused).
+//! The policy is process-wide: the node installs its own part at start ([`install`]); an
+//! admin's part (the `egress` setting: the lists and whether S3 connectors may use the
+//! node's ambient credentials) is set by [`set_admin`] whenever the setting is applied on
+//! this node. Until then [`Policy::default`] applies (loopback allowed, no own ports known,
+//! link-local refused, no ambient credentials).
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, RwLock};
@@ -71,6 +73,16 @@ impl Rule {
     }
 }
 
+impl std::fmt::Display for Rule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Rule::Net(net) if net.prefix_len() == net.max_prefix_len() => write!(f, "{}", net.addr()),
+            Rule::Net(net) => write!(f, "{net}"),
+            Rule::Host(name) => f.write_str(name),
+        }
+    }
+}
+
 /// What may be reached. See the module documentation for the order of the rules.
 #[derive(Clone, Debug)]
 pub struct Policy {
@@ -82,21 +94,41 @@ pub struct Policy {
     /// This machine's own addresses, besides loopback (where a listener on `0.0.0.0` is
     /// also reached).
     pub local_addresses: Vec<IpAddr>,
+    /// An admin's allow list: what matches is reached whatever the other rules say.
     pub allow: Vec<Rule>,
+    /// An admin's deny list: what matches is refused (unless the allow list admits it).
     pub deny: Vec<Rule>,
+    /// S3 connectors without keys may use the node's ambient credentials (its environment,
+    /// the instance profile or container credentials); otherwise their requests go unsigned.
+    pub s3_ambient_credentials: bool,
 }
 
 impl Default for Policy {
     fn default() -> Policy {
-        Policy { allow_loopback: true, own: Vec::new(), local_addresses: Vec::new(), allow: Vec::new(), deny: Vec::new() }
+        Policy {
+            allow_loopback: true,
+            own: Vec::new(),
+            local_addresses: Vec::new(),
+            allow: Vec::new(),
+            deny: Vec::new(),
+            s3_ambient_credentials: false,
+        }
     }
+}
+
+/// The part of the policy an admin sets (the `egress` setting).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Admin {
+    pub allow: Vec<Rule>,
+    pub deny: Vec<Rule>,
+    pub s3_ambient_credentials: bool,
 }
 
 /// Why an address was refused.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum Refused {
-    #[error("{0} is on the egress deny list")]
-    Denied(SocketAddr),
+    #[error("{0} is on the egress deny list (`{1}`)")]
+    Denied(SocketAddr, String),
     #[error("{0} is a link-local address (cloud metadata endpoints live there); an admin can allow it in the egress settings")]
     LinkLocal(SocketAddr),
     #[error("{0} is this node's own listener")]
@@ -130,8 +162,8 @@ impl Policy {
         if self.allow.iter().any(|r| r.matches(host, ip)) {
             return Ok(());
         }
-        if self.deny.iter().any(|r| r.matches(host, ip)) {
-            return Err(Refused::Denied(addr));
+        if let Some(rule) = self.deny.iter().find(|r| r.matches(host, ip)) {
+            return Err(Refused::Denied(addr, rule.to_string()));
         }
         if ip.is_unspecified() {
             return Err(Refused::Unspecified(addr));
@@ -161,9 +193,21 @@ impl Policy {
 
 static POLICY: RwLock<Option<Arc<Policy>>> = RwLock::new(None);
 
-/// Makes `policy` the one every later connection is checked against.
+/// Makes `policy` the one every later connection is checked against (the node's part and
+/// the admin's: a node installs its part at start, before the settings are read).
 pub fn install(policy: Policy) {
     *POLICY.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(policy));
+}
+
+/// Replaces the admin's part of the policy in force, keeping the node's own (its listeners,
+/// its addresses, the loopback rule).
+pub fn set_admin(admin: Admin) {
+    let mut slot = POLICY.write().unwrap_or_else(|e| e.into_inner());
+    let mut p = slot.as_deref().cloned().unwrap_or_default();
+    p.allow = admin.allow;
+    p.deny = admin.deny;
+    p.s3_ambient_credentials = admin.s3_ambient_credentials;
+    *slot = Some(Arc::new(p));
 }
 
 /// The policy in force.
@@ -371,12 +415,33 @@ mod tests {
         let mut p = node(false);
         p.deny = vec![Rule::parse("10.0.0.0/8").unwrap(), Rule::parse("*.corp").unwrap()];
         p.allow = vec![Rule::parse("10.9.0.0/16").unwrap(), Rule::parse("169.254.169.254").unwrap(), Rule::parse("localhost").unwrap()];
-        assert!(matches!(p.check("db", sa("10.0.0.5:5432")), Err(Refused::Denied(_))));
-        assert!(matches!(p.check("a.b.corp", sa("192.168.0.5:5432")), Err(Refused::Denied(_))));
+        assert_eq!(p.check("db", sa("10.0.0.5:5432")), Err(Refused::Denied(sa("10.0.0.5:5432"), "10.0.0.0/8".into())));
+        let e = p.check("a.b.corp", sa("192.168.0.5:5432")).unwrap_err();
+        assert_eq!(e.to_string(), "192.168.0.5:5432 is on the egress deny list (`*.corp`)");
         assert_eq!(p.check("corp", sa("192.168.0.5:5432")), Ok(()));
         assert_eq!(p.check("db", sa("10.9.1.1:5432")), Ok(()));
         assert_eq!(p.check("metadata", sa("169.254.169.254:80")), Ok(()));
         assert_eq!(p.check("LOCALHOST.", sa("127.0.0.1:5432")), Ok(()));
+    }
+
+    #[test]
+    fn the_admins_part_replaces_the_lists_and_keeps_the_nodes_part() {
+        install(node(false));
+        set_admin(Admin { allow: vec![Rule::parse("db.internal").unwrap()], deny: vec![Rule::parse("10.0.0.0/8").unwrap()], s3_ambient_credentials: true });
+        set_admin(Admin { deny: vec![Rule::parse("192.168.5.0/24").unwrap()], ..Admin::default() });
+        let p = current();
+        assert!(!p.allow_loopback);
+        assert_eq!(p.own, node(false).own);
+        assert_eq!(p.local_addresses, node(false).local_addresses);
+        assert!(p.allow.is_empty() && !p.s3_ambient_credentials);
+        assert_eq!(p.deny, vec![Rule::parse("192.168.5.0/24").unwrap()]);
+    }
+
+    #[test]
+    fn rules_show_as_written() {
+        for text in ["10.0.0.0/8", "192.168.1.7", "::1", "fd00::/8", "db.internal", "*.corp"] {
+            assert_eq!(Rule::parse(text).unwrap().to_string(), text);
+        }
     }
 
     #[test]

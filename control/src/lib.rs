@@ -10,13 +10,15 @@
 //! validate its document with the node's rules ([`validate`]), record the run with its
 //! [`Trigger`], and start it here or leave it for the cluster's leader to place.
 //!
-//! Module order (no circle): `meta` → `cluster` → `cluster::placement` → `validate`,
+//! Module order (no circle): `egress` (the admin's egress setting, applied by the store) →
+//! `meta` → `cluster` → `cluster::placement` → `validate`,
 //! `lineage` → `runner` → `scheduler`, `triggers`, `notify`, `retention`; this file wires them (the
 //! runner reports finished runs through [`AfterRun`], set here to the scheduler's
 //! dependency triggers and the notifications).
 
 pub mod cluster;
 pub mod data;
+pub mod egress;
 pub mod lineage;
 pub mod mask;
 pub mod meta;

@@ -15,6 +15,13 @@
 //! all, 1 s then 2 s apart. E-mail goes over plain SMTP (no TLS in this build: use a relay on
 //! the local network). Each delivery's outcome is written to the run's log
 //! (`notified` or `notification_failed`); a failed delivery never changes the run.
+//!
+//! Both go through the egress policy (`dagg_connectors::egress`, docs/security.md): the
+//! webhook's host and port are checked before the first attempt, its name resolves
+//! through the policy on every connection, and redirects are not followed (a 3xx answer is
+//! a failed delivery); the SMTP host is resolved and checked, and the connection goes to
+//! the checked address. A refused target is a `notification_failed` entry naming the rule;
+//! nothing is sent.
 
 use chrono::{DateTime, Utc};
 use dagg_model::RunStatus;
@@ -247,9 +254,20 @@ pub async fn send_webhook(
     summary: &RunSummary,
     secret: Option<&str>,
 ) -> Result<u16, String> {
+    use dagg_connectors::egress;
+
+    let parsed = reqwest::Url::parse(url).map_err(|e| format!("not a URL: {e}"))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(format!("`{}` is not an HTTP URL", parsed.scheme()));
+    }
+    egress::check_url(&parsed).await.map_err(|e| e.to_string())?;
     let body = serde_json::to_vec(summary).map_err(|e| e.to_string())?;
     let client = reqwest::Client::builder()
         .timeout(std::time::Duration::from_secs(10))
+        // Names resolve through the egress policy on every connection; a redirect could
+        // lead anywhere (the node's own API, a metadata endpoint), so none is followed.
+        .dns_resolver(egress::Resolver)
+        .redirect(reqwest::redirect::Policy::none())
         .build()
         .map_err(|e| e.to_string())?;
     let delivery = uuid::Uuid::new_v4().to_string();
@@ -259,7 +277,7 @@ pub async fn send_webhook(
             tokio::time::sleep(std::time::Duration::from_secs(u64::from(attempt))).await;
         }
         let mut req = client
-            .post(url)
+            .post(parsed.clone())
             .header("content-type", "application/json")
             .header("user-agent", concat!("dagg/", env!("CARGO_PKG_VERSION")))
             .header("x-dagg-event", summary.event.as_str())
@@ -271,11 +289,29 @@ pub async fn send_webhook(
         match req.send().await {
             Ok(r) if r.status().is_server_error() => last = format!("answered {}", r.status()),
             Ok(r) if r.status().is_success() => return Ok(r.status().as_u16()),
+            Ok(r) if r.status().is_redirection() => {
+                return Err(format!("answered {} (redirects are not followed)", r.status()));
+            }
             Ok(r) => return Err(format!("answered {}", r.status())),
-            Err(e) => last = e.to_string(),
+            Err(e) => last = error_chain(&e),
         }
     }
     Err(format!("gave up after 3 attempts: {last}"))
+}
+
+/// An error with its causes (a refused name is the resolver's error, inside reqwest's).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let more = c.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        cause = c.source();
+    }
+    text
 }
 
 /// Sends the summary by e-mail to `to`.
@@ -305,7 +341,13 @@ pub async fn send_email(
             .map_err(|e| format!("the address `{addr}`: {e}"))?);
     }
     let msg = msg.body(summary.text()).map_err(|e| e.to_string())?;
-    let mut transport = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(smtp.host.as_str())
+    // Resolved and checked here; the transport connects to the checked address, so a name
+    // that answers differently a moment later is not asked again.
+    let addrs = dagg_connectors::egress::resolve_checked(&smtp.host, smtp.port)
+        .await
+        .map_err(|e| format!("SMTP {}:{}: {e}", smtp.host, smtp.port))?;
+    let checked = addrs[0].ip().to_string();
+    let mut transport = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(checked.as_str())
         .port(smtp.port)
         .timeout(Some(std::time::Duration::from_secs_f64(
             smtp.timeout_seconds.clamp(0.1, 300.0),

@@ -445,13 +445,13 @@ pub async fn serve(args: ServeArgs) -> ExitCode {
     let bind_ip: Option<IpAddr> = peer_local.map(|l| l.ip()).filter(|ip| !ip.is_unspecified());
     // The egress policy (docs/security.md): this node's own listeners are never a
     // connector's server, and loopback is open only on a node whose API listens on loopback
-    // alone (the one-command start); an admin's lists are added from the settings.
+    // alone (the one-command start). The admin's part (the `egress` setting) is added by
+    // the metadata store when it opens below, and again whenever the setting is applied.
     dagg_connectors::egress::install(dagg_connectors::egress::Policy {
         allow_loopback: api_local.ip().is_loopback(),
         own: std::iter::once(api_local).chain(peer_local).collect(),
         local_addresses: dagg_connectors::egress::machine_addresses(),
-        allow: Vec::new(),
-        deny: Vec::new(),
+        ..dagg_connectors::egress::Policy::default()
     });
 
     // The store is the state machine: restored from the Raft snapshot and log below.

@@ -117,6 +117,22 @@ fn three_nodes_elect_one_leader_agree_and_replicate_a_write_made_on_a_follower()
     }
     // Viewer may read `/cluster`; without a token it is 401.
     assert_eq!(http(&c.nodes[0].api, "GET", "/cluster", None, None).0, 401);
+
+    // The admin's egress deny list, set on a follower, is in force on every node.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let (st, conn) = http(&c.nodes[0].api, "POST", "/connectors", Some(&token), Some(&json!({"name": "items", "connector_type": "rest_api", "config": {"url": format!("http://127.0.0.1:{closed}/items")}})));
+    assert_eq!(st, 201, "{conn}");
+    let test = format!("/connectors/{}/test", conn["id"].as_str().unwrap());
+    let refusal = |n: &cluster_support::Node| http(&n.api, "POST", &test, Some(&token), Some(&json!({}))).1["message"].as_str().unwrap_or_default().to_string();
+    let (st, body) = put_setting(&follower.api, &token, "egress", json!({"deny": ["127.0.0.1/32"]}));
+    assert_eq!(st, 200, "{body}");
+    for n in &c.nodes {
+        wait_for(Duration::from_secs(5), "the deny list on every node", || refusal(n).contains("egress deny list (`127.0.0.1`)").then_some(()));
+    }
+    put_setting(&follower.api, &token, "egress", json!({}));
+    for n in &c.nodes {
+        wait_for(Duration::from_secs(5), "the deny list gone on every node", || (!refusal(n).contains("deny list")).then_some(()));
+    }
 }
 
 #[test]

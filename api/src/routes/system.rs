@@ -144,7 +144,9 @@ async fn get_settings(State(state): State<AppState>, _auth: Admin) -> ApiResult<
 /// sent back as `GET /settings` showed it (`********`) keeps the stored one; secrets are
 /// stored sealed with the master key. `retention` (days each kind of metadata is kept:
 /// `sessions_days`, `audit_days`, `run_events_days`, `runs_days`; `null` or 0 keep forever)
-/// is checked, and a bad value is a 400 naming the field.
+/// is checked, and a bad value is a 400 naming the field. `egress` (the admin's allow and
+/// deny lists and `s3_ambient_credentials`, see docs/security.md) is checked entry by entry
+/// and takes effect on every node.
 #[utoipa::path(put, path = "/settings", tag = "system", security(("bearer" = ["admin"])), request_body = BTreeMap<String, serde_json::Value>,
     responses((status = 200, description = "Settings after the change", body = BTreeMap<String, serde_json::Value>)))]
 async fn put_settings(State(state): State<AppState>, Admin(p): Admin, ApiJson(body): ApiJson<BTreeMap<String, Json>>) -> ApiResult<axum::Json<BTreeMap<String, Json>>> {
@@ -157,6 +159,9 @@ async fn put_settings(State(state): State<AppState>, Admin(p): Admin, ApiJson(bo
     // Every value checked before any is stored.
     if let Some(v) = body.get(dagg_control::retention::SETTING) {
         dagg_control::retention::Retention::parse(v).map_err(|d| ApiError::field(&d.path, d.message))?;
+    }
+    if let Some(v) = body.get(crate::egress::SETTING) {
+        crate::egress::parse(v).map_err(|e| ApiError::field(&e.path, e.message))?;
     }
     let mut values = Vec::with_capacity(body.len());
     for (k, v) in body.iter() {

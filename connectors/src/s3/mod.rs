@@ -25,6 +25,7 @@
 //! commit when its staging object is still there, removes staging objects of later epochs,
 //! and downloads `<key>` as the local file the next writes append to.
 
+mod client;
 mod sink;
 mod source;
 
@@ -52,18 +53,39 @@ const STAGING: &str = ".dagg-tmp-";
 
 /// The store for a config: path-style requests to `endpoint` when given, plain HTTP only
 /// when allowed (by default for a loopback endpoint), every request bounded by the
-/// connection timeout and retried at most twice within it.
+/// connection timeout and retried at most twice within it, and every request's origin
+/// checked by the egress policy ([`client`]).
+///
+/// Credentials are the config's keys. Without keys, requests go unsigned (a public
+/// bucket) unless an admin turned ambient credentials on (the `egress` setting): then the
+/// node's environment (`AWS_*`), web identity, container or instance-profile credentials
+/// are used, as the AWS SDKs do. Without that setting nothing of the node's environment but
+/// the region is read, so an editor's connector cannot sign with the node's identity.
 pub fn store(c: &AwsS3Config) -> Result<Arc<AmazonS3>, ConnectorError> {
     let timeout = Duration::from_secs(c.timeout_secs());
-    let mut b = AmazonS3Builder::from_env().with_bucket_name(&c.bucket_name);
-    if let Some(region) = &c.aws_region {
+    let ambient = crate::egress::current().s3_ambient_credentials;
+    let mut b = if ambient { AmazonS3Builder::from_env() } else { AmazonS3Builder::new() };
+    b = b.with_bucket_name(&c.bucket_name);
+    let region = match &c.aws_region {
+        Some(r) => Some(r.clone()),
+        // `from_env` read it with the rest; without it, the region is all that is read.
+        None if !ambient => ["AWS_REGION", "AWS_DEFAULT_REGION"]
+            .iter()
+            .find_map(|k| std::env::var(k).ok().filter(|r| !r.is_empty())),
+        None => None,
+    };
+    if let Some(region) = &region {
         b = b.with_region(region);
     }
-    if let (Some(id), Some(secret)) = (&c.access_key_id, &c.secret_access_key) {
-        let secret = crate::secrets::reveal(secret).map_err(|e| {
-            ConnectorError::Config(format!("{}: secret_access_key: {e}", target(c, None)))
-        })?;
-        b = b.with_access_key_id(id).with_secret_access_key(secret);
+    match (&c.access_key_id, &c.secret_access_key) {
+        (Some(id), Some(secret)) => {
+            let secret = crate::secrets::reveal(secret).map_err(|e| {
+                ConnectorError::Config(format!("{}: secret_access_key: {e}", target(c, None)))
+            })?;
+            b = b.with_access_key_id(id).with_secret_access_key(secret);
+        }
+        _ if !ambient => b = b.with_skip_signature(true),
+        _ => {}
     }
     // Plain HTTP lives in the client options, so it is set on them (the builder's own
     // setting would be replaced by `with_client_options`).
@@ -88,9 +110,19 @@ pub fn store(c: &AwsS3Config) -> Result<Arc<AmazonS3>, ConnectorError> {
     let s3 = b
         .with_retry(retry)
         .with_client_options(options)
+        .with_http_connector(client::EgressConnector::new(timeout, ambient, c.endpoint.as_deref()))
         .build()
         .map_err(|e| ConnectorError::Config(format!("{}: {e}", target(c, None))))?;
     Ok(Arc::new(s3))
+}
+
+/// Checks a configured endpoint against the egress policy (every address its name gives,
+/// with its port), for a clear answer before the first request.
+async fn check_endpoint(c: &AwsS3Config) -> Result<(), ConnectorError> {
+    let Some(endpoint) = &c.endpoint else { return Ok(()) };
+    let url = url::Url::parse(endpoint)
+        .map_err(|e| ConnectorError::Config(format!("{}: `endpoint` is not a URL: {e}", target(c, None))))?;
+    crate::egress::check_url(&url).await.map_err(|e| crate::egress::named(e, &target(c, None)))
 }
 
 fn is_loopback(host: &str) -> bool {
@@ -258,6 +290,7 @@ async fn download(
 /// The store answers: a source's keys are listed, a destination's folder takes a probe
 /// object (deleted again).
 pub async fn test_connection(c: &AwsS3Config, role: Role) -> Result<String, ConnectorError> {
+    check_endpoint(c).await?;
     let s = store(c)?;
     match role {
         Role::Sink => {

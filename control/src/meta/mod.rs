@@ -130,6 +130,7 @@ impl MetaStore {
         };
         let store = MetaStore { db, t, write: Mutex::new(()), pipelines_cache: Mutex::new((0, None)) };
         store.migrate_legacy_assignments()?;
+        store.settings_take_effect();
         Ok(store)
     }
 
@@ -353,7 +354,12 @@ impl MetaStore {
             MetaCommand::AppendAudit { entry } => self.put(&t.audit, &format!("{}/{}", micros(entry.at), entry.id), &entry)?,
             MetaCommand::PutSetting { key, value } => match legacy_assignment(&key, &value) {
                 Some((run_id, assignment)) => self.put(&t.run_assignments, run_id, &assignment)?,
-                None => self.put(&t.settings, &key, &value)?,
+                None => {
+                    self.put(&t.settings, &key, &value)?;
+                    if key == crate::egress::SETTING {
+                        crate::egress::apply(Some(&value));
+                    }
+                }
             },
             MetaCommand::AssignRun { run_id, assignment } => self.put(&t.run_assignments, &run_id, &assignment)?,
             MetaCommand::PutScheduleState { state } => self.put(&t.schedules, &state.pipeline_id.clone(), &state)?,
@@ -588,6 +594,16 @@ impl MetaStore {
 
     pub fn setting(&self, key: &str) -> MetaResult<Option<Json>> {
         self.get(&self.t.settings, key)
+    }
+
+    /// Puts the settings that act on this process into effect as stored (at opening and
+    /// after a restored snapshot; a replicated `PutSetting` does it for its key): the
+    /// admin's egress policy, on every node.
+    pub(crate) fn settings_take_effect(&self) {
+        match self.setting(crate::egress::SETTING) {
+            Ok(v) => crate::egress::apply(v.as_ref()),
+            Err(e) => tracing::error!("cannot read the `{}` setting: {e}", crate::egress::SETTING),
+        }
     }
 
     /// Every setting whose key does not start with `_` (internal ones, such as the JWT

@@ -107,6 +107,8 @@ impl MetaStore {
         self.invalidate_pipelines();
         let r = self.restore_locked(input);
         self.invalidate_pipelines();
+        // Whatever the store now holds (a failed restore may have cleared it) is in force.
+        self.settings_take_effect();
         r
     }
 
@@ -206,6 +208,7 @@ impl MetaStore {
         }
         self.migrate_legacy_assignments()?;
         self.invalidate_pipelines();
+        self.settings_take_effect();
         Ok(())
     }
 

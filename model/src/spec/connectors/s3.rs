@@ -31,8 +31,10 @@ pub struct AwsS3Config {
     /// The region (default `us-east-1`, or `AWS_REGION` from the environment).
     #[serde(default, alias = "region", skip_serializing_if = "Option::is_none")]
     pub aws_region: Option<String>,
-    /// With `secret_access_key`; when both are absent the environment's `AWS_*` credentials
-    /// are used.
+    /// With `secret_access_key`. When both are absent, requests go unsigned (a public
+    /// bucket), unless an admin lets S3 connectors use the node's ambient credentials (the
+    /// `egress` setting's `s3_ambient_credentials`: its `AWS_*` environment, instance
+    /// profile or container credentials).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access_key_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -121,7 +123,7 @@ pub fn check_aws_s3(c: &AwsS3Config, path: &str, role: Role, errs: &mut SpecErro
         );
     }
     if c.access_key_id.is_some() != c.secret_access_key.is_some() {
-        errs.push(format!("{path}.secret_access_key"), "`access_key_id` and `secret_access_key` go together: give both, or neither to use the environment's AWS credentials");
+        errs.push(format!("{path}.secret_access_key"), "`access_key_id` and `secret_access_key` go together: give both, or neither for unsigned requests (or the node's ambient credentials, when an admin allows them)");
     }
     if let Some(v) = &c.signature_version
         && !v.eq_ignore_ascii_case("s3v4")
