@@ -261,6 +261,10 @@ impl AppState {
             _ => jwt_secret(meta, control.master_key.as_ref())?,
         };
         control.seal_settings()?;
+        let sealed = control.seal_connectors()?;
+        if sealed > 0 {
+            tracing::info!(connectors = sealed, "sealed the clear secrets of saved connectors");
+        }
         if meta.user_count() == 0 {
             let (password, generated) = match &config.admin_password {
                 Some(p) if !p.is_empty() => (p.clone(), false),

@@ -863,6 +863,32 @@ async fn a_generated_admin_password_is_returned_once() {
     drop(api);
 }
 
+/// A connector stored by an earlier version with a secret in the clear (a REST header value,
+/// which was not a secret then) still shows masked, is sealed when the node starts, and
+/// opens to the value it had.
+#[tokio::test]
+async fn a_clear_secret_stored_by_an_earlier_version_is_masked_and_sealed_at_start() {
+    const KEY: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+    let api = TestApi::with(|c| c.master_key = Some(KEY.into()));
+    let admin = api.admin().await;
+    let r = api.post("/connectors", &admin, json!({"name": "crm", "connector_type": "rest_api", "config": {"url": "https://crm.example.com/v1", "headers": {"X-Tenant": "placeholder"}}})).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{r:?}");
+    let id = r.body["id"].as_str().unwrap().to_string();
+    // As an earlier version stored it: the header value in the clear.
+    let mut old = api.state.meta.connector(&id).unwrap().unwrap();
+    old.config["headers"]["X-Tenant"] = json!("old-clear-header-5b2e");
+    api.state.meta.apply(dagg_api::meta::MetaCommand::PutConnector { connector: old }).unwrap();
+    let r = api.get(&format!("/connectors/{id}"), &admin).await;
+    assert!(!r.text.contains("old-clear-header-5b2e"), "{}", r.text);
+    assert_eq!(r.body["config"]["headers"]["X-Tenant"], "********");
+    assert_eq!(api.state.control.seal_connectors().unwrap(), 1);
+    let stored = api.state.meta.connector(&id).unwrap().unwrap().config["headers"]["X-Tenant"].as_str().unwrap().to_string();
+    assert!(stored.starts_with("enc:v1:"), "{stored}");
+    assert_eq!(dagg_control::secrets::MasterKey::from_text(KEY).unwrap().decrypt(&stored).unwrap(), "old-clear-header-5b2e");
+    // Nothing left to seal.
+    assert_eq!(api.state.control.seal_connectors().unwrap(), 0);
+}
+
 // ---------- Kafka client properties ----------
 
 /// An editor cannot make librdkafka load a library: `plugin.library.paths` in a Kafka

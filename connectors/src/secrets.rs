@@ -9,8 +9,11 @@
 //!
 //! The master key is 32 bytes, from the environment variable `DAGG_MASTER_KEY` (base64 or
 //! hex), else from the file named by `DAGG_MASTER_KEY_FILE` (the same text, or the 32 raw
-//! bytes). A store that persists connector configs runs [`MasterKey::encrypt_config`] on
-//! them before writing and shows them through [`mask_config`].
+//! bytes). A store that persists connector configs runs [`MasterKey::seal_config`] (a saved
+//! connector) or [`MasterKey::seal_document`] (a pipeline document) before writing. Which
+//! values are secrets is not decided here: it is the one list the model derives from the
+//! config types ([`secret_paths`](dagg_model::spec::connector::secret_paths)), the same
+//! list answers are masked by.
 //!
 //! Masking never shows any part of a secret, not even its length: `Debug`/`Display` of
 //! [`Secret`] and [`mask`] print [`MASK`].
@@ -21,7 +24,7 @@ use aes_gcm::aead::{Aead, Generate, KeyInit, Nonce};
 use aes_gcm::Aes256Gcm;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
-use dagg_model::spec::connector::{MASK, SECRET_KEYS, Secret};
+use dagg_model::spec::connector::{MASK, Secret, secret_paths};
 use serde_json::Value as Json;
 
 /// The prefix of an encrypted value (the `v1` is the format: AES-256-GCM, 12-byte nonce).
@@ -55,23 +58,6 @@ pub enum SecretError {
 /// What a secret shows instead of its value.
 pub fn mask(_secret: &str) -> &'static str {
     MASK
-}
-
-/// A copy of a config (any JSON) with every value under a [`SECRET_KEYS`] key masked, at
-/// any depth: what logs, errors and the API show.
-pub fn mask_config(config: &Json) -> Json {
-    match config {
-        Json::Object(map) => Json::Object(
-            map.iter()
-                .map(|(k, v)| {
-                    let v = if SECRET_KEYS.contains(&k.as_str()) && !v.is_null() { Json::from(MASK) } else { mask_config(v) };
-                    (k.clone(), v)
-                })
-                .collect(),
-        ),
-        Json::Array(items) => Json::Array(items.iter().map(mask_config).collect()),
-        other => other.clone(),
-    }
 }
 
 /// Whether a value is in the encrypted form.
@@ -191,7 +177,7 @@ impl MasterKey {
 
     /// Seals, in place, every clear string under a key `is_secret` names (at any depth);
     /// values already sealed stay as they are. For stores whose secret keys are not the
-    /// connector configs' [`SECRET_KEYS`] (settings, say).
+    /// connector configs' typed secret fields (settings, say).
     pub fn encrypt_where(&self, v: &mut Json, is_secret: &dyn Fn(&str) -> bool) {
         walk_where(v, is_secret, &mut |s| {
             if !is_encrypted(s) {
@@ -212,27 +198,49 @@ impl MasterKey {
         })
     }
 
-    /// Encrypts, in place, every clear string under a [`SECRET_KEYS`] key of a config (any
-    /// JSON, at any depth); values already encrypted stay as they are.
-    pub fn encrypt_config(&self, config: &mut Json) {
-        walk_secrets(config, &mut |v| {
-            if !is_encrypted(v) {
-                *v = self.encrypt(v);
-            }
-            Ok(())
-        })
-        .expect("encrypting cannot fail");
+    /// Seals, in place, every clear secret of a `connector_type` config (the fields its
+    /// types mark secret); values already sealed stay as they are.
+    pub fn seal_config(&self, connector_type: &str, config: &mut Json) {
+        secret_paths::visit_config(connector_type, config, &mut |_, v| self.seal_value(v));
     }
 
-    /// Decrypts, in place, every encrypted value under a [`SECRET_KEYS`] key.
-    pub fn decrypt_config(&self, config: &mut Json) -> Result<(), SecretError> {
-        walk_secrets(config, &mut |v| {
-            if is_encrypted(v) {
-                *v = self.decrypt(v)?;
-            }
-            Ok(())
-        })
+    /// Seals, in place, every clear secret of every connector in a pipeline document.
+    pub fn seal_document(&self, doc: &mut Json) {
+        secret_paths::visit_document(doc, &mut |_, v| self.seal_value(v));
     }
+
+    fn seal_value(&self, v: &mut Json) {
+        if let Json::String(s) = v
+            && !is_encrypted(s)
+        {
+            *s = self.encrypt(s);
+        }
+    }
+
+    /// Opens, in place, every sealed secret of a `connector_type` config.
+    pub fn open_config(&self, connector_type: &str, config: &mut Json) -> Result<(), SecretError> {
+        let mut res = Ok(());
+        secret_paths::visit_config(connector_type, config, &mut |_, v| {
+            if let Json::String(s) = v
+                && is_encrypted(s)
+                && res.is_ok()
+            {
+                match self.decrypt(s) {
+                    Ok(clear) => *s = clear,
+                    Err(e) => res = Err(e),
+                }
+            }
+        });
+        res
+    }
+}
+
+/// Whether a `connector_type` config holds a secret in the clear (stored by an earlier
+/// build, or before a master key was configured).
+pub fn has_clear_config_secret(connector_type: &str, config: &Json) -> bool {
+    let mut clear = false;
+    secret_paths::visit_config(connector_type, &mut config.clone(), &mut |_, v| clear |= v.as_str().is_some_and(|s| !is_encrypted(s)));
+    clear
 }
 
 /// Whether any string under a key `is_secret` names (at any depth) is in the clear.
@@ -260,26 +268,6 @@ fn walk_where(v: &mut Json, is_secret: &dyn Fn(&str) -> bool, f: &mut dyn FnMut(
         Json::Array(items) => {
             for item in items {
                 walk_where(item, is_secret, f)?;
-            }
-        }
-        _ => {}
-    }
-    Ok(())
-}
-
-fn walk_secrets(v: &mut Json, f: &mut dyn FnMut(&mut String) -> Result<(), SecretError>) -> Result<(), SecretError> {
-    match v {
-        Json::Object(map) => {
-            for (k, v) in map.iter_mut() {
-                match v {
-                    Json::String(s) if SECRET_KEYS.contains(&k.as_str()) => f(s)?,
-                    other => walk_secrets(other, f)?,
-                }
-            }
-        }
-        Json::Array(items) => {
-            for item in items {
-                walk_secrets(item, f)?;
             }
         }
         _ => {}
@@ -389,25 +377,38 @@ mod tests {
     }
 
     #[test]
-    fn configs_encrypt_decrypt_and_mask_at_any_depth() {
+    fn configs_and_documents_seal_exactly_their_typed_secrets() {
         let (key, _) = MasterKey::generate();
-        let clear = json!({"url": "https://x", "auth_params": {"token": "t0k", "username": "u"}, "password": "pw", "list": [{"client_secret": "cs"}]});
+        let clear = json!({
+            "url": "https://x", "headers": {"X-Renamed-Credential": "h3ad"}, "query_params": {"sort": "id"},
+            "secret_query_params": {"access_token": "qp7"}, "auth_method": "basic", "auth_params": {"username": "u", "password": "pw9"}
+        });
+        assert!(has_clear_config_secret("rest_api", &clear));
         let mut stored = clear.clone();
-        key.encrypt_config(&mut stored);
+        key.seal_config("rest_api", &mut stored);
+        assert!(!has_clear_config_secret("rest_api", &stored));
         let text = stored.to_string();
-        assert!(!text.contains("t0k") && !text.contains("\"pw\"") && !text.contains("\"cs\""), "{text}");
+        for s in ["h3ad", "qp7", "pw9"] {
+            assert!(!text.contains(s), "{s} in {text}");
+        }
         assert_eq!(stored["auth_params"]["username"], "u");
-        // Encrypting twice changes nothing already encrypted.
-        let again = { let mut s = stored.clone(); key.encrypt_config(&mut s); s };
+        assert_eq!(stored["query_params"]["sort"], "id");
+        // Sealing twice changes nothing already sealed.
+        let again = {
+            let mut s = stored.clone();
+            key.seal_config("rest_api", &mut s);
+            s
+        };
         assert_eq!(again, stored);
         let mut back = stored.clone();
-        key.decrypt_config(&mut back).unwrap();
+        key.open_config("rest_api", &mut back).unwrap();
         assert_eq!(back, clear);
-        let shown = mask_config(&clear);
-        assert_eq!(shown["auth_params"]["token"], MASK);
-        assert_eq!(shown["password"], MASK);
-        assert_eq!(shown["list"][0]["client_secret"], MASK);
-        assert_eq!(shown["auth_params"]["username"], "u");
+        // In a document: every connector, wherever it is.
+        let mut doc = json!({"source": {"connector_type": "kafka", "config": {"topic": "t", "properties": {"sasl.password": "kp1", "sasl.username": "ku"}}},
+            "destinations": [{"connector_type": "rabbitmq", "config": {"queue": "q", "username": "ru", "password": "rp1"}}]});
+        key.seal_document(&mut doc);
+        let text = doc.to_string();
+        assert!(!text.contains("kp1") && !text.contains("rp1") && text.contains("\"ku\"") && text.contains("\"ru\""), "{text}");
         assert_eq!(mask("anything"), MASK);
     }
 }

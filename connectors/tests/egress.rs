@@ -118,7 +118,7 @@ async fn the_nodes_own_ports_are_refused_for_every_kind_of_server() {
         json!({"connector_type": "mysql", "config": {"host": "localhost", "port": port, "database": "d", "username": "u", "table": "t"}}),
         json!({"connector_type": "kafka", "config": {"bootstrap_servers": format!("127.0.0.1:{port}"), "topic": "t"}}),
         json!({"connector_type": "nats", "config": {"url": format!("nats://127.0.0.1:{port}"), "subject": "s"}}),
-        json!({"connector_type": "rabbitmq", "config": {"url": format!("amqp://guest:guest@127.0.0.1:{port}/%2f"), "queue": "q"}}),
+        json!({"connector_type": "rabbitmq", "config": {"url": format!("amqp://127.0.0.1:{port}/%2f"), "queue": "q"}}),
         json!({"connector_type": "redis", "config": {"url": format!("redis://localhost:{port}"), "stream": "s"}}),
     ];
     for case in cases {

@@ -367,3 +367,49 @@ async fn a_response_body_over_the_cap_is_refused_without_being_read_whole() {
     let e = open_source(&s, base()).unwrap().next_batch(10).await.unwrap_err().to_string();
     assert!(e.contains("recursion limit exceeded"), "{e}");
 }
+
+/// Issue 16: a header under any name and a secret query parameter, stored sealed, reach the
+/// API revealed — on every page, a server-given next link included — and a refusal's
+/// message masks the parameter.
+#[tokio::test]
+async fn sealed_headers_and_secret_query_params_are_sent_revealed_on_every_page() {
+    type Seen = Arc<Mutex<Vec<(HashMap<String, String>, HeaderMap)>>>;
+    async fn data(State(seen): State<Seen>, headers: HeaderMap, Query(q): Params) -> Response {
+        seen.lock().unwrap().push((q.clone(), headers));
+        match q.get("page").map(String::as_str) {
+            None => ([(header::LINK, "</d?page=2&sort=id>; rel=\"next\"")], AxJson(json!([{"id": 1}]))).into_response(),
+            Some("2") => AxJson(json!([{"id": 2}])).into_response(),
+            _ => (StatusCode::NOT_FOUND, "no such page").into_response(),
+        }
+    }
+    let seen: Seen = Arc::default();
+    let addr = serve(axum::Router::new().route("/d", get(data)).with_state(seen.clone())).await;
+    let (key, _) = dagg_connectors::secrets::MasterKey::generate();
+    dagg_connectors::secrets::install_process_key(key.clone());
+    let config = json!({
+        "url": format!("http://{addr}/d"),
+        "headers": {"X-Renamed-Credential": key.encrypt("hdr-s3cret"), "X-Clear-Old": "stored-in-clear"},
+        "secret_query_params": {"access_token": key.encrypt("qp-s3cret")},
+        "query_params": {"sort": "id"},
+        "pagination": {"type": "link_header"}
+    });
+    let got = read_all(&mut open_source(&rest(config.clone(), Role::Source), base()).unwrap(), 10).await;
+    assert_eq!(ids(&got), [1, 2]);
+    {
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 2);
+        for (q, h) in seen.iter() {
+            assert_eq!(q.get("access_token").map(String::as_str), Some("qp-s3cret"), "{q:?}");
+            assert_eq!(q.get("sort").map(String::as_str), Some("id"), "{q:?}");
+            assert_eq!(h.get("x-renamed-credential").unwrap(), "hdr-s3cret");
+            // A value stored in the clear by an earlier version still works.
+            assert_eq!(h.get("x-clear-old").unwrap(), "stored-in-clear");
+        }
+    }
+    // A refusal names the URL with the parameter masked.
+    let mut bad = config;
+    bad["url"] = json!(format!("http://{addr}/d?page=9"));
+    bad["pagination"] = json!({"type": "none"});
+    let e = open_source(&rest(bad, Role::Source), base()).unwrap().next_batch(10).await.unwrap_err().to_string();
+    assert!(e.contains("404") && e.contains("access_token=********") && !e.contains("qp-s3cret"), "{e}");
+}

@@ -156,11 +156,20 @@ impl ControlPlane {
         }))
     }
 
-    /// Seals the clear secrets of a config or document about to be stored (already sealed
-    /// ones stay as they are), when there is a master key.
-    pub fn encrypt_secrets(&self, v: &mut serde_json::Value) {
+    /// Seals the clear secrets of a `connector_type` config about to be stored (already
+    /// sealed ones stay as they are), when there is a master key. Which fields are secret
+    /// is the types' list (`secret_paths`).
+    pub fn seal_config(&self, connector_type: &str, config: &mut serde_json::Value) {
         if let Some(k) = &self.master_key {
-            k.encrypt_config(v);
+            k.seal_config(connector_type, config);
+        }
+    }
+
+    /// Seals the clear secrets of every connector in a pipeline document about to be
+    /// stored, when there is a master key.
+    pub fn seal_document(&self, doc: &mut serde_json::Value) {
+        if let Some(k) = &self.master_key {
+            k.seal_document(doc);
         }
     }
 
@@ -180,6 +189,25 @@ impl ControlPlane {
             }
         }
         Ok(())
+    }
+
+    /// Seals the secrets of saved connectors stored in the clear (by a build that did not
+    /// know a field was secret, or before a master key was configured). Pipeline versions
+    /// are history and stay as written; a pipeline's next save seals its new version.
+    pub fn seal_connectors(&self) -> Result<usize, MetaError> {
+        if self.master_key.is_none() {
+            return Ok(0);
+        }
+        let mut sealed = 0;
+        for mut c in self.meta.connectors()? {
+            if secrets::has_clear_config_secret(&c.connector_type, &c.config) {
+                let ct = c.connector_type.clone();
+                self.seal_config(&ct, &mut c.config);
+                self.meta.apply(meta::MetaCommand::PutConnector { connector: c })?;
+                sealed += 1;
+            }
+        }
+        Ok(sealed)
     }
 
     pub(crate) async fn after_run(&self, run: &Run, notifications: &dagg_model::spec::pipeline::Notifications) {

@@ -1,10 +1,19 @@
-//! Secrets never leave the API: every value under a secret-looking key (password, token,
-//! api_key_value, secret_access_key, client_secret, …) is replaced by [`MASK`] in responses.
+//! Secrets never leave the API. A connector's secrets are the fields its types mark secret
+//! (the one list, [`secret_paths`]): [`masked_config`] and [`masked_document`] replace each
+//! by [`MASK`], in a saved connector or in every connector of a pipeline document.
+//!
+//! On top of that, as an extra net for free-form JSON (records in previews and dead letters,
+//! settings, transformations, whatever a connector list cannot know), every value under a
+//! secret-looking key ([`is_secret_key`]: password, token, api_key, …) is masked too. That
+//! heuristic is not the list of secret fields — a renamed key would slip through it — and
+//! nothing is sealed at rest by it.
+//!
 //! When a client sends a masked value back (it edited a connector it read), the stored value
-//! is kept.
+//! is kept, while the connection's endpoint is unchanged ([`keep_masked_config`],
+//! [`keep_masked_document`]).
 
+use dagg_model::spec::connector::secret_paths::{self, At, Location, location_text};
 use serde_json::Value as Json;
-
 pub const MASK: &str = "********";
 
 /// Whether a config key holds a secret.
@@ -18,7 +27,8 @@ pub fn is_secret_key(key: &str) -> bool {
     EXACT.contains(&k.as_str()) || k.ends_with("_password") || k.ends_with("_secret") || k.ends_with("_token") || k.ends_with("password")
 }
 
-/// Replaces every secret value (at any depth) by [`MASK`].
+/// Replaces every value under a secret-looking key (at any depth) by [`MASK`]: the net for
+/// free-form JSON.
 pub fn mask(v: &mut Json) {
     match v {
         Json::Object(m) => {
@@ -35,10 +45,53 @@ pub fn mask(v: &mut Json) {
     }
 }
 
+/// A copy of free-form JSON with [`mask`] applied.
 pub fn masked(v: &Json) -> Json {
     let mut v = v.clone();
     mask(&mut v);
     v
+}
+
+/// A copy of a `connector_type` config as answers show it: its typed secrets masked, and the
+/// key-name net over the rest.
+pub fn masked_config(connector_type: &str, config: &Json) -> Json {
+    let mut v = config.clone();
+    secret_paths::mask_config(connector_type, &mut v);
+    mask(&mut v);
+    v
+}
+
+/// A copy of a pipeline document as answers show it: the typed secrets of every connector
+/// in it masked, and the key-name net over the rest.
+pub fn masked_document(doc: &Json) -> Json {
+    let mut v = doc.clone();
+    secret_paths::mask_document(&mut v);
+    mask(&mut v);
+    v
+}
+
+/// Locations under a secret-looking key, at any depth (what [`mask`] masks).
+fn key_locations(v: &Json, at: &mut Location, out: &mut Vec<Location>) {
+    match v {
+        Json::Object(m) => {
+            for (k, val) in m {
+                at.push(At::Key(k.clone()));
+                if is_secret_key(k) {
+                    out.push(at.clone());
+                }
+                key_locations(val, at, out);
+                at.pop();
+            }
+        }
+        Json::Array(a) => {
+            for (i, val) in a.iter().enumerate() {
+                at.push(At::Index(i));
+                key_locations(val, at, out);
+                at.pop();
+            }
+        }
+        _ => {}
+    }
 }
 
 /// The keys that say where a connection goes: a secret sent back masked is kept only while
@@ -66,48 +119,63 @@ impl std::fmt::Display for KeptSecret {
     }
 }
 
-/// Where `new` holds [`MASK`] under a secret key, puts back the value `old` has there —
-/// unless an endpoint key ([`ENDPOINT_KEYS`]) differs between `old` and `new` at that
-/// secret's level or above it (or `changed` already names one, for a config whose
-/// connector type is kept beside it): then the first such secret is refused. `at` is the
-/// path of `new` in the request, for the message.
+/// Where `new` holds [`MASK`] under a secret-looking key (free-form JSON: settings,
+/// transformations), puts back the value `old` has there — unless an endpoint key
+/// ([`ENDPOINT_KEYS`]) differs between `old` and `new` at that secret's level or above it
+/// (or `changed` already names one, for a config whose connector type is kept beside it):
+/// then the first such secret is refused. `at` is the path of `new` in the request, for
+/// the message.
 pub fn keep_masked(new: &mut Json, old: &Json, at: &str, changed: Option<&str>) -> Result<(), KeptSecret> {
-    keep_at(new, old, at, changed.map(str::to_string))
+    let mut locs = Vec::new();
+    key_locations(new, &mut Vec::new(), &mut locs);
+    keep_at(new, old, &locs, at, changed)
 }
 
+/// [`keep_masked`] for a saved connector's config: its typed secrets (and what the
+/// key-name net masked in it).
+pub fn keep_masked_config(connector_type: &str, new: &mut Json, old: &Json, at: &str, changed: Option<&str>) -> Result<(), KeptSecret> {
+    let mut locs = secret_paths::config_locations(connector_type, new);
+    key_locations(new, &mut Vec::new(), &mut locs);
+    keep_at(new, old, &locs, at, changed)
+}
+
+/// [`keep_masked`] for a pipeline document: the typed secrets of every connector in it (and
+/// what the key-name net masked in it).
+pub fn keep_masked_document(new: &mut Json, old: &Json, at: &str, changed: Option<&str>) -> Result<(), KeptSecret> {
+    let mut locs = secret_paths::document_locations(new);
+    key_locations(new, &mut Vec::new(), &mut locs);
+    keep_at(new, old, &locs, at, changed)
+}
 
 fn join(path: &str, key: &str) -> String {
     if path.is_empty() { key.to_string() } else { format!("{path}.{key}") }
 }
 
-fn keep_at(new: &mut Json, old: &Json, path: &str, mut changed: Option<String>) -> Result<(), KeptSecret> {
-    match (new, old) {
-        (Json::Object(n), Json::Object(o)) => {
-            if changed.is_none() {
-                changed = ENDPOINT_KEYS.iter().find(|k| n.get(**k) != o.get(**k)).map(|k| join(path, k));
-            }
-            for (k, val) in n.iter_mut() {
-                let here = join(path, k);
-                if is_secret_key(k) && val.as_str() == Some(MASK) {
-                    let Some(prev) = o.get(k) else { continue };
-                    if let Some(changed) = &changed {
-                        return Err(KeptSecret { path: here, changed: changed.clone() });
-                    }
-                    *val = prev.clone();
-                } else if let Some(prev) = o.get(k) {
-                    keep_at(val, prev, &here, changed.clone())?;
-                }
-            }
-            Ok(())
+/// Puts back the stored value of each location in `locs` where `new` holds [`MASK`] and
+/// `old` has a value, checking the endpoint keys of every level above it.
+fn keep_at(new: &mut Json, old: &Json, locs: &[Location], at: &str, changed: Option<&str>) -> Result<(), KeptSecret> {
+    for loc in locs {
+        if secret_paths::get(new, loc).and_then(Json::as_str) != Some(MASK) {
+            continue;
         }
-        (Json::Array(n), Json::Array(o)) => {
-            for (i, (a, b)) in n.iter_mut().zip(o).enumerate() {
-                keep_at(a, b, &format!("{path}[{i}]"), changed.clone())?;
-            }
-            Ok(())
+        let Some(prev) = secret_paths::get(old, loc) else { continue };
+        let refused = match changed {
+            Some(c) => Some(c.to_string()),
+            None => (0..loc.len()).find_map(|depth| {
+                let (n, o) = (secret_paths::get(new, &loc[..depth])?, secret_paths::get(old, &loc[..depth])?);
+                let (Json::Object(n), Json::Object(o)) = (n, o) else { return None };
+                ENDPOINT_KEYS.iter().find(|k| n.get(**k) != o.get(**k)).map(|k| join(&location_text(at, &loc[..depth]), k))
+            }),
+        };
+        if let Some(changed) = refused {
+            return Err(KeptSecret { path: location_text(at, loc), changed });
         }
-        _ => Ok(()),
+        let prev = prev.clone();
+        if let Some(v) = secret_paths::get_mut(new, loc) {
+            *v = prev;
+        }
     }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -152,5 +220,37 @@ mod tests {
         let mut renamed = json!({"name": "q", "source": {"connector_type": "rest_api", "config": {"url": "https://api.example.com/x", "auth_params": {"token": MASK}}}});
         keep_masked(&mut renamed, &old, "", None).unwrap();
         assert_eq!(renamed["source"]["config"]["auth_params"]["token"], "sealed");
+    }
+
+    /// A header's value is a secret because `headers` is typed, whatever the header is
+    /// called; the key-name net alone would show it.
+    #[test]
+    fn a_secret_under_any_header_name_is_masked_because_headers_are_typed() {
+        let config = json!({"url": "https://api.example.com", "headers": {"X-Renamed-Credential": "h3ader"}, "secret_query_params": {"sig": "qp"}});
+        assert_eq!(masked(&config)["headers"]["X-Renamed-Credential"], "h3ader", "the net does not know this name");
+        let shown = masked_config("rest_api", &config);
+        assert_eq!(shown["headers"]["X-Renamed-Credential"], MASK);
+        assert_eq!(shown["secret_query_params"]["sig"], MASK);
+        assert_eq!(shown["url"], "https://api.example.com");
+        let doc = json!({"name": "p", "source": {"connector_type": "REST API", "config": config}, "destination": {"connector_type": "kafka", "config": {"topic": "t", "properties": {"ssl.key.pem": "-----BEGIN"}}}});
+        let shown = masked_document(&doc).to_string();
+        assert!(!shown.contains("h3ader") && !shown.contains("\"qp\"") && !shown.contains("BEGIN"), "{shown}");
+    }
+
+    #[test]
+    fn typed_secrets_sent_back_masked_are_kept_while_the_endpoint_is_unchanged() {
+        let old = json!({"url": "https://api.example.com/x", "headers": {"X-Key": "sealed-h"}});
+        let mut new = json!({"url": "https://api.example.com/x", "headers": {"X-Key": MASK}, "rate_limit": 5});
+        keep_masked_config("rest_api", &mut new, &old, "config", None).unwrap();
+        assert_eq!(new["headers"]["X-Key"], "sealed-h");
+        let mut moved = json!({"url": "https://attacker.example/x", "headers": {"X-Key": MASK}});
+        let e = keep_masked_config("rest_api", &mut moved, &old, "config", None).unwrap_err();
+        assert_eq!(e, KeptSecret { path: "config.headers.X-Key".into(), changed: "config.url".into() });
+        let old_doc = json!({"source": {"connector_type": "rabbitmq", "config": {"url": "amqp://h/%2f", "queue": "q", "username": "u", "password": "sealed-r"}}});
+        let mut doc = json!({"source": {"connector_type": "rabbitmq", "config": {"url": "amqp://h/%2f", "queue": "q2", "username": "u", "password": MASK}}});
+        keep_masked_document(&mut doc, &old_doc, "", None).unwrap();
+        assert_eq!(doc["source"]["config"]["password"], "sealed-r");
+        let mut doc = json!({"source": {"connector_type": "rabbitmq", "config": {"url": "amqp://evil/%2f", "queue": "q", "username": "u", "password": MASK}}});
+        assert_eq!(keep_masked_document(&mut doc, &old_doc, "", None).unwrap_err().changed, "source.config.url");
     }
 }

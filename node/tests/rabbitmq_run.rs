@@ -87,7 +87,7 @@ async fn rabbitmq_to_file_run_stopped_with_sigterm_writes_and_acknowledges_every
     let out = dir.path().join("out.jsonl");
     let doc = json!({
         "name": format!("rabbit-to-file-{queue}"),
-        "source": {"connector_type": "rabbitmq", "config": {"url": "amqp://guest:guest@127.0.0.1:5672/%2f", "queue": queue, "prefetch": 1000}},
+        "source": {"connector_type": "rabbitmq", "config": {"url": "amqp://127.0.0.1:5672/%2f", "username": "guest", "password": "guest", "queue": queue, "prefetch": 1000}},
         "destination": {"connector_type": "file", "config": {"path": out.to_str().unwrap(), "format": "jsonl"}},
         "checkpoint": {"interval_seconds": 0.2}
     });

@@ -16,7 +16,7 @@ use crate::AppState;
 use crate::auth::{Editor, Viewer};
 use crate::error::{ApiError, ApiJson, ApiPath, ApiQuery, ApiResult, ErrorDetail};
 use crate::list::{Page, Paging, SortKey, Sortable, matches_q};
-use crate::mask::{keep_masked, masked};
+use crate::mask::{keep_masked_config, masked_config};
 use crate::meta::{Connector, MetaCommand};
 use crate::routes::{audit, check_name, stamp};
 
@@ -49,7 +49,7 @@ impl From<&Connector> for ConnectorOut {
             name: c.name.clone(),
             description: c.description.clone(),
             connector_type: c.connector_type.clone(),
-            config: masked(&c.config),
+            config: masked_config(&c.connector_type, &c.config),
             created_at: c.created.at,
             created_by: c.created.by.clone(),
             updated_at: c.updated.at,
@@ -148,7 +148,7 @@ async fn create_connector(State(state): State<AppState>, Editor(p): Editor, ApiJ
     let name = name_of(&req)?;
     check(&state, &req.connector_type, &req.config)?;
     let mut req = req;
-    state.encrypt_secrets(&mut req.config);
+    state.seal_config(&req.connector_type, &mut req.config);
     let st = stamp(&p);
     let c = Connector { id: uuid::Uuid::new_v4().to_string(), name, description: crate::routes::check_description(req.description)?, connector_type: req.connector_type, config: req.config, created: st.clone(), updated: st };
     state.meta.apply(MetaCommand::PutConnector { connector: c.clone() })?;
@@ -169,10 +169,10 @@ async fn get_connector(State(state): State<AppState>, _auth: Viewer, ApiPath(id)
 async fn update_connector(State(state): State<AppState>, Editor(p): Editor, ApiPath(id): ApiPath<String>, ApiJson(mut req): ApiJson<ConnectorWrite>) -> ApiResult<axum::Json<ConnectorOut>> {
     let old = load(&state, &id)?;
     let type_changed = (req.connector_type != old.connector_type).then_some("connector_type");
-    keep_masked(&mut req.config, &old.config, "config", type_changed)?;
+    keep_masked_config(&req.connector_type, &mut req.config, &old.config, "config", type_changed)?;
     let name = name_of(&req)?;
     check(&state, &req.connector_type, &req.config)?;
-    state.encrypt_secrets(&mut req.config);
+    state.seal_config(&req.connector_type, &mut req.config);
     let c = Connector { name, description: crate::routes::check_description(req.description)?, connector_type: req.connector_type, config: req.config, updated: stamp(&p), ..old };
     state.meta.apply(MetaCommand::PutConnector { connector: c.clone() })?;
     audit(&state, &p, "update", "connector", &id, json!({"name": c.name}))?;

@@ -19,7 +19,7 @@ use crate::AppState;
 use crate::auth::{Editor, Principal, Viewer};
 use crate::error::{ApiError, ApiJson, ApiPath, ApiQuery, ApiResult, ErrorBody, ErrorDetail};
 use crate::list::{Page, Paging, SortKey, Sortable, matches_q};
-use crate::mask::{keep_masked, masked};
+use crate::mask::{keep_masked_document, masked, masked_document};
 use crate::meta::{MetaCommand, Pipeline, PipelineVersion, Stamp};
 use crate::routes::runs::{RunFilter, RunOut};
 use crate::routes::{audit, stamp};
@@ -143,7 +143,7 @@ pub struct VersionOut {
 
 impl VersionOut {
     fn new(v: &PipelineVersion, with_doc: bool) -> VersionOut {
-        VersionOut { version: v.version, created_at: v.created.at, created_by: v.created.by.clone(), comment: v.comment.clone(), document: with_doc.then(|| masked(&v.document)) }
+        VersionOut { version: v.version, created_at: v.created.at, created_by: v.created.by.clone(), comment: v.comment.clone(), document: with_doc.then(|| masked_document(&v.document)) }
     }
 }
 
@@ -265,13 +265,13 @@ fn validated(state: &AppState, doc: &Json) -> ApiResult<PipelineSpec> {
 fn detail(state: &AppState, p: &Pipeline) -> ApiResult<PipelineDetail> {
     let doc = current_doc(state, p)?;
     let last_run = state.meta.runs_of(&p.id)?.pop().map(|r| RunOut::new(state, r));
-    Ok(PipelineDetail { pipeline: PipelineOut::from(p), document: masked(&doc), last_run })
+    Ok(PipelineDetail { pipeline: PipelineOut::from(p), document: masked_document(&doc), last_run })
 }
 
 fn create_from(state: &AppState, who: &Principal, mut doc: Json, comment: String) -> ApiResult<Pipeline> {
     let spec = validated(state, &doc)?;
     crate::scheduler::check_dependencies(state, &spec, None)?;
-    state.encrypt_secrets(&mut doc);
+    state.seal_document(&mut doc);
     let s = summary_of(&spec);
     let st = stamp(who);
     let p = Pipeline {
@@ -293,7 +293,7 @@ fn create_from(state: &AppState, who: &Principal, mut doc: Json, comment: String
 fn new_version(state: &AppState, who: &Principal, p: &Pipeline, mut doc: Json, comment: String) -> ApiResult<Pipeline> {
     let spec = validated(state, &doc)?;
     crate::scheduler::check_dependencies(state, &spec, Some(&p.id))?;
-    state.encrypt_secrets(&mut doc);
+    state.seal_document(&mut doc);
     state.meta.apply(MetaCommand::UpdatePipeline { id: p.id.clone(), summary: summary_of(&spec), document: doc, stamp: stamp(who), comment })?;
     load(state, &p.id)
 }
@@ -361,9 +361,9 @@ async fn update_pipeline(State(state): State<AppState>, Editor(p): Editor, ApiPa
     let mut doc = Json::Object(doc);
     let pipe = load(&state, &id)?;
     let old = current_doc(&state, &pipe)?;
-    keep_masked(&mut doc, &old, "", None)?;
+    keep_masked_document(&mut doc, &old, "", None)?;
     // Unchanged secrets keep their stored ciphertext, so an unchanged document compares equal.
-    state.encrypt_secrets(&mut doc);
+    state.seal_document(&mut doc);
     if doc == old {
         validated(&state, &doc)?;
         return Ok(axum::Json(detail(&state, &pipe)?));
@@ -415,8 +415,8 @@ async fn diff_versions(State(state): State<AppState>, _auth: Viewer, ApiPath(id)
     let pipe = load(&state, &id)?;
     let to = q.to.unwrap_or(pipe.version);
     let from = q.from.unwrap_or(to.saturating_sub(1).max(1));
-    let a = masked(&version_of(&state, &id, from)?.document);
-    let b = masked(&version_of(&state, &id, to)?.document);
+    let a = masked_document(&version_of(&state, &id, from)?.document);
+    let b = masked_document(&version_of(&state, &id, to)?.document);
     let mut changes = Vec::new();
     diff(&a, &b, "", &mut changes);
     Ok(axum::Json(DiffOut { from, to, changes }))

@@ -52,11 +52,12 @@ pub(crate) fn target(c: &KafkaConfig) -> String {
 
 /// The client settings every connection shares: the servers, the timeout, the user's
 /// `properties` (only the allowed ones: the config check refuses the others, and a config
-/// that reached here unchecked still never hands librdkafka a plugin, file or command).
-pub(crate) fn client_config(c: &KafkaConfig) -> ClientConfig {
+/// that reached here unchecked still never hands librdkafka a plugin, file or command), the
+/// secret ones revealed here, where the client is built.
+pub(crate) fn client_config(c: &KafkaConfig) -> Result<ClientConfig, ConnectorError> {
     let mut cc = ClientConfig::new();
     cc.set("bootstrap.servers", &c.bootstrap_servers).set("socket.connection.setup.timeout.ms", (c.connect_timeout * 1000).to_string());
-    for (k, v) in &c.properties {
+    for (k, v) in &c.properties.other {
         match dagg_model::spec::streaming::check_kafka_property(k) {
             Ok(()) => {
                 cc.set(k, v);
@@ -64,7 +65,13 @@ pub(crate) fn client_config(c: &KafkaConfig) -> ClientConfig {
             Err(why) => tracing::warn!(property = %k, "Kafka client property left out: {why}"),
         }
     }
-    cc
+    for (k, secret) in c.properties.secrets() {
+        if let Some(s) = secret {
+            let clear = crate::secrets::reveal(s).map_err(|e| ConnectorError::Config(format!("{}: properties.{k}: {e}", target(c))))?;
+            cc.set(k, clear);
+        }
+    }
+    Ok(cc)
 }
 
 /// Whether the egress policy lets the client reach the configured servers. (The addresses a
@@ -106,9 +113,38 @@ pub(crate) async fn test_connection(c: &KafkaConfig) -> Result<String, Connector
     admit(c).await?;
     let c = c.clone();
     blocking(move || {
-        let consumer: rdkafka::consumer::BaseConsumer = client_config(&c).create().map_err(|e| ConnectorError::Config(format!("{}: {e}", target(&c))))?;
+        let consumer: rdkafka::consumer::BaseConsumer = client_config(&c)?.create().map_err(|e| ConnectorError::Config(format!("{}: {e}", target(&c))))?;
         let ps = partitions(&consumer, &c)?;
         Ok(format!("connected to {}; topic `{}` has {} partition{}", c.bootstrap_servers, c.topic, ps.len(), if ps.len() == 1 { "" } else { "s" }))
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The secret properties reach librdkafka revealed (a sealed one opened with the
+    /// process's key, a clear one stored by an earlier version as is); the others as given.
+    #[test]
+    fn secret_properties_are_revealed_where_the_client_is_built() {
+        let (key, _) = crate::secrets::MasterKey::generate();
+        crate::secrets::install_process_key(key.clone());
+        let c: KafkaConfig = serde_json::from_value(serde_json::json!({
+            "topic": "t",
+            "properties": {"sasl.password": key.encrypt("sasl-pw"), "ssl.key.password": "clear-kp", "sasl.username": "dagg", "linger.ms": "5"}
+        }))
+        .unwrap();
+        let cc = client_config(&c).unwrap();
+        assert_eq!(cc.get("sasl.password"), Some("sasl-pw"));
+        assert_eq!(cc.get("ssl.key.password"), Some("clear-kp"));
+        assert_eq!(cc.get("sasl.username"), Some("dagg"));
+        assert_eq!(cc.get("linger.ms"), Some("5"));
+        assert_eq!(cc.get("ssl.key.pem"), None);
+        // A value sealed with another key is a clear error naming the property, not the value.
+        let (other, _) = crate::secrets::MasterKey::generate();
+        let c: KafkaConfig = serde_json::from_value(serde_json::json!({"topic": "t", "properties": {"sasl.password": other.encrypt("x")}})).unwrap();
+        let e = client_config(&c).unwrap_err().to_string();
+        assert!(e.contains("properties.sasl.password") && e.contains("does not decrypt"), "{e}");
+    }
 }

@@ -86,7 +86,7 @@ impl KafkaSink {
             return Ok(());
         }
         super::admit(&self.config).await?;
-        let mut cc = client_config(&self.config);
+        let mut cc = client_config(&self.config)?;
         cc.set("enable.idempotence", "true").set("message.timeout.ms", "60000");
         if self.config.transactional {
             cc.set("transactional.id", format!("dagg-{}", self.sink_id));
@@ -107,7 +107,7 @@ impl KafkaSink {
     async fn end_offsets(&self) -> Result<BTreeMap<i32, i64>, ConnectorError> {
         let cfg = self.config.clone();
         blocking(move || {
-            let consumer: BaseConsumer = client_config(&cfg).create().map_err(|e| ConnectorError::Config(format!("{}: {e}", target(&cfg))))?;
+            let consumer: BaseConsumer = client_config(&cfg)?.create().map_err(|e| ConnectorError::Config(format!("{}: {e}", target(&cfg))))?;
             let mut ends = BTreeMap::new();
             for p in partitions(&consumer, &cfg)? {
                 let (_, high) = consumer.fetch_watermarks(&cfg.topic, p, timeout(&cfg)).map_err(|e| ConnectorError::Query { target: target(&cfg), reason: format!("partition {p}: {e}") })?;
@@ -145,7 +145,7 @@ impl KafkaSink {
     async fn written_since(&self) -> Result<(HashSet<u64>, BTreeMap<i32, i64>), ConnectorError> {
         let (cfg, from, sink_id) = (self.config.clone(), self.ends.clone(), self.sink_id.clone());
         blocking(move || {
-            let mut cc = client_config(&cfg);
+            let mut cc = client_config(&cfg)?;
             cc.set("group.id", format!("dagg-recover-{}", uuid::Uuid::new_v4()))
                 .set("enable.auto.commit", "false")
                 .set("isolation.level", "read_committed")

@@ -50,7 +50,7 @@ impl KafkaSource {
     /// checkpoint's, else the group's committed one, else the first.
     async fn start(&mut self) -> Result<(), ConnectorError> {
         super::admit(&self.config).await?;
-        let mut cc = client_config(&self.config);
+        let mut cc = client_config(&self.config)?;
         cc.set("group.id", self.group())
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
@@ -220,7 +220,7 @@ impl SourceCommitter for OffsetCommitter {
         let consumer = match existing {
             Some(c) => c,
             None => {
-                let mut cc = client_config(&self.config);
+                let mut cc = client_config(&self.config)?;
                 cc.set("group.id", &self.group).set("enable.auto.commit", "false");
                 let c: BaseConsumer = cc.create().map_err(|e| ConnectorError::Config(format!("{}: {e}", target(&self.config))))?;
                 let c = Arc::new(c);

@@ -115,6 +115,25 @@ pub(crate) fn endpoint(url: &str) -> Result<Endpoint, ConnectorError> {
     })
 }
 
+/// The endpoint with the credentials to log in with: `username` and `password` (revealed
+/// here, where the connection is opened), else the URL's user, else RabbitMQ's default
+/// account (`guest`, password `guest`).
+pub(crate) fn login(c: &RabbitmqConfig) -> Result<Endpoint, ConnectorError> {
+    let mut e = endpoint(&c.url)?;
+    let password = c
+        .password
+        .as_ref()
+        .map(|p| crate::secrets::reveal(p).map_err(|err| ConnectorError::Config(format!("{}: password: {err}", e.target()))))
+        .transpose()?;
+    if let Some(user) = &c.username {
+        e.user = user.clone();
+        e.password = password.unwrap_or_default();
+    } else if let Some(p) = password {
+        e.password = p;
+    }
+    Ok(e)
+}
+
 /// Percent-decoding (`%2f` → `/`).
 fn decode(s: &str) -> String {
     let b = s.as_bytes();
@@ -150,7 +169,7 @@ pub(crate) fn target(c: &RabbitmqConfig) -> String {
 
 /// Opens a connection within `connect_timeout`.
 pub(crate) async fn connect(c: &RabbitmqConfig) -> Result<Connection, ConnectorError> {
-    let e = endpoint(&c.url)?;
+    let e = login(c)?;
     let target = e.target();
     crate::egress::resolve_checked(&e.host, e.port).await.map_err(|err| crate::egress::named(err, &target))?;
     let mut args = OpenConnectionArguments::new(&e.host, e.port, &e.user, &e.password);
@@ -243,7 +262,7 @@ mod tests {
 
     #[test]
     fn amqp_urls_are_read() {
-        let e = endpoint("amqp://guest:guest@127.0.0.1:5672/%2f").unwrap();
+        let e = endpoint("amqp://127.0.0.1:5672/%2f").unwrap();
         assert_eq!(
             e,
             Endpoint {
@@ -278,5 +297,21 @@ mod tests {
                 .to_string()
                 .contains("not `amqp`")
         );
+    }
+
+    #[test]
+    fn the_login_comes_from_the_secret_fields_else_the_default_account() {
+        let c = |v: serde_json::Value| serde_json::from_value::<RabbitmqConfig>(v).unwrap();
+        let e = login(&c(serde_json::json!({"queue": "q"}))).unwrap();
+        assert_eq!((e.user.as_str(), e.password.as_str()), ("guest", "guest"));
+        let e = login(&c(serde_json::json!({"queue": "q", "username": "app", "password": "s3cret"}))).unwrap();
+        assert_eq!((e.user.as_str(), e.password.as_str()), ("app", "s3cret"));
+        let e = login(&c(serde_json::json!({"url": "amqp://app@h/v", "password": "s3cret"}))).unwrap();
+        assert_eq!((e.user.as_str(), e.password.as_str(), e.host.as_str()), ("app", "s3cret", "h"));
+        // A sealed password is opened with the process's key.
+        let (key, _) = crate::secrets::MasterKey::generate();
+        crate::secrets::install_process_key(key.clone());
+        let e = login(&c(serde_json::json!({"queue": "q", "username": "app", "password": key.encrypt("s3cret")}))).unwrap();
+        assert_eq!(e.password, "s3cret");
     }
 }

@@ -61,6 +61,10 @@ pub(crate) struct Http {
     client: reqwest::Client,
     auth: Auth,
     headers: HeaderMap,
+    /// `secret_query_params`, revealed: added to every URL of the configured origin.
+    secret_params: Vec<(String, String)>,
+    /// The configured URL's origin: the only one the secret query parameters go to.
+    home: url::Origin,
     /// The earliest moment the next request may start, and the spacing.
     next_slot: Option<Instant>,
     spacing: Option<Duration>,
@@ -136,14 +140,24 @@ impl Http {
         let mut headers = HeaderMap::new();
         for (k, v) in &c.headers {
             let name = HeaderName::from_bytes(k.as_bytes()).map_err(|_| ConnectorError::Config(format!("{shown}: `{k}` is not a header name")))?;
-            let value = HeaderValue::from_str(v).map_err(|_| ConnectorError::Config(format!("{shown}: the value of header `{k}` cannot be sent")))?;
+            let clear = secret(v, &format!("headers.{k}"), &shown)?;
+            let mut value = HeaderValue::from_str(&clear).map_err(|_| ConnectorError::Config(format!("{shown}: the value of header `{k}` cannot be sent")))?;
+            value.set_sensitive(true);
             headers.insert(name, value);
         }
+        let secret_params = c
+            .secret_query_params
+            .iter()
+            .map(|(k, v)| Ok((k.clone(), secret(v, &format!("secret_query_params.{k}"), &shown)?)))
+            .collect::<Result<Vec<_>, ConnectorError>>()?;
+        let home = Url::parse(&c.url).map_err(|e| ConnectorError::Config(format!("`{shown}` is not a URL: {e}")))?.origin();
         let spacing = c.rate_limit.map(|n| Duration::from_secs_f64(c.rate_limit_period.seconds() as f64 / f64::from(n.max(1))));
         Ok(Http {
             client,
             auth,
             headers,
+            secret_params,
+            home,
             next_slot: None,
             admitted: Default::default(),
             spacing,
@@ -154,28 +168,37 @@ impl Http {
         })
     }
 
-    /// The query parameter an API key travels in, if it does (to add to server-given URLs
-    /// and to hide in messages).
-    fn key_param(&self) -> Option<&str> {
-        match &self.auth {
-            Auth::Param { name, .. } => Some(name),
+    /// The query parameters whose values are secret (the API key's, if it travels in one,
+    /// and `secret_query_params`): added to server-given URLs, hidden in messages.
+    fn secret_param_names(&self) -> Vec<&str> {
+        let key = match &self.auth {
+            Auth::Param { name, .. } => Some(name.as_str()),
             _ => None,
-        }
+        };
+        key.into_iter().chain(self.secret_params.iter().map(|(k, _)| k.as_str())).collect()
     }
 
-    /// Adds the API key parameter to a URL that lacks it.
+    /// Adds the API key parameter to a URL that lacks it, and the secret query parameters
+    /// to a URL of the configured origin that lacks them.
     pub fn with_key(&self, mut url: Url) -> Url {
         if let Auth::Param { name, value } = &self.auth
             && !url.query_pairs().any(|(k, _)| k == name.as_str())
         {
             url.query_pairs_mut().append_pair(name, value);
         }
+        if url.origin() == self.home {
+            for (name, value) in &self.secret_params {
+                if !url.query_pairs().any(|(k, _)| k == name.as_str()) {
+                    url.query_pairs_mut().append_pair(name, value);
+                }
+            }
+        }
         url
     }
 
-    /// How messages show a URL: no user info, the API key parameter masked.
+    /// How messages show a URL: no user info, the secret parameters masked.
     pub fn shown(&self, url: &Url) -> String {
-        shown_url(url, self.key_param())
+        shown_url(url, &self.secret_param_names())
     }
 
     /// Waits for the rate limiter's next slot.
@@ -198,7 +221,7 @@ impl Http {
         {
             return Ok(Some(t.clone()));
         }
-        let shown = shown_url(token_url, None);
+        let shown = shown_url(token_url, &[]);
         egress::check_url(token_url).await.map_err(|e| egress::named(e, &shown))?;
         let form = {
             let mut form = url::form_urlencoded::Serializer::new(String::new());
@@ -468,17 +491,15 @@ pub(crate) fn excerpt(body: &[u8]) -> String {
     }
 }
 
-fn shown_url(url: &Url, secret_param: Option<&str>) -> String {
+fn shown_url(url: &Url, secret_params: &[&str]) -> String {
     let mut u = url.clone();
     let _ = u.set_username("");
     let _ = u.set_password(None);
-    if let Some(name) = secret_param
-        && u.query_pairs().any(|(k, _)| k == name)
-    {
+    if u.query_pairs().any(|(k, _)| secret_params.contains(&k.as_ref())) {
         let pairs: Vec<(String, String)> = u
             .query_pairs()
             .map(|(k, v)| {
-                let v = if k == name { dagg_model::spec::connector::MASK.to_string() } else { v.into_owned() };
+                let v = if secret_params.contains(&k.as_ref()) { dagg_model::spec::connector::MASK.to_string() } else { v.into_owned() };
                 (k.into_owned(), v)
             })
             .collect();
@@ -488,7 +509,7 @@ fn shown_url(url: &Url, secret_param: Option<&str>) -> String {
 }
 
 fn shown_url_text(url: &str) -> String {
-    Url::parse(url).map(|u| shown_url(&u, None)).unwrap_or_else(|_| url.to_string())
+    Url::parse(url).map(|u| shown_url(&u, &[])).unwrap_or_else(|_| url.to_string())
 }
 
 /// The `rel="next"` URL of a `Link` header, resolved against the request's URL.
@@ -563,7 +584,7 @@ mod tests {
     #[test]
     fn urls_hide_credentials() {
         let u = Url::parse("https://user:pw@x/a?key=s3cret&page=2").unwrap();
-        let shown = shown_url(&u, Some("key"));
+        let shown = shown_url(&u, &["key"]);
         assert!(!shown.contains("s3cret") && !shown.contains("pw") && shown.contains("page=2"), "{shown}");
     }
 

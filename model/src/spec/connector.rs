@@ -26,7 +26,8 @@ use crate::spec::reader::Obj;
 
 // The config types, where they have always been named from.
 pub use crate::spec::connectors::ConnectorConfig;
-pub use crate::spec::connectors::common::{MASK, SECRET_KEYS, Secret};
+pub use crate::spec::connectors::common::{MASK, Secret};
+pub use crate::spec::connectors::secret_paths::{self, SecretPath, secret_paths};
 pub use crate::spec::connectors::file::{Compression, FileConfig, FileFormat};
 pub use crate::spec::connectors::rest::{
     AuthMethod, AuthParams, DEFAULT_API_KEY_HEADER, HttpMethod, Pagination, PaginationType, RatePeriod, RestApiConfig, RestIncremental,

@@ -61,6 +61,9 @@ describe('forms generated from JSON Schema', () => {
     expect(f[2].options).toEqual(['json', 'jsonl', 'csv']);
     expect(f[1].description).toBe('The file.');
     expect(f[9].children!.map((c) => c.name)).toEqual(['type', 'page_size']);
+    // A map with named secret keys and any other key (Kafka `properties`) is edited as JSON.
+    const kafka: JsonSchema = { type: 'object', properties: { properties: { type: 'object', properties: { 'sasl.password': { type: 'string', format: 'password', writeOnly: true } }, additionalProperties: { type: 'string' } } } };
+    expect(fieldsOf(kafka).map((x) => [x.name, x.kind])).toEqual([['properties', 'json']]);
     // A transformation's `type` is fixed by the node: not an input.
     expect(fieldsOf(fieldMapping).map((x) => x.name)).toEqual(['field_name', 'operation', 'parameters']);
   });

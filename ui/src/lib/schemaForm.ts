@@ -60,7 +60,9 @@ function kindOf(s: JsonSchema): FieldKind {
   if (s.type === 'number') return 'number';
   if (s.type === 'boolean') return 'boolean';
   if (s.type === 'array') return s.items?.type === 'string' ? 'list' : 'json';
-  if (s.type === 'object') return s.properties ? 'object' : 'json';
+  // A map with some named keys (Kafka `properties`: the secret ones typed, any other key a
+  // string) is edited as JSON, where any key can be added.
+  if (s.type === 'object') return s.properties && typeof s.additionalProperties !== 'object' ? 'object' : 'json';
   return 'json';
 }
 

@@ -13,12 +13,12 @@ use crate::spec::connector::Role;
 /// What a secret shows instead of its value.
 pub const MASK: &str = "********";
 
-/// Config keys whose values are credentials, at any depth of a connector's `config`.
-pub const SECRET_KEYS: &[&str] =
-    &["password", "api_key_value", "token", "client_secret", "secret_access_key", "access_token", "refresh_token"];
-
 /// A credential. `Debug` and `Display` show [`MASK`]; serde reads and writes the value as
 /// written (clear text, or `enc:v1:…` ciphertext that the connector decrypts when it opens).
+///
+/// Every secret-bearing config field is of this type: its schema is `writeOnly`, and that is
+/// what [`secret_paths`](super::secret_paths::secret_paths) derives the one list of secret
+/// fields from (sealed at rest, masked in answers).
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct Secret(String);
@@ -163,6 +163,18 @@ pub(crate) fn role_word(role: Role) -> &'static str {
         Role::Sink => "destination",
         Role::Any => "connector",
     }
+}
+
+/// The user info of a URL (`user[:password]` before the host), when it has one: the user
+/// and whether a password follows it.
+pub(crate) fn url_userinfo(url: &str) -> Option<(&str, bool)> {
+    let rest = &url[url.find("://")? + 3..];
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let (info, _host) = authority.rsplit_once('@')?;
+    Some(match info.split_once(':') {
+        Some((user, _)) => (user, true),
+        None => (info, false),
+    })
 }
 
 /// Whether `url` is an absolute `http`/`https` URL with a host (a light check: the

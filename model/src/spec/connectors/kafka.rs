@@ -1,5 +1,7 @@
 //! `connector_type: kafka` — a Kafka topic, exactly once both ways (see [`KafkaConfig`]).
 
+use std::collections::BTreeMap;
+
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
@@ -7,7 +9,7 @@ use serde_json::Value as Json;
 use crate::error::SpecErrors;
 use crate::spec::connector::Role;
 use crate::spec::connectors::{ConnectorConfig, ConnectorKind, Roles, Status, schema_of};
-use crate::spec::connectors::common::{PayloadFormat, default_connect_timeout, default_payload_format, default_true};
+use crate::spec::connectors::common::{PayloadFormat, Secret, default_connect_timeout, default_payload_format, default_true};
 use crate::spec::reader::parse_json;
 
 /// `connector_type: kafka` — a Kafka topic (any Kafka-compatible broker).
@@ -48,8 +50,44 @@ pub struct KafkaConfig {
     #[serde(default = "default_connect_timeout")]
     pub connect_timeout: u64,
     /// More librdkafka settings (`session.timeout.ms`, `security.protocol`, …), as strings.
-    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
-    pub properties: std::collections::BTreeMap<String, String>,
+    /// The secret ones (`sasl.password`, `ssl.key.password`, `ssl.key.pem`) are sealed at
+    /// rest and never shown back.
+    #[serde(default, skip_serializing_if = "KafkaProperties::is_empty")]
+    pub properties: KafkaProperties,
+}
+
+/// `properties` of a `kafka` connector: librdkafka settings by name, the secret ones typed
+/// as secrets (so they are sealed and masked like every other credential).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct KafkaProperties {
+    /// The SASL password (with `sasl.username`).
+    #[serde(rename = "sasl.password", default, skip_serializing_if = "Option::is_none")]
+    pub sasl_password: Option<Secret>,
+    /// The password of the private key in `ssl.key.pem`.
+    #[serde(rename = "ssl.key.password", default, skip_serializing_if = "Option::is_none")]
+    pub ssl_key_password: Option<Secret>,
+    /// The client's private key, PEM.
+    #[serde(rename = "ssl.key.pem", default, skip_serializing_if = "Option::is_none")]
+    pub ssl_key_pem: Option<Secret>,
+    /// Every other property (see the allowed list in docs/connectors.md), as a string.
+    #[serde(flatten)]
+    pub other: BTreeMap<String, String>,
+}
+
+impl KafkaProperties {
+    /// The secret properties, by their librdkafka names.
+    pub fn secrets(&self) -> [(&'static str, Option<&Secret>); 3] {
+        [("sasl.password", self.sasl_password.as_ref()), ("ssl.key.password", self.ssl_key_password.as_ref()), ("ssl.key.pem", self.ssl_key_pem.as_ref())]
+    }
+
+    /// Every property given, secret or not, by name.
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.secrets().into_iter().filter(|(_, s)| s.is_some()).map(|(k, _)| k).chain(self.other.keys().map(String::as_str))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys().next().is_none()
+    }
 }
 
 fn default_bootstrap_servers() -> String {
@@ -255,5 +293,10 @@ mod tests {
         }
         let c: KafkaConfig = serde_json::from_value(json!({"topic": "orders", "properties": {"linger.ms": "5", "sasl.password": "pw", "batch.size": "1000"}})).unwrap();
         assert!(check_kafka(&c, "source.config", Role::Source, &mut SpecErrors::new()).is_some());
+        // The secret one is typed as a secret; the rest stay strings, and all round-trip.
+        assert_eq!(c.properties.sasl_password.as_ref().map(Secret::expose), Some("pw"));
+        assert!(!format!("{c:?}").contains("\"pw\""));
+        assert_eq!(c.properties.keys().collect::<Vec<_>>(), ["sasl.password", "batch.size", "linger.ms"]);
+        assert_eq!(serde_json::to_value(&c.properties).unwrap(), json!({"linger.ms": "5", "sasl.password": "pw", "batch.size": "1000"}));
     }
 }

@@ -7,7 +7,7 @@ use serde_json::Value as Json;
 use crate::error::SpecErrors;
 use crate::spec::connector::Role;
 use crate::spec::connectors::{ConnectorConfig, ConnectorKind, Roles, Status, schema_of};
-use crate::spec::connectors::common::{PayloadFormat, Secret, default_connect_timeout, default_payload_format};
+use crate::spec::connectors::common::{PayloadFormat, Secret, default_connect_timeout, default_payload_format, url_userinfo};
 use crate::spec::reader::parse_json;
 
 /// `connector_type: nats` — core NATS or JetStream.
@@ -89,6 +89,9 @@ pub fn check_nats(c: &NatsConfig, path: &str, role: Role, errs: &mut SpecErrors)
     let at = |key: &str| format!("{path}.{key}");
     if c.url.split(',').any(|u| u.trim().is_empty()) {
         errs.push(at("url"), format!("`{}` is not a list of server URLs (`nats://host:4222`, comma-separated)", c.url));
+    }
+    if c.url.split(',').any(|u| url_userinfo(u.trim()).is_some()) {
+        errs.push(at("url"), "a server URL carries credentials; give them in `username` and `password`, or `token` (secrets), not in the URL");
     }
     if let Some(s) = &c.subject
         && (s.is_empty() || s.contains(char::is_whitespace) || s.split('.').any(str::is_empty))
@@ -194,6 +197,15 @@ mod tests {
         assert!(e[0].contains("durable") && e[0].contains("needs `stream`"), "{e:?}");
         let e = check(json!({"subject": "a..b", "stream": "x.y"}), Role::Source).unwrap_err();
         assert_eq!(e.len(), 2, "{e:?}");
+    }
+
+    #[test]
+    fn credentials_in_a_url_are_refused_without_showing_them() {
+        for url in ["nats://u:pw@127.0.0.1:4222", "nats://127.0.0.1:4222, nats://s3cr3t@h:4222"] {
+            let e = check(json!({"url": url, "subject": "a"}), Role::Source).unwrap_err();
+            assert!(e.len() == 1 && e[0].starts_with("source.config.url:") && e[0].contains("`password`"), "{e:?}");
+            assert!(!e[0].contains("pw") && !e[0].contains("s3cr3t"), "{e:?}");
+        }
     }
 
     #[test]

@@ -7,7 +7,7 @@ use serde_json::Value as Json;
 use crate::error::SpecErrors;
 use crate::spec::connector::Role;
 use crate::spec::connectors::{ConnectorConfig, ConnectorKind, Roles, Status, schema_of};
-use crate::spec::connectors::common::{PayloadFormat, default_connect_timeout, default_payload_format};
+use crate::spec::connectors::common::{PayloadFormat, Secret, default_connect_timeout, default_payload_format, url_userinfo};
 use crate::spec::reader::parse_json;
 
 /// `connector_type: rabbitmq` — a RabbitMQ queue (AMQP 0-9-1).
@@ -24,10 +24,16 @@ pub struct RabbitmqConfig {
     /// A name for people.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    /// `amqp://user:password@host:port/vhost` (default
-    /// `amqp://guest:guest@127.0.0.1:5672/%2f`; `%2f` is the vhost `/`).
+    /// `amqp://host:port/vhost` (default `amqp://127.0.0.1:5672/%2f`; `%2f` is the vhost
+    /// `/`). A password in the URL is refused: give `username` and `password`.
     #[serde(default = "default_amqp_url")]
     pub url: String,
+    /// The user to log in as (default: the URL's user, else `guest`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// The user's password (default `guest` when no user is given at all).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<Secret>,
     /// Source: the queue to consume (required; it must exist). Destination: the routing key
     /// when `routing_key` is not given (publishing to the default exchange puts the message
     /// in this queue).
@@ -57,7 +63,7 @@ pub struct RabbitmqConfig {
 }
 
 fn default_amqp_url() -> String {
-    "amqp://guest:guest@127.0.0.1:5672/%2f".into()
+    "amqp://127.0.0.1:5672/%2f".into()
 }
 fn default_prefetch() -> u16 {
     10_000
@@ -76,7 +82,15 @@ pub fn check_rabbitmq(c: &RabbitmqConfig, path: &str, role: Role, errs: &mut Spe
     let at = |key: &str| format!("{path}.{key}");
     if !c.url.starts_with("amqp://") {
         let why = if c.url.starts_with("amqps://") { " (TLS is not supported by this build)" } else { "" };
-        errs.push(at("url"), format!("`{}` is not an AMQP URL (`amqp://user:password@host:5672/vhost`){why}", mask_url(&c.url)));
+        errs.push(at("url"), format!("`{}` is not an AMQP URL (`amqp://host:5672/vhost`){why}", mask_url(&c.url)));
+    }
+    match url_userinfo(&c.url) {
+        Some((_, true)) => errs.push(at("url"), "the URL carries a password; give it in `password` (a secret) and the user in `username`"),
+        Some((user, false)) if !user.is_empty() && c.username.is_some() => errs.push(at("username"), "the URL names a user too; give the user once"),
+        _ => {}
+    }
+    if c.password.is_some() && c.username.is_none() && url_userinfo(&c.url).is_none_or(|(u, _)| u.is_empty()) {
+        errs.push(at("password"), "`password` needs `username`");
     }
     for (key, v) in [("queue", &c.queue), ("routing_key", &c.routing_key)] {
         if let Some(v) = v
@@ -146,18 +160,28 @@ mod tests {
         let c: RabbitmqConfig = serde_json::from_value(json!({"queue": "orders"})).unwrap();
         let mut errs = SpecErrors::new();
         assert!(check_rabbitmq(&c, "source.config", Role::Source, &mut errs).is_some());
-        assert_eq!((c.url.as_str(), c.prefetch, c.exchange.as_str()), ("amqp://guest:guest@127.0.0.1:5672/%2f", 10_000, ""));
+        assert_eq!((c.url.as_str(), c.prefetch, c.exchange.as_str()), ("amqp://127.0.0.1:5672/%2f", 10_000, ""));
         assert_eq!(c.effective_routing_key(), Some("orders"));
         let c: RabbitmqConfig = serde_json::from_value(json!({"url": "amqps://u:secret@h", "exchange": "x", "prefetch": 0})).unwrap();
         let mut errs = SpecErrors::new();
         assert!(check_rabbitmq(&c, "source.config", Role::Source, &mut errs).is_none());
         let got: Vec<_> = errs.iter().map(|e| format!("{}: {}", e.path, e.message)).collect();
-        assert_eq!(got.len(), 4, "{got:?}");
+        assert_eq!(got.len(), 5, "{got:?}");
         assert!(got[0].starts_with("source.config.url: `amqps://h`") && got[0].contains("TLS"), "{got:?}");
-        assert!(got[2].starts_with("source.config.queue: required"), "{got:?}");
+        assert!(got[1].starts_with("source.config.url: the URL carries a password") && got[1].contains("`password`"), "{got:?}");
+        assert!(!got.iter().any(|e| e.contains("u:secret")), "{got:?}");
+        assert!(got[3].starts_with("source.config.queue: required"), "{got:?}");
         let mut errs = SpecErrors::new();
         let c: RabbitmqConfig = serde_json::from_value(json!({"exchange": "x"})).unwrap();
         assert!(check_rabbitmq(&c, "destination.config", Role::Sink, &mut errs).is_none());
         assert_eq!(errs.iter().next().unwrap().path, "destination.config.routing_key");
+        // The password is a field of its own, a secret.
+        let c: RabbitmqConfig = serde_json::from_value(json!({"queue": "q", "username": "u", "password": "pw"})).unwrap();
+        assert!(check_rabbitmq(&c, "source.config", Role::Source, &mut SpecErrors::new()).is_some());
+        assert!(!format!("{c:?}").contains("\"pw\""));
+        let c: RabbitmqConfig = serde_json::from_value(json!({"url": "amqp://u:pw@h:5672/%2f", "queue": "q"})).unwrap();
+        let mut errs = SpecErrors::new();
+        assert!(check_rabbitmq(&c, "source.config", Role::Source, &mut errs).is_none());
+        assert!(errs.iter().all(|e| !e.message.contains("pw")), "{errs}");
     }
 }

@@ -10,7 +10,7 @@ use serde_json::Value as Json;
 use crate::error::SpecErrors;
 use crate::spec::connector::Role;
 use crate::spec::connectors::{ConnectorConfig, ConnectorKind, Roles, Status, schema_of};
-use crate::spec::connectors::common::{Secret, is_http_url, role_word, word_enum};
+use crate::spec::connectors::common::{Secret, is_http_url, role_word, url_userinfo, word_enum};
 use crate::spec::reader::parse_json;
 
 word_enum! {
@@ -212,12 +212,20 @@ pub struct RestApiConfig {
     /// destination's default), `PUT` or `PATCH` for a destination.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub method: Option<HttpMethod>,
-    /// Extra request headers.
+    /// Extra request headers. Every value is a secret (sealed at rest, never shown back),
+    /// since headers so often carry credentials; they go only to the URL's origin.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub headers: BTreeMap<String, String>,
-    /// Extra query parameters sent with every request.
+    pub headers: BTreeMap<String, Secret>,
+    /// Extra query parameters sent with every request. A name that looks like a
+    /// credential (`access_token`, `api_key`, `signature`, …) is refused: put it in
+    /// `secret_query_params`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub query_params: BTreeMap<String, String>,
+    /// Query parameters whose values are secrets (a token or key the API wants in the
+    /// URL): sealed at rest, never shown back, masked in messages, sent with every request
+    /// to the URL's origin.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secret_query_params: BTreeMap<String, Secret>,
     /// `none` (default), `api_key` (the guide's `API_KEY`), `bearer_token`, `basic`, or
     /// `oauth2` (client credentials).
     #[serde(default = "default_auth_method")]
@@ -317,6 +325,20 @@ pub fn check_rest(c: &RestApiConfig, path: &str, role: Role, errs: &mut SpecErro
     if !is_http_url(&c.url) {
         errs.push(at("url"), format!("`{}` is not an absolute http or https URL", c.url));
     }
+    if let Some((_, true)) = url_userinfo(&c.url) {
+        errs.push(at("url"), "the URL carries a password; use `auth_method: basic` with `auth_params.username` and `auth_params.password` (a secret)");
+    }
+    for name in c.query_params.keys() {
+        if looks_like_credential(name) {
+            errs.push(
+                format!("{path}.query_params.{name}"),
+                format!("`{name}` looks like a credential; put it in `secret_query_params`, whose values are sealed and never shown"),
+            );
+        }
+        if c.secret_query_params.contains_key(name) {
+            errs.push(format!("{path}.query_params.{name}"), format!("`{name}` is also in `secret_query_params`; give it once"));
+        }
+    }
     if let Some(m) = c.method {
         let ok = match role {
             Role::Source => matches!(m, HttpMethod::Get | HttpMethod::Post),
@@ -399,6 +421,17 @@ pub fn check_rest(c: &RestApiConfig, path: &str, role: Role, errs: &mut SpecErro
     (errs.len() == before).then_some(())
 }
 
+/// Whether a query parameter's name looks like it carries a credential.
+pub fn looks_like_credential(name: &str) -> bool {
+    let n = name.trim().to_ascii_lowercase().replace(['-', '.', ' '], "_");
+    const EXACT: &[&str] = &["key", "token", "secret", "password", "passwd", "pwd", "pass", "auth", "sig", "signature", "apikey", "code", "jwt", "session", "sessionid", "credential", "credentials"];
+    EXACT.contains(&n.as_str())
+        || ["token", "secret", "password", "passwd", "apikey", "api_key", "signature", "credential", "private"].iter().any(|w| n.contains(w))
+        || n.ends_with("_key")
+        || n.ends_with("_sig")
+        || n.ends_with("_auth")
+}
+
 fn check_auth(c: &RestApiConfig, path: &str, errs: &mut SpecErrors) {
     let p = &c.auth_params;
     let ap = format!("{path}.auth_params");
@@ -453,5 +486,39 @@ fn check_auth(c: &RestApiConfig, path: &str, errs: &mut SpecErrors) {
         if set && !used.contains(&key) {
             errs.push(format!("{ap}.{key}"), format!("`{key}` does not apply to auth_method `{}`", c.auth_method));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn errors(config: Json) -> Vec<String> {
+        let mut errs = SpecErrors::new();
+        let c: RestApiConfig = serde_json::from_value(config).unwrap();
+        check_rest(&c, "source.config", Role::Source, &mut errs);
+        errs.iter().map(|e| format!("{}: {}", e.path, e.message)).collect()
+    }
+
+    #[test]
+    fn credential_query_params_and_url_passwords_are_refused_naming_the_secret_field() {
+        let got = errors(json!({"url": "https://api.example.com/x", "query_params": {"access_token": "t", "api-key": "k", "page_size": "5"}}));
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert!(got.iter().all(|e| e.contains("secret_query_params")), "{got:?}");
+        assert!(got[0].starts_with("source.config.query_params.access_token:"), "{got:?}");
+        let got = errors(json!({"url": "https://u:pw@api.example.com/x"}));
+        assert!(got.len() == 1 && got[0].starts_with("source.config.url:") && got[0].contains("auth_params.password"), "{got:?}");
+        // A secret query parameter and secret headers are fine.
+        assert!(errors(json!({"url": "https://api.example.com/x", "headers": {"X-Token": "h"}, "secret_query_params": {"access_token": "t"}, "query_params": {"sort": "id"}})).is_empty());
+        let got = errors(json!({"url": "https://api.example.com/x", "query_params": {"sort": "id"}, "secret_query_params": {"sort": "x"}}));
+        assert!(got.len() == 1 && got[0].contains("give it once"), "{got:?}");
+    }
+
+    #[test]
+    fn header_values_are_secrets() {
+        let c: RestApiConfig = serde_json::from_value(json!({"url": "https://x", "headers": {"X-Anything": "h3ader"}})).unwrap();
+        assert_eq!(c.headers["X-Anything"].expose(), "h3ader");
+        assert!(!format!("{c:?}").contains("h3ader"));
     }
 }
