@@ -25,8 +25,20 @@ use serde_json::{Value, json};
 pub const PASSWORD: &str = "cluster-test-password-1";
 
 /// A free TCP port on `ip`.
+/// A port that is free now, picked below the kernel's ephemeral range (32768 and up): a
+/// port the kernel hands out for `:0` could be taken by another test's outgoing connection
+/// before the node binds it ("Address already in use").
 pub fn free_port(ip: IpAddr) -> u16 {
-    TcpListener::bind(SocketAddr::new(ip, 0)).unwrap().local_addr().unwrap().port()
+    use std::hash::{BuildHasher, Hasher};
+    loop {
+        // A random start per call: tests run in parallel processes.
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+        let port = 20_000 + (h.finish() % 12_000) as u16;
+        if TcpListener::bind(SocketAddr::new(ip, port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// Node `i` listens (and connects from) 127.0.0.(i+2). 127.0.0.1 is left to the proxies and
