@@ -523,6 +523,18 @@ impl Drop for LoginAttempt<'_> {
     }
 }
 
+/// Revokes `user_id`'s API keys but those in `keep`; how many were revoked.
+pub(crate) fn revoke_api_keys(state: &AppState, user_id: &str, keep: &[String]) -> ApiResult<usize> {
+    let mut revoked = 0;
+    for k in state.meta.api_keys_of(user_id)? {
+        if !keep.contains(&k.id) {
+            state.meta.apply(crate::meta::MetaCommand::DeleteApiKey { id: k.id })?;
+            revoked += 1;
+        }
+    }
+    Ok(revoked)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -18,6 +18,7 @@
 //! it as a learner, then as a voter.
 
 pub mod log_store;
+pub mod memory;
 pub mod network;
 pub mod data_plane;
 pub mod peer_auth;

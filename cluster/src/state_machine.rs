@@ -333,52 +333,8 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
     use super::*;
+    use crate::memory::MemoryMachine as Kv;
     use crate::types::{PeerNode, Request};
-
-    /// A key-value machine whose dump is a line per pair and an end line.
-    #[derive(Default)]
-    struct Kv(Mutex<BTreeMap<String, String>>);
-
-    impl Kv {
-        fn pairs(&self) -> BTreeMap<String, String> {
-            self.0.lock().unwrap().clone()
-        }
-    }
-
-    impl Machine for Kv {
-        fn apply(&self, c: &Json) -> Json {
-            self.0.lock().unwrap().insert(c["k"].as_str().unwrap().into(), c["v"].as_str().unwrap().into());
-            Json::Null
-        }
-        fn dump(&self, out: &mut dyn Write) -> Result<(), String> {
-            for (k, v) in self.0.lock().unwrap().iter() {
-                writeln!(out, "{}", json!([k, v])).map_err(|e| e.to_string())?;
-            }
-            writeln!(out, "end").map_err(|e| e.to_string())
-        }
-        fn restore(&self, input: Option<&mut dyn BufRead>) -> Result<(), String> {
-            let mut m = self.0.lock().unwrap();
-            m.clear();
-            let Some(input) = input else { return Ok(()) };
-            for line in input.lines() {
-                let line = line.map_err(|e| e.to_string())?;
-                if line == "end" {
-                    return Ok(());
-                }
-                let (k, v): (String, String) = serde_json::from_str(&line).map_err(|e| e.to_string())?;
-                m.insert(k, v);
-            }
-            Err("no end line".into())
-        }
-        fn restore_legacy(&self, dump: &Json) -> Result<(), String> {
-            let mut m = self.0.lock().unwrap();
-            m.clear();
-            for (k, v) in dump["kv"].as_object().ok_or("no kv")? {
-                m.insert(k.clone(), v.as_str().ok_or("not text")?.into());
-            }
-            Ok(())
-        }
-    }
 
     fn log_id(i: u64) -> LogId {
         LogId::new(CommittedLeaderId::new(1, 1), i)

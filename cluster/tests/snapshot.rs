@@ -2,54 +2,13 @@
 //! snapshot: openraft reads the snapshot file in chunks, sends them over the peer port, and
 //! the new member writes them to a file of its own and installs it.
 
-use std::collections::BTreeMap;
-use std::io::{BufRead, Write};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dagg_cluster::state_machine::SNAPSHOT_FILE;
-use dagg_cluster::{ClusterConfig, ClusterNode, JoinRequest, Machine, PeerAuth, PeerNode};
+use dagg_cluster::memory::MemoryMachine as Kv;
+use dagg_cluster::{ClusterConfig, ClusterNode, JoinRequest, PeerAuth, PeerNode};
 use serde_json::{Value as Json, json};
-
-/// Pairs of text; its dump is a line per pair and an end line.
-#[derive(Default)]
-struct Kv(Mutex<BTreeMap<String, String>>);
-
-impl Kv {
-    fn pairs(&self) -> BTreeMap<String, String> {
-        self.0.lock().unwrap().clone()
-    }
-}
-
-impl Machine for Kv {
-    fn apply(&self, c: &Json) -> Json {
-        self.0.lock().unwrap().insert(c["k"].as_str().unwrap_or_default().into(), c["v"].as_str().unwrap_or_default().into());
-        json!({"ok": true})
-    }
-    fn dump(&self, out: &mut dyn Write) -> Result<(), String> {
-        for (k, v) in self.0.lock().unwrap().iter() {
-            writeln!(out, "{}", json!([k, v])).map_err(|e| e.to_string())?;
-        }
-        writeln!(out, "end").map_err(|e| e.to_string())
-    }
-    fn restore(&self, input: Option<&mut dyn BufRead>) -> Result<(), String> {
-        let mut m = self.0.lock().unwrap();
-        m.clear();
-        let Some(input) = input else { return Ok(()) };
-        for line in input.lines() {
-            let line = line.map_err(|e| e.to_string())?;
-            if line == "end" {
-                return Ok(());
-            }
-            let (k, v): (String, String) = serde_json::from_str(&line).map_err(|e| e.to_string())?;
-            m.insert(k, v);
-        }
-        Err("no end line".into())
-    }
-    fn restore_legacy(&self, _: &Json) -> Result<(), String> {
-        Err("no format 1 here".into())
-    }
-}
 
 async fn member(id: u64, dir: &std::path::Path, kv: Arc<Kv>) -> Arc<ClusterNode> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

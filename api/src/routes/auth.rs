@@ -193,18 +193,6 @@ pub struct PasswordChange {
     pub keep_api_keys: Vec<String>,
 }
 
-/// Revokes `user_id`'s API keys but those in `keep`; how many were revoked.
-pub(crate) fn revoke_api_keys(state: &AppState, user_id: &str, keep: &[String]) -> ApiResult<usize> {
-    let mut revoked = 0;
-    for k in state.meta.api_keys_of(user_id)? {
-        if !keep.contains(&k.id) {
-            state.meta.apply(MetaCommand::DeleteApiKey { id: k.id })?;
-            revoked += 1;
-        }
-    }
-    Ok(revoked)
-}
-
 /// Changes the caller's password. Every session of the caller ends (log in again), and their
 /// API keys are revoked except those listed in `keep_api_keys`.
 #[utoipa::path(put, path = "/me/password", tag = "auth", security(("bearer" = ["viewer"])), request_body = PasswordChange,
@@ -219,7 +207,7 @@ async fn change_password(State(state): State<AppState>, Viewer(p): Viewer, ApiJs
     let user = User { password_hash: hash, updated_at: now, ..p.user.clone() };
     state.meta.apply(MetaCommand::PutUser { user })?;
     state.meta.apply(MetaCommand::RevokeUserSessions { user_id: p.user.id.clone(), at: now })?;
-    let revoked = revoke_api_keys(&state, &p.user.id, &req.keep_api_keys)?;
+    let revoked = auth::revoke_api_keys(&state, &p.user.id, &req.keep_api_keys)?;
     audit(&state, &p, "change_password", "user", &p.user.id, json!({"api_keys_revoked": revoked}))?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -208,7 +208,7 @@ async fn update_user(State(state): State<AppState>, Admin(p): Admin, ApiPath(id)
     }
     if password_set {
         // A password set by an admin (a reset) revokes the user's API keys too.
-        crate::routes::auth::revoke_api_keys(&state, &id, &[])?;
+        crate::auth::revoke_api_keys(&state, &id, &[])?;
     }
     audit(&state, &p, "update", "user", &id, json!({"role": user.role, "disabled": user.disabled}))?;
     Ok(axum::Json(UserOut::from(&user)))
