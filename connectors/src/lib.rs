@@ -45,6 +45,7 @@ use dagg_model::spec::connector::{ConnectorConfig, ConnectorSpec, Role};
 use dagg_model::{Batch, Position, Record, Value};
 
 pub mod egress;
+mod epoch;
 pub mod file;
 pub mod kafka;
 pub mod mysql;

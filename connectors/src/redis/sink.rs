@@ -12,6 +12,7 @@ use redis::{Cmd, RedisError, Value as RValue};
 use serde_json::json;
 
 use super::{command_error, connect, key_type, target, text};
+use crate::epoch::Epoch;
 use crate::{ConnectorError, SinkConnector};
 
 /// The key of a destination's commit marker.
@@ -48,14 +49,8 @@ pub struct RedisSink {
     sink_id: String,
     /// The commands of this epoch, run at its barrier.
     pending: Vec<Cmd>,
-    /// Records passed to `write` since the last barrier (or recover), and the refusals
-    /// among them by that ordinal: what the epoch's marker records.
-    in_epoch: u64,
-    refused_in_epoch: Vec<(u64, String)>,
-    /// After a recover: the first `skip` records since the last barrier are already written
-    /// (and `replay_refused` of them were refused then).
-    skip: u64,
-    replay_refused: HashMap<u64, String>,
+    /// The records since the last barrier, and what a replay skips.
+    epoch: Epoch,
     /// Whether a marker of this sink may exist (so `commit` deletes it).
     marked: bool,
 }
@@ -82,10 +77,7 @@ impl RedisSink {
             conn: None,
             sink_id,
             pending: Vec::new(),
-            in_epoch: 0,
-            refused_in_epoch: Vec::new(),
-            skip: 0,
-            replay_refused: HashMap::new(),
+            epoch: Epoch::default(),
             marked: false,
         })
     }
@@ -205,11 +197,6 @@ impl RedisSink {
         self.marked = true;
         Ok(())
     }
-
-    fn reset_epoch(&mut self) {
-        self.in_epoch = 0;
-        self.refused_in_epoch.clear();
-    }
 }
 
 /// A record as one value: its JSON, or for `text` its `payload` field's text.
@@ -225,16 +212,8 @@ impl SinkConnector for RedisSink {
         let wrong = self.wrong_hash_keys(records).await?;
         let mut refused = Vec::new();
         for (i, r) in records.iter().enumerate() {
-            let ordinal = self.in_epoch;
-            self.in_epoch += 1;
-            if ordinal < self.skip {
-                // Replayed: written before the crash.
-                if let Some(reason) = self.replay_refused.get(&ordinal) {
-                    refused.push((i, reason.clone()));
-                    self.refused_in_epoch.push((ordinal, reason.clone()));
-                }
-                continue;
-            }
+            // A replayed record written before the crash is skipped.
+            let Some(ordinal) = self.epoch.next(i, &mut refused) else { continue };
             let cmd = self.command(r).and_then(|c| {
                 if let Output::Hash { key_field, prefix } = &self.output
                     && let Ok(key) = Self::hash_key(key_field, prefix, r)
@@ -247,7 +226,7 @@ impl SinkConnector for RedisSink {
             match cmd {
                 Ok(c) => self.pending.push(c),
                 Err(reason) => {
-                    self.refused_in_epoch.push((ordinal, reason.clone()));
+                    self.epoch.refuse(ordinal, reason.clone());
                     refused.push((i, reason));
                 }
             }
@@ -263,15 +242,13 @@ impl SinkConnector for RedisSink {
             self.exec(del).await?;
             self.marked = false;
         }
-        self.reset_epoch();
-        self.skip = 0;
-        self.replay_refused.clear();
+        self.epoch.reset();
         Ok(())
     }
 
     async fn abort(&mut self) -> Result<(), ConnectorError> {
         self.pending.clear();
-        self.reset_epoch();
+        self.epoch.restart();
         Ok(())
     }
 
@@ -281,32 +258,18 @@ impl SinkConnector for RedisSink {
             Output::Hash { key_field, prefix } => format!("{prefix}<{key_field}>"),
         };
         let token = json!({"sink_id": self.sink_id, "epoch": epoch, "key": key});
-        if self.skip > self.in_epoch {
-            // Replaying, and Redis already holds records past this barrier: say so, so that a
-            // recover from this checkpoint skips them too.
-            let remaining = self.skip - self.in_epoch;
-            let refused: Vec<(u64, String)> =
-                self.replay_refused.iter().filter(|(o, _)| **o >= self.in_epoch).map(|(o, r)| (o - self.in_epoch, r.clone())).collect();
-            self.commit_with_marker(epoch + 1, remaining, &refused).await?;
-            self.replay_refused = refused.into_iter().collect();
-            self.skip = remaining;
-        } else {
-            if self.in_epoch > 0 {
-                let refused = std::mem::take(&mut self.refused_in_epoch);
-                self.commit_with_marker(epoch, self.in_epoch, &refused).await?;
-            }
-            self.skip = 0;
-            self.replay_refused.clear();
+        // Replaying, with Redis already holding records past this barrier, the marker says
+        // so, so that a recover from this checkpoint skips them too.
+        let m = self.epoch.barrier(epoch);
+        if m.ahead || m.records > 0 {
+            self.commit_with_marker(m.epoch, m.records, &m.refused).await?;
         }
-        self.reset_epoch();
         Ok(token)
     }
 
     async fn recover(&mut self, token: &serde_json::Value, epoch: u64) -> Result<(), ConnectorError> {
         self.pending.clear();
-        self.reset_epoch();
-        self.skip = 0;
-        self.replay_refused.clear();
+        self.epoch.reset();
         if let Some(id) = token.get("sink_id").and_then(|v| v.as_str()) {
             self.sink_id = id.to_string();
         }
@@ -324,12 +287,11 @@ impl SinkConnector for RedisSink {
             return Err(ConnectorError::Seek(format!("{}: the commit marker `{key}` is unreadable: {marker:?}", self.target)));
         };
         if stored == epoch + 1 {
-            self.skip = records;
-            if let Some(list) = marker.get("refused").filter(|s| !s.is_empty()) {
-                let list: Vec<(u64, String)> =
-                    serde_json::from_str(list).map_err(|e| ConnectorError::Seek(format!("{}: the commit marker `{key}` is unreadable: {e}", self.target)))?;
-                self.replay_refused = list.into_iter().collect();
-            }
+            let list: Vec<(u64, String)> = match marker.get("refused").filter(|s| !s.is_empty()) {
+                Some(list) => serde_json::from_str(list).map_err(|e| ConnectorError::Seek(format!("{}: the commit marker `{key}` is unreadable: {e}", self.target)))?,
+                None => Vec::new(),
+            };
+            self.epoch.replay(records, list);
             tracing::info!(sink_id = %self.sink_id, epoch = stored, records, "epoch already committed: its replayed records are skipped");
         } else if stored > epoch + 1 {
             return Err(ConnectorError::Seek(format!(

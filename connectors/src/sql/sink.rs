@@ -15,6 +15,7 @@ use dagg_model::{Record, Value};
 use serde_json::json;
 
 use super::{Backend, Column, Dialect, Param, db_error, table_columns, table_label, text_field, unique_keys};
+use crate::epoch::Epoch;
 use crate::{ConnectorError, SinkConnector};
 
 /// Most parameters one statement may carry (both engines' limit is 65535).
@@ -39,14 +40,8 @@ pub(crate) struct SqlSink<B: Backend> {
     sink_id: String,
     shape: Option<Shape>,
     tx: Option<B::Tx>,
-    /// Records passed to `write` since the last barrier (or recover), and the refusals
-    /// among them by that ordinal: what the epoch's marker records.
-    in_epoch: u64,
-    refused_in_epoch: Vec<(u64, String)>,
-    /// After a recover: the first `skip` records since the last barrier are already in
-    /// the table (and `replay_refused` of them were refused then).
-    skip: u64,
-    replay_refused: HashMap<u64, String>,
+    /// The records since the last barrier, and what a replay skips.
+    epoch: Epoch,
 }
 
 impl<B: Backend> SqlSink<B> {
@@ -63,10 +58,7 @@ impl<B: Backend> SqlSink<B> {
             sink_id,
             shape: None,
             tx: None,
-            in_epoch: 0,
-            refused_in_epoch: Vec::new(),
-            skip: 0,
-            replay_refused: HashMap::new(),
+            epoch: Epoch::default(),
         }
     }
 
@@ -249,11 +241,6 @@ impl<B: Backend> SqlSink<B> {
         }
         Ok(())
     }
-
-    fn reset_epoch(&mut self) {
-        self.in_epoch = 0;
-        self.refused_in_epoch.clear();
-    }
 }
 
 /// Checks that a unique index covers exactly `keys` (what `ON CONFLICT` needs, and what
@@ -278,17 +265,10 @@ impl<B: Backend> SinkConnector for SqlSink<B> {
         let mut refused = Vec::new();
         let mut to_write = Vec::with_capacity(records.len());
         for (i, r) in records.iter().enumerate() {
-            let ordinal = self.in_epoch;
-            self.in_epoch += 1;
-            if ordinal < self.skip {
-                // Replayed: already in the table since before the crash.
-                if let Some(reason) = self.replay_refused.get(&ordinal) {
-                    refused.push((i, reason.clone()));
-                    self.refused_in_epoch.push((ordinal, reason.clone()));
-                }
-                continue;
+            // A replayed record already in the table since before the crash is skipped.
+            if let Some(ordinal) = self.epoch.next(i, &mut refused) {
+                to_write.push((i, ordinal, r));
             }
-            to_write.push((i, ordinal, r));
         }
         // Which columns each record fills, in table order; a field that is no column is refused.
         let shape = self.shape.as_ref().expect("ready");
@@ -348,7 +328,7 @@ impl<B: Backend> SinkConnector for SqlSink<B> {
         }
         for (i, reason) in &refused {
             if let Some(&ordinal) = ordinals.get(i) {
-                self.refused_in_epoch.push((ordinal, reason.clone()));
+                self.epoch.refuse(ordinal, reason.clone());
             }
         }
         refused.sort_by_key(|(i, _)| *i);
@@ -368,48 +348,28 @@ impl<B: Backend> SinkConnector for SqlSink<B> {
         backend.execute(tx, &sql, vec![Param::Text(id)]).await.map_err(|e| db_error(backend.target(), backend.connect_timeout(), e))?;
         let tx = self.tx.take().expect("a transaction is open");
         backend.commit(tx).await.map_err(|e| self.err(e))?;
-        self.reset_epoch();
-        self.skip = 0;
-        self.replay_refused.clear();
+        self.epoch.reset();
         Ok(())
     }
 
     async fn abort(&mut self) -> Result<(), ConnectorError> {
         self.rollback().await?;
-        self.reset_epoch();
+        self.epoch.restart();
         Ok(())
     }
 
     async fn pre_commit(&mut self, epoch: u64) -> Result<serde_json::Value, ConnectorError> {
         let token = json!({"sink_id": self.sink_id, "epoch": epoch, "table": self.label()});
-        if self.skip > self.in_epoch {
-            // Replaying, and the table already holds records past this barrier: say so, so
-            // that a recover from this checkpoint skips them too.
-            let remaining = self.skip - self.in_epoch;
-            let refused: Vec<(u64, String)> = self
-                .replay_refused
-                .iter()
-                .filter(|(o, _)| **o >= self.in_epoch)
-                .map(|(o, r)| (o - self.in_epoch, r.clone()))
-                .collect();
-            self.commit_with_marker(epoch + 1, remaining, &refused, true).await?;
-            self.replay_refused = refused.into_iter().collect();
-            self.skip = remaining;
-        } else {
-            let refused = std::mem::take(&mut self.refused_in_epoch);
-            self.commit_with_marker(epoch, self.in_epoch, &refused, false).await?;
-            self.skip = 0;
-            self.replay_refused.clear();
-        }
-        self.reset_epoch();
+        // Replaying, with the table already holding records past this barrier, the marker
+        // says so, so that a recover from this checkpoint skips them too.
+        let m = self.epoch.barrier(epoch);
+        self.commit_with_marker(m.epoch, m.records, &m.refused, m.ahead).await?;
         Ok(token)
     }
 
     async fn recover(&mut self, token: &serde_json::Value, epoch: u64) -> Result<(), ConnectorError> {
         self.rollback().await?;
-        self.reset_epoch();
-        self.skip = 0;
-        self.replay_refused.clear();
+        self.epoch.reset();
         if let Some(id) = token.get("sink_id").and_then(|v| v.as_str()) {
             self.sink_id = id.to_string();
         }
@@ -420,14 +380,14 @@ impl<B: Backend> SinkConnector for SqlSink<B> {
         let num = |k: &str| row.get(k).and_then(Value::as_i64).unwrap_or(0) as u64;
         let stored = num("epoch");
         if stored == epoch + 1 {
-            self.skip = num("records");
             let refused = text_field(row, "refused");
-            if !refused.is_empty() {
-                let list: Vec<(u64, String)> = serde_json::from_str(&refused)
-                    .map_err(|e| ConnectorError::Seek(format!("the commit marker of `{}` is unreadable: {e}", self.sink_id)))?;
-                self.replay_refused = list.into_iter().collect();
-            }
-            tracing::info!(sink_id = %self.sink_id, epoch = stored, records = self.skip, "epoch already committed: its replayed records are skipped");
+            let list: Vec<(u64, String)> = if refused.is_empty() {
+                Vec::new()
+            } else {
+                serde_json::from_str(&refused).map_err(|e| ConnectorError::Seek(format!("the commit marker of `{}` is unreadable: {e}", self.sink_id)))?
+            };
+            self.epoch.replay(num("records"), list);
+            tracing::info!(sink_id = %self.sink_id, epoch = stored, records = num("records"), "epoch already committed: its replayed records are skipped");
         } else if stored > epoch + 1 {
             return Err(ConnectorError::Seek(format!(
                 "{}: the table holds epoch {stored} of `{}`, past checkpoint {epoch}: the checkpoint is older than what was committed",
