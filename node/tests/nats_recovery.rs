@@ -101,13 +101,7 @@ async fn jetstream_to_postgres_killed_twice_delivers_every_message_exactly_once(
     for at in [N as i64 / 5, N as i64 / 2] {
         let mut child = spawn(&home, &pipeline);
         let rows = wait_rows(&table, at, &mut child, Duration::from_secs(120)).await;
-        assert!(child.try_wait().unwrap().is_none(), "an unbounded run does not end by itself");
-        child.kill().unwrap(); // SIGKILL
-        let out = child.wait_with_output().unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        eprintln!("killed at {rows} rows; its stderr: {stderr}");
-        resumed += usize::from(stderr.contains("resuming run"));
-        assert!(rows < N as i64, "killed at {rows} rows: too late to test a crash mid-stream");
+        resumed += usize::from(kill_mid_stream(child, rows, N as i64, "rows"));
     }
     assert!(resumed >= 1, "the second start resumed from a checkpoint");
 

@@ -161,13 +161,7 @@ fn redis_stream_to_redis_stream_killed_twice_delivers_every_entry_exactly_once()
     for at in [N as i64 / 5, N as i64 / 2] {
         let mut child = spawn(&home, &pipeline);
         let len = wait_len(&mut r, &output, at, &mut child, Duration::from_secs(120));
-        assert!(child.try_wait().unwrap().is_none(), "an unbounded run does not end by itself");
-        child.kill().unwrap(); // SIGKILL
-        let out = child.wait_with_output().unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        eprintln!("killed at {len} entries; its stderr: {stderr}");
-        resumed += usize::from(stderr.contains("resuming run"));
-        assert!(len < N as i64, "killed at {len} entries: too late to test a crash mid-stream");
+        resumed += usize::from(kill_mid_stream(child, len, N as i64, "entries"));
     }
     assert!(resumed >= 1, "the second start resumed from a checkpoint");
 

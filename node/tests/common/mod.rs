@@ -5,7 +5,7 @@
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -151,4 +151,18 @@ fn dechunk(mut s: &str) -> String {
         s = &rest[n..].trim_start_matches("\r\n");
     }
     out
+}
+
+/// SIGKILLs an unbounded run that has delivered `reached` of its `total` items (`unit` names
+/// them in messages), after checking it was still running and that the crash comes
+/// mid-stream; whether its log says it had resumed from a checkpoint.
+#[allow(dead_code)] // not every test binary that shares this module kills a run
+pub fn kill_mid_stream(mut child: Child, reached: i64, total: i64, unit: &str) -> bool {
+    assert!(child.try_wait().unwrap().is_none(), "an unbounded run does not end by itself");
+    child.kill().unwrap(); // SIGKILL
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    eprintln!("killed at {reached} {unit}; its stderr: {stderr}");
+    assert!(reached < total, "killed at {reached} {unit}: too late to test a crash mid-stream");
+    stderr.contains("resuming run")
 }
