@@ -636,6 +636,22 @@ mod tests {
     use super::*;
     use dagg_model::RunStatus;
 
+    /// Opens a store just closed in this process: sled's background flusher may still hold
+    /// the directory's lock for a moment after the last handle is dropped.
+    fn reopen(dir: &Path) -> MetaStore {
+        let mut tries = 0;
+        loop {
+            match MetaStore::open(dir) {
+                Ok(m) => return m,
+                Err(e) if tries < 100 && e.to_string().contains("could not acquire lock") => {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(e) => panic!("reopening the store: {e}"),
+            }
+        }
+    }
+
     fn stamp(s: i64) -> Stamp {
         Stamp { at: DateTime::from_timestamp(s, 0).unwrap(), by: "u1".into() }
     }
@@ -893,7 +909,7 @@ mod tests {
             m.put(&m.t.settings, "_cluster/run/r9", &serde_json::to_value(&a).unwrap()).unwrap();
             m.flush().unwrap();
         }
-        let m = MetaStore::open(dir.path()).unwrap();
+        let m = reopen(dir.path());
         assert_eq!(m.assignment("r9").unwrap(), Some(a.clone()));
         assert_eq!(m.setting("_cluster/run/r9").unwrap(), None);
         // A snapshot of the old build: the settings tree holds the assignment.
