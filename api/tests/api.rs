@@ -871,7 +871,7 @@ async fn a_clear_secret_stored_by_an_earlier_version_is_masked_and_sealed_at_sta
     const KEY: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
     let api = TestApi::with(|c| c.master_key = Some(KEY.into()));
     let admin = api.admin().await;
-    let r = api.post("/connectors", &admin, json!({"name": "crm", "connector_type": "rest_api", "config": {"url": "https://crm.example.com/v1", "headers": {"X-Tenant": "placeholder"}}})).await;
+    let r = api.post("/connectors", &admin, json!({"name": "crm", "connector_type": "rest_api", "config": {"url": "https://crm.example.com/v1", "headers": {"X-Tenant": "tenant-7"}}})).await;
     assert_eq!(r.status, StatusCode::CREATED, "{r:?}");
     let id = r.body["id"].as_str().unwrap().to_string();
     // As an earlier version stored it: the header value in the clear.
