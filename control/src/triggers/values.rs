@@ -148,6 +148,14 @@ fn references(s: &str) -> Vec<(usize, usize, &str)> {
     out
 }
 
+/// The reference `s` starts with, if it starts with a whole one: where it ends (past the
+/// `}`) and its field path. An unclosed `${event.` is plain text.
+fn reference_at(s: &str) -> Option<(usize, &str)> {
+    let path_and_rest = s.strip_prefix(OPEN)?;
+    let len = path_and_rest.find('}')?;
+    Some((OPEN.len() + len + 1, &path_and_rest[..len]))
+}
+
 /// Each reference replaced by what `fill` makes of its value.
 fn replaced(s: &str, event: &Json, mut fill: impl FnMut(&Json) -> String) -> Result<String> {
     let mut out = String::with_capacity(s.len());
@@ -205,8 +213,7 @@ fn sql_query(q: &str, event: &Json, dialect: Dialect, params: &mut Vec<Json>, at
     };
     while i < b.len() {
         let rest = &q[i..];
-        if rest.starts_with(OPEN) {
-            let (_, end, path) = references(rest)[0];
+        if let Some((end, path)) = reference_at(rest) {
             out.push_str(&placeholder(lookup(event, path)?, &mut marks, params));
             i += end;
             continue;
@@ -323,8 +330,7 @@ fn script_source(src: &str, event: &Json, at: &str) -> Result<String> {
     let read = |path: &str| -> Result<String> { lookup(event, path).map(|_| rhai_read(path)) };
     while i < b.len() {
         let rest = &src[i..];
-        if rest.starts_with(OPEN) {
-            let (_, end, path) = references(rest)[0];
+        if let Some((end, path)) = reference_at(rest) {
             out.push_str(&format!("({})", read(path)?));
             i += end;
             continue;
@@ -335,14 +341,16 @@ fn script_source(src: &str, event: &Json, at: &str) -> Result<String> {
                 let mut j = i + 1;
                 out.push('"');
                 while j < b.len() && b[j] != b'"' {
-                    if src[j..].starts_with(OPEN) {
-                        let (_, end, path) = references(&src[j..])[0];
+                    if let Some((end, path)) = reference_at(&src[j..]) {
                         out.push_str(&format!("\" + ({}).to_string() + \"", read(path)?));
                         j += end;
                         continue;
                     }
-                    let step = if b[j] == b'\\' { 2 } else { src[j..].chars().next().map_or(1, char::len_utf8) };
-                    out.push_str(&src[j..(j + step).min(b.len())]);
+                    // An escape is copied with the character it escapes, whatever its width.
+                    let mut chars = src[j..].chars();
+                    let first = chars.next().expect("not at the end");
+                    let step = first.len_utf8() + if first == '\\' { chars.next().map_or(0, char::len_utf8) } else { 0 };
+                    out.push_str(&src[j..j + step]);
                     j += step;
                 }
                 if j < b.len() {
@@ -355,8 +363,7 @@ fn script_source(src: &str, event: &Json, at: &str) -> Result<String> {
                 let mut j = i + 1;
                 out.push('`');
                 while j < b.len() && b[j] != b'`' {
-                    if src[j..].starts_with(OPEN) {
-                        let (_, end, path) = references(&src[j..])[0];
+                    if let Some((end, path)) = reference_at(&src[j..]) {
                         out.push_str(&format!("${{{}}}", read(path)?));
                         j += end;
                         continue;
@@ -447,6 +454,15 @@ mod tests {
         dagg_model::spec::transform::script::compile_with(out["source"].as_str().unwrap(), &["event"]).unwrap();
         assert!(with_event(&json!({"type": "script", "source": "x // ${event.name}"}), &ev).is_err());
         assert_eq!(with_event(&doc, &json!({"name": 1})).unwrap_err(), EventValueError::Missing("x.y".into()));
+    }
+
+    #[test]
+    fn unclosed_references_and_escaped_wide_characters_are_text() {
+        let ev = json!({"x": 1});
+        let q = json!({"connector_type": "postgresql", "config": {"query": "SELECT ${event.x}, '${event.' AS t"}});
+        assert_eq!(with_event(&q, &ev).unwrap()["config"]["query"], "SELECT $1, '${event.' AS t");
+        let script = json!({"type": "script", "source": "record.a = \"\\é ${event.x}\";"});
+        assert_eq!(with_event(&script, &ev).unwrap()["source"], "record.a = \"\\é \" + (event[\"x\"]).to_string() + \"\";");
     }
 
     #[test]
